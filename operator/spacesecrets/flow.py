@@ -111,9 +111,8 @@ class Snapshot:
     @property
     def version(self) -> int:
         """The space's version these documents were issued from."""
-        version = self.metadata["version"]
-        assert isinstance(version, int)
-        return version
+        # Checked to be an int when the documents were parsed.
+        return int(self.metadata["version"])
 
     def __repr__(self) -> str:
         return f"Snapshot(version={self.version}, keys={sorted(self.secrets)})"
