@@ -1,0 +1,80 @@
+"""Who may manage a space: the owners' RoleBinding, built from `spec.owners`.
+
+Pure core. The operator binds exactly the ClusterRole `spacesecrets-owner` -- never anything more --
+to the subjects listed as owners, in the space's own namespace.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from spacesecrets import MANAGED_BY
+
+OWNER_CLUSTER_ROLE = "spacesecrets-owner"
+VIEWER_CLUSTER_ROLE = "spacesecrets-viewer"
+OWNERS_ROLE_BINDING = "spacesecrets-owners"
+
+
+def subjects(namespace: str, owners: Sequence[Mapping[str, Any]]) -> list[dict[str, str]]:
+    out: list[dict[str, str]] = []
+    for owner in owners:
+        kind, name = str(owner["kind"]), str(owner["name"])
+        if kind == "ServiceAccount":
+            out.append({"kind": kind, "name": name, "namespace": namespace})
+        else:
+            out.append({"kind": kind, "name": name, "apiGroup": "rbac.authorization.k8s.io"})
+    return out
+
+
+def desired_role_binding(
+    namespace: str, owners: Sequence[Mapping[str, Any]], space_name: str, space_uid: str
+) -> dict[str, Any]:
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": {
+            "name": OWNERS_ROLE_BINDING,
+            "namespace": namespace,
+            "labels": {"app.kubernetes.io/managed-by": MANAGED_BY},
+            "ownerReferences": [
+                {
+                    "apiVersion": "spacesecrets.io/v1alpha1",
+                    "kind": "SpaceSecrets",
+                    "name": space_name,
+                    "uid": space_uid,
+                    "controller": True,
+                    "blockOwnerDeletion": False,
+                }
+            ],
+        },
+        "roleRef": {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "ClusterRole",
+            "name": OWNER_CLUSTER_ROLE,
+        },
+        "subjects": subjects(namespace, owners),
+    }
+
+
+def role_binding_current(existing: Mapping[str, Any], desired: Mapping[str, Any]) -> bool:
+    def norm(items: Sequence[Mapping[str, Any]]) -> list[tuple[str, str, str]]:
+        return sorted((s["kind"], s["name"], s.get("namespace", "")) for s in items)
+
+    return bool(
+        norm(existing.get("subjects") or []) == norm(desired["subjects"])
+        and (existing.get("roleRef") or {}).get("name") == desired["roleRef"]["name"]
+    )
+
+
+def owner_names(namespace: str, owners: Sequence[Mapping[str, Any]]) -> list[str]:
+    """How the API server names each owner, e.g. for a denial message."""
+    names = []
+    for owner in owners:
+        if owner["kind"] == "ServiceAccount":
+            names.append(f"system:serviceaccount:{namespace}:{owner['name']}")
+        elif owner["kind"] == "Group":
+            names.append(f"group {owner['name']}")
+        else:
+            names.append(str(owner["name"]))
+    return names

@@ -1,0 +1,63 @@
+"""Status conditions keyed by type; lastTransitionTime changes only when the status flips.
+
+Pure core. Writing a condition that did not change yields an identical list, so the caller's
+"did anything change?" comparison stays false and no status write is made.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from typing import Any
+
+Condition = dict[str, Any]
+
+
+def now_rfc3339(now: dt.datetime | None = None) -> str:
+    moment = now or dt.datetime.now(dt.UTC)
+    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def set_condition(
+    conditions: Sequence[Condition],
+    type_: str,
+    status: bool,
+    reason: str,
+    message: str,
+    *,
+    generation: int | None = None,
+    now: str | None = None,
+) -> list[Condition]:
+    """A new list with the condition of `type_` set; others kept in their order."""
+    wanted = "True" if status else "False"
+    out: list[Condition] = []
+    found = False
+    for cond in conditions:
+        if cond.get("type") != type_:
+            out.append(dict(cond))
+            continue
+        found = True
+        transition = cond.get("lastTransitionTime") if cond.get("status") == wanted else None
+        out.append(_condition(type_, wanted, reason, message, generation, transition or now))
+    if not found:
+        out.append(_condition(type_, wanted, reason, message, generation, now))
+    return out
+
+
+def _condition(
+    type_: str, status: str, reason: str, message: str, generation: int | None, at: str | None
+) -> Condition:
+    cond: Condition = {
+        "type": type_,
+        "status": status,
+        "reason": reason,
+        "message": message,
+        "lastTransitionTime": at or now_rfc3339(),
+    }
+    if generation is not None:
+        cond["observedGeneration"] = generation
+    return cond
+
+
+def get_condition(conditions: Sequence[Condition], type_: str) -> Condition | None:
+    return next((c for c in conditions if c.get("type") == type_), None)

@@ -1,0 +1,207 @@
+"""A local spacesecrets installation: the control plane, the manifests and the operator process.
+
+Edge. Used by `spacesecrets dev` (`make run`), `spacesecrets dev --demo` (`make demo`) and the test
+fixtures, so the demo and the tests run exactly what a user runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from spacesecrets import crdgen
+from spacesecrets.controlplane import ControlPlane, find_binaries, free_port
+
+OPERATOR_NAMESPACE = "spacesecrets-system"
+
+
+def public_keys_reader(namespace: str) -> list[dict[str, Any]]:
+    """Every authenticated user may read the public keys (and nothing else there)."""
+    meta = {"name": "spacesecrets-public-keys-reader", "namespace": namespace}
+    return [
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": meta,
+         "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get"],
+                    "resourceNames": ["spacesecrets-public-keys"]}]},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": meta,
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                     "name": "spacesecrets-public-keys-reader"},
+         "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group",
+                       "name": "system:authenticated"}]},
+    ]
+
+
+def wait_for(what: str, check: Callable[[], Any], timeout: float = 60.0,
+             interval: float = 0.2) -> Any:
+    """Poll `check` until it returns something truthy; raise TimeoutError naming `what`."""
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            result = check()
+            if result:
+                return result
+        except Exception as exc:  # noqa: BLE001 -- keep polling, report the last one
+            last_error = exc
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}"
+                       + (f" (last error: {last_error})" if last_error else ""))
+
+
+@dataclass
+class OperatorProcess:
+    """The operator, as a real child process (`python -m spacesecrets operator`)."""
+
+    popen: subprocess.Popen[bytes]
+    log_path: Path
+    metrics_port: int
+    health_port: int
+    _log: Any = field(repr=False, default=None)
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        def healthy() -> bool:
+            if not self.alive():
+                raise RuntimeError(f"the operator exited:\n{self.log_text()[-3000:]}")
+            try:
+                with urllib.request.urlopen(  # noqa: S310 -- loopback
+                    f"http://127.0.0.1:{self.health_port}/healthz", timeout=2
+                ) as resp:
+                    return bool(resp.status == 200)
+            except (urllib.error.URLError, OSError):
+                return False
+
+        wait_for("the operator's /healthz", healthy, timeout)
+
+    def metrics(self) -> str:
+        with urllib.request.urlopen(  # noqa: S310 -- loopback
+            f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5
+        ) as resp:
+            return str(resp.read().decode())
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> None:
+        if self.alive():
+            self.popen.send_signal(sig)
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait(timeout)
+        if self._log:
+            self._log.close()
+            self._log = None
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)
+
+
+@dataclass
+class LocalCluster:
+    """A control plane with spacesecrets' manifests installed."""
+
+    cp: ControlPlane
+    operators: list[OperatorProcess] = field(default_factory=list)
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.cp.admin_kubeconfig
+
+    def apply(self, docs: list[Mapping[str, Any]] | str, *, kubeconfig: Path | None = None,
+              check: bool = True) -> subprocess.CompletedProcess[str]:
+        text = docs if isinstance(docs, str) else yaml.safe_dump_all(list(docs))
+        return self.cp.kubectl("apply", "--server-side", "--force-conflicts", "-f", "-",
+                               input=text, kubeconfig=kubeconfig, check=check)
+
+    def install(self) -> None:
+        manifests = crdgen.all_crds()
+        crds = [yaml.safe_load(t) for n, t in manifests.items() if n.startswith("spacesecrets.io_")]
+        self.apply(crds)
+        self.cp.kubectl("wait", "--for=condition=Established", "--timeout=60s",
+                        *(f"crd/{c['metadata']['name']}" for c in crds))
+        rest = [d for n, t in manifests.items() if not n.startswith("spacesecrets.io_")
+                for d in yaml.safe_load_all(t)]
+        self.apply(rest)
+        self.cp.kubectl("create", "namespace", OPERATOR_NAMESPACE, check=False)
+        self.apply(public_keys_reader(OPERATOR_NAMESPACE))
+
+    def start_operator(self, env: Mapping[str, str] | None = None,
+                       kubeconfig: Path | None = None, wait: bool = True) -> OperatorProcess:
+        metrics_port, health_port = free_port(), free_port()
+        log_path = self.cp.workdir / "logs" / f"operator-{len(self.operators)}.log"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = log_path.open("ab")
+        full_env = {
+            **os.environ,
+            "KUBECONFIG": str(kubeconfig or self.kubeconfig),
+            "SPACESECRETS_NAMESPACE": OPERATOR_NAMESPACE,
+            "SPACESECRETS_METRICS_PORT": str(metrics_port),
+            "SPACESECRETS_HEALTH_PORT": str(health_port),
+            "PYTHONUNBUFFERED": "1",
+            **(env or {}),
+        }
+        popen = subprocess.Popen(
+            [sys.executable, "-m", "spacesecrets", "operator"],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=full_env,
+        )
+        proc = OperatorProcess(popen, log_path, metrics_port, health_port, log)
+        self.operators.append(proc)
+        if wait:
+            proc.wait_ready()
+        return proc
+
+    def stop(self) -> None:
+        for proc in self.operators:
+            proc.stop()
+        self.operators.clear()
+        self.cp.stop()
+
+
+@contextlib.contextmanager
+def local_cluster(bin_dir: Path | None = None) -> Iterator[LocalCluster]:
+    cp = ControlPlane(bin_dir or find_binaries())
+    cluster = LocalCluster(cp)
+    try:
+        cp.start()
+        cluster.install()
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+def run_dev() -> int:
+    """`make run`: everything in the foreground until Ctrl-C."""
+    with local_cluster() as cluster:
+        op = cluster.start_operator()
+        print(f"control plane {cluster.cp.version()} at {cluster.cp.server}")
+        print(f"operator log: {op.log_path}")
+        print(f"\n  export KUBECONFIG={cluster.kubeconfig}\n  kubectl get spacesecrets,"
+              "flowsecretsyncs -A\n\nCtrl-C stops everything.")
+        with contextlib.suppress(KeyboardInterrupt):
+            while op.alive():
+                time.sleep(1)
+    return 0
+
+
+def run_demo() -> int:
+    """`make demo`: the operator end to end, printed as a user would see it, then torn down."""
+    from spacesecrets.demo import demo
+
+    with tempfile.TemporaryDirectory(prefix="spacesecrets-demo-") as tmp, local_cluster() as cluster:
+        return demo(cluster, Path(tmp))

@@ -1,0 +1,211 @@
+"""The kopf handlers: the only kopf-decorated module.
+
+Edge. Each handler parses what kopf hands it, calls `reconcile.Operator`, and turns our errors into
+kopf's (`Temporary` -> `kopf.TemporaryError` with its delay). No business logic lives here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import kopf
+
+from spacesecrets import GROUP, schedule
+from spacesecrets.kube import Kube, Permanent, Temporary, make_client
+from spacesecrets.metrics import Metrics
+from spacesecrets.projection import MANAGED_BY_LABEL
+from spacesecrets.reconcile import Operator
+from spacesecrets.settings import Settings
+
+log = logging.getLogger("spacesecrets")
+FINALIZER = f"{GROUP}/finalizer"
+MANAGED = {MANAGED_BY_LABEL: "spacesecrets"}
+
+
+class CompactDiffBase(kopf.AnnotationsDiffBaseStorage):
+    """kopf's last-handled configuration, with each sealed value replaced by a short digest.
+
+    The handlers are level-based and never read kopf's field diffs, but kopf needs the essence to
+    notice a change; digests keep that working while the annotation stays small (annotations share
+    256 KiB with kubectl's own copy of the spec).
+    """
+
+    def build(self, *, body: Any, extra_fields: Any = None) -> Any:
+        essence = super().build(body=body, extra_fields=extra_fields)
+        data = (essence.get("spec") or {}).get("data")
+        if isinstance(data, dict):
+            for entry in data.values():
+                if isinstance(entry, dict) and "sealed" in entry:
+                    entry["sealed"] = hashlib.sha256(str(entry["sealed"]).encode()).hexdigest()[:16]
+        return essence
+
+
+def _operator(memo: Any) -> Operator:
+    op: Operator = memo["operator"]
+    return op
+
+
+async def _run(fn: Callable[[], None]) -> None:
+    """Run blocking API work off the event loop, mapping our errors to kopf's."""
+    try:
+        await asyncio.get_running_loop().run_in_executor(None, fn)
+    except Temporary as exc:
+        raise kopf.TemporaryError(str(exc), delay=exc.delay) from None
+    except Permanent as exc:
+        raise kopf.TemporaryError(str(exc), delay=30) from None
+
+
+@kopf.on.startup()
+async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    config = Settings.from_env()
+    settings.persistence.finalizer = FINALIZER
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
+        prefix=GROUP, v1=False
+    )
+    settings.persistence.diffbase_storage = CompactDiffBase(prefix=GROUP, v1=False)
+    settings.posting.level = logging.WARNING  # our own Events say what users care about
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.watching.connect_timeout = 10
+    settings.networking.request_timeout = 30
+    settings.batching.error_delays = [1, 2, 5, 10, 20, 30]
+    settings.execution.max_workers = 16
+    if config.peering:
+        settings.peering.name = config.peering
+        settings.peering.mandatory = True
+        settings.peering.clusterwide = True
+        settings.peering.priority = 0
+        settings.peering.stealth = True
+
+    kube = Kube(make_client())
+    metrics = Metrics()
+    if config.metrics_port:
+        metrics.serve(config.metrics_port)
+    op = Operator(config, kube, metrics)
+    await _run(op.load_keyring)
+    memo["operator"] = op
+    memo["kube"] = kube
+    every = min(3600.0, max(1.0, config.rotation_period / 10))
+    memo["maintenance"] = asyncio.create_task(maintenance(op, every))
+
+
+@kopf.on.probe(id="keyring")
+def probe_keyring(memo: kopf.Memo, **_: Any) -> str:
+    op = _operator(memo)
+    return op.ring.current.kid if op.ring else "none"
+
+
+# -- SpaceSecrets ---------------------------------------------------------------------------------
+
+
+@kopf.on.resume(GROUP, "spacesecrets")
+@kopf.on.create(GROUP, "spacesecrets")
+@kopf.on.update(GROUP, "spacesecrets")
+async def space_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    op = _operator(memo)
+    await _run(lambda: op.reconcile_space(body))
+
+
+@kopf.on.event(GROUP, "spacesecrets")
+async def space_event(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:  # noqa: A002
+    if type == "DELETED":
+        op = _operator(memo)
+        await _run(lambda: op.space_deleted(body.metadata["namespace"], body.metadata["name"]))
+
+
+# -- FlowSecretSync -------------------------------------------------------------------------------
+
+
+@kopf.on.resume(GROUP, "flowsecretsyncs")
+@kopf.on.create(GROUP, "flowsecretsyncs")
+@kopf.on.update(GROUP, "flowsecretsyncs")
+async def flow_saved(body: kopf.Body, memo: kopf.Memo, reason: str, **_: Any) -> None:
+    """Created, changed (a "save"), or seen again after a restart: sync at once."""
+    op = _operator(memo)
+    entry = op.register_flow(body)
+    await _run(lambda: op.sync_flow(entry.namespace, entry.name, reason=str(reason)))
+
+
+@kopf.on.event(GROUP, "flowsecretsyncs")
+async def flow_event(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:  # noqa: A002
+    op = _operator(memo)
+    if type == "DELETED":
+        op.forget_flow(body.metadata["namespace"], body.metadata["name"])
+    elif body.metadata.get("deletionTimestamp"):
+        op.register_flow(body)  # marks it deleting: its target is left to garbage collection
+
+
+@kopf.daemon(GROUP, "flowsecretsyncs", cancellation_timeout=5)
+async def autosync(
+    stopped: kopf.DaemonStopped, body: kopf.Body, memo: kopf.Memo, **_: Any
+) -> None:
+    """Wake at this flow's autosync ticks; act only when the space moved on (no API call else)."""
+    op = _operator(memo)
+    ns, name, uid = body.metadata["namespace"], body.metadata["name"], body.metadata["uid"]
+    while not stopped:
+        entry = op.flows.get((ns, name))
+        autosync_every = entry.spec.autosync if entry else "1m"
+        period = schedule.period_seconds(autosync_every, op.settings.autosync_scale)
+        now = time.time()
+        await stopped.wait(schedule.next_tick(uid, period, now) - now)
+        if stopped:
+            break
+        if not op.needs_tick(ns, name):
+            continue
+        try:
+            await _run(lambda: op.sync_flow(ns, name, reason="autosync"))
+        except kopf.TemporaryError as exc:
+            log.warning("autosync of %s/%s failed, retrying: %s", ns, name, exc)
+            await stopped.wait(min(period, exc.delay or 2))
+
+
+@kopf.on.event("", "v1", "secrets", labels=MANAGED)
+@kopf.on.event("", "v1", "configmaps", labels=MANAGED)
+async def target_changed(
+    type: str, body: kopf.Body, memo: kopf.Memo, **_: Any  # noqa: A002
+) -> None:
+    """A projected target changed: restore it if someone else edited or deleted it."""
+    op = _operator(memo)
+    obj = dict(body)
+    await _run(lambda: op.target_event(str(type), obj))
+
+
+@kopf.on.event("apps", "v1", "deployments")
+@kopf.on.event("apps", "v1", "statefulsets")
+async def workload_changed(
+    type: str, body: kopf.Body, resource: kopf.Resource, memo: kopf.Memo, **_: Any  # noqa: A002
+) -> None:
+    """Sync on save: a flowRef workload's pod template changed."""
+    if type == "DELETED":
+        return
+    op = _operator(memo)
+    kind = "Deployment" if resource.plural == "deployments" else "StatefulSet"
+    for ns, name in op.workload_event(kind, body):
+        await _run(lambda ns=ns, name=name: op.sync_flow(ns, name, reason="save"))
+
+
+# -- maintenance ----------------------------------------------------------------------------------
+
+
+async def maintenance(op: Operator, every: float) -> None:
+    """Rotate keys when due and drop expired history. Safe on every replica: writes are
+    conditional on resourceVersion, so two replicas never both rotate."""
+    while True:
+        try:
+            await _run(op.rotate_if_due)
+            await _run(op.housekeeping)
+        except kopf.TemporaryError as exc:
+            log.warning("maintenance failed, retrying: %s", exc)
+        await asyncio.sleep(every)
+
+
+@kopf.on.cleanup()
+async def stop_maintenance(memo: kopf.Memo, **_: Any) -> None:
+    task = memo.get("maintenance")
+    if task is not None:
+        task.cancel()

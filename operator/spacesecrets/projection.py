@@ -1,0 +1,202 @@
+"""What a flow is handed: the SECRETS and SECRETS_METADATA documents and the target object.
+
+Pure core. `desired_target` builds the Secret or ConfigMap; `ownership` tells whether an existing
+object is ours to overwrite (the managed-by mark and a controller reference to this
+FlowSecretSync), so the operator never writes over what it does not own.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from spacesecrets import API_VERSION, MANAGED_BY
+from spacesecrets.versions import Plain
+
+MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
+FLOW_LABEL = "spacesecrets.io/flow"
+VERSION_ANNOTATION = "spacesecrets.io/version"
+ISSUED_ANNOTATION = "spacesecrets.io/issued-at"
+SECRETS = "SECRETS"
+SECRETS_METADATA = "SECRETS_METADATA"
+
+
+@dataclass(frozen=True)
+class SpaceView:
+    """The current version of one space, as flows are handed it."""
+
+    namespace: str
+    version: int
+    created_at: str
+    updated_at: str
+    keys: Mapping[str, Mapping[str, Any]]  # KEY -> {format, version, updatedAt}
+    values: Plain = field(repr=False)
+
+
+@dataclass(frozen=True)
+class FlowSpec:
+    name: str
+    uid: str
+    target_kind: str
+    target_name: str
+    autosync: str
+    sync_on_save: bool
+    keys: tuple[str, ...] | None
+
+    @classmethod
+    def from_body(cls, name: str, uid: str, spec: Mapping[str, Any]) -> FlowSpec:
+        target = spec.get("target") or {}
+        keys = spec.get("keys")
+        return cls(
+            name=name,
+            uid=uid,
+            target_kind=str(target.get("kind", "Secret")),
+            target_name=str(target.get("name", "")),
+            autosync=str(spec.get("autosync", "1m")),
+            sync_on_save=bool(spec.get("syncOnSave", True)),
+            keys=tuple(keys) if keys is not None else None,
+        )
+
+
+def missing_keys(space: SpaceView, flow: FlowSpec) -> list[str]:
+    if flow.keys is None:
+        return []
+    return sorted(k for k in flow.keys if k not in space.values)
+
+
+def selected(space: SpaceView, flow: FlowSpec) -> list[str]:
+    return sorted(space.values if flow.keys is None else set(flow.keys) & set(space.values))
+
+
+def documents(space: SpaceView, flow: FlowSpec, issued_at: str) -> dict[str, str]:
+    """SECRETS and SECRETS_METADATA as the flow reads them (JSON text)."""
+    keys = selected(space, flow)
+    secrets = {k: space.values[k].projected() for k in keys}
+    metadata = {
+        "space": space.namespace,
+        "version": space.version,
+        "createdAt": space.created_at,
+        "updatedAt": space.updated_at,
+        "issuedAt": issued_at,
+        "autosync": flow.autosync,
+        "syncOnSave": flow.sync_on_save,
+        "keys": {
+            k: {
+                "format": space.keys[k]["format"],
+                "version": space.keys[k]["version"],
+                "updatedAt": space.keys[k]["updatedAt"],
+            }
+            for k in keys
+        },
+    }
+    return {
+        SECRETS: json.dumps(secrets, ensure_ascii=False, sort_keys=True),
+        SECRETS_METADATA: json.dumps(metadata, ensure_ascii=False, sort_keys=True),
+    }
+
+
+def desired_target(
+    namespace: str, flow: FlowSpec, docs: Mapping[str, str], version: int, issued_at: str
+) -> dict[str, Any]:
+    """The full target object, ready to create or replace."""
+    body: dict[str, Any] = {
+        "apiVersion": "v1",
+        "kind": flow.target_kind,
+        "metadata": {
+            "name": flow.target_name,
+            "namespace": namespace,
+            "labels": {MANAGED_BY_LABEL: MANAGED_BY, FLOW_LABEL: flow.name},
+            "annotations": {VERSION_ANNOTATION: str(version), ISSUED_ANNOTATION: issued_at},
+            "ownerReferences": [owner_reference(flow)],
+        },
+    }
+    if flow.target_kind == "Secret":
+        body["type"] = "Opaque"
+        body["data"] = {k: base64.b64encode(v.encode()).decode() for k, v in docs.items()}
+    else:
+        body["data"] = dict(docs)
+    return body
+
+
+def owner_reference(flow: FlowSpec) -> dict[str, Any]:
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "FlowSecretSync",
+        "name": flow.name,
+        "uid": flow.uid,
+        "controller": True,
+        "blockOwnerDeletion": False,
+    }
+
+
+class Ownership(StrEnum):
+    OURS = "ours"
+    OTHER_FLOW = "other-flow"
+    FOREIGN = "foreign"
+
+
+def ownership(obj: Mapping[str, Any], flow_uid: str) -> Ownership:
+    meta = obj.get("metadata") or {}
+    labels = meta.get("labels") or {}
+    if labels.get(MANAGED_BY_LABEL) != MANAGED_BY:
+        return Ownership.FOREIGN
+    controllers = [
+        r for r in meta.get("ownerReferences") or []
+        if r.get("controller") and r.get("kind") == "FlowSecretSync"
+    ]
+    if any(r.get("uid") == flow_uid for r in controllers):
+        return Ownership.OURS
+    return Ownership.OTHER_FLOW if controllers else Ownership.FOREIGN
+
+
+def decoded_documents(obj: Mapping[str, Any]) -> dict[str, str]:
+    """The documents an existing target holds (Secret data decoded)."""
+    data: Mapping[str, str] = obj.get("data") or {}
+    if obj.get("kind", "Secret") == "Secret":
+        return {k: base64.b64decode(v).decode(errors="replace") for k, v in data.items()}
+    return dict(data)
+
+
+def _without_issued(docs: Mapping[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in docs.items():
+        try:
+            out[k] = json.loads(v)
+        except json.JSONDecodeError:
+            out[k] = v
+    meta = out.get(SECRETS_METADATA)
+    if isinstance(meta, dict):
+        meta.pop("issuedAt", None)
+    return out
+
+
+def up_to_date(existing: Mapping[str, Any], desired: Mapping[str, Any]) -> bool:
+    """True when the existing target already holds what `desired` would write.
+
+    issuedAt is ignored: it is only news when the content is.
+    """
+    meta = existing.get("metadata") or {}
+    want = desired["metadata"]
+    labels_ok = all((meta.get("labels") or {}).get(k) == v for k, v in want["labels"].items())
+    version_ok = (meta.get("annotations") or {}).get(VERSION_ANNOTATION) == want["annotations"][
+        VERSION_ANNOTATION
+    ]
+    refs_ok = _same_refs(meta.get("ownerReferences") or [], want["ownerReferences"])
+    data_ok = _without_issued(decoded_documents(existing)) == _without_issued(
+        decoded_documents(desired)
+    )
+    return labels_ok and version_ok and refs_ok and data_ok
+
+
+def _same_refs(have: Sequence[Mapping[str, Any]], want: Sequence[Mapping[str, Any]]) -> bool:
+    keys = ("apiVersion", "kind", "name", "uid", "controller")
+    return [{k: r.get(k) for k in keys} for r in have] == [{k: r.get(k) for k in keys} for r in want]
+
+
+def issued_at_of(obj: Mapping[str, Any]) -> str | None:
+    value = ((obj.get("metadata") or {}).get("annotations") or {}).get(ISSUED_ANNOTATION)
+    return str(value) if value else None

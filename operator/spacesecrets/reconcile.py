@@ -1,0 +1,745 @@
+"""The operator's work, between the thin kopf handlers and the pure core.
+
+Edge (talks to the API through `kube`, never through kopf). `Operator` holds the in-memory state
+the handlers share: the key ring, the current version of every accepted space (with its values,
+which only ever leave memory into a flow's target), and the known FlowSecretSyncs with what each was
+last issued. Autosync ticks are answered from this state with no API call; an API write happens
+only when something actually changes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from spacesecrets import access, crypto, projection, versions
+from spacesecrets.conditions import get_condition, now_rfc3339, set_condition
+from spacesecrets.kube import SPACES, AlreadyExists, Kube, NotFound, Permanent, Temporary
+from spacesecrets.metrics import Metrics
+from spacesecrets.projection import FlowSpec, Ownership, SpaceView
+from spacesecrets.settings import Settings
+
+log = logging.getLogger("spacesecrets")
+
+ROLLBACK_ANNOTATION = "spacesecrets.io/rollback-to"
+RESTORED_ANNOTATION = "spacesecrets.io/restored-from"
+SPACE_LABEL = "spacesecrets.io/space"
+HISTORY_PREFIX = "history-"
+
+# Condition reasons and event reasons: constants, so alerts and tests can match on them.
+UNSEALED = "Unsealed"
+DUPLICATE_SPACE = "DuplicateSpace"
+ROLLBACK_FAILED = "RollbackFailed"
+ROLLED_BACK = "RolledBack"
+VERSION_CREATED = "VersionCreated"
+SYNCED = "Synced"
+SPACE_MISSING = "SpaceMissing"
+MISSING_KEY = "MissingKey"
+TARGET_NOT_OWNED = "TargetNotOwned"
+CONFLICT = "Conflict"
+CONFIGMAP_NOT_ALLOWED = "ConfigMapNotAllowed"
+CONFIGMAP_TARGET = "ConfigMapTarget"
+TARGET_RESTORED = "TargetRestored"
+SYNC_MESSAGE = "🆗 Synced"
+
+Event = tuple[str, str, str]  # type, reason, message
+
+
+@dataclass
+class FlowEntry:
+    """What the operator knows of one FlowSecretSync between events."""
+
+    namespace: str
+    name: str
+    uid: str
+    created: str
+    spec: FlowSpec
+    flow_ref: tuple[str, str] | None
+    generation: int
+    status: dict[str, Any]
+    deleting: bool = False
+    target_fingerprint: str | None = None
+    template_hash: str | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def synced_version(self) -> int | None:
+        value = self.status.get("syncedVersion")
+        return int(value) if value is not None else None
+
+    @property
+    def synced(self) -> bool:
+        cond = get_condition(self.status.get("conditions") or [], "Synced")
+        return bool(cond and cond.get("status") == "True")
+
+
+def fingerprint(obj: Mapping[str, Any]) -> str:
+    """A digest of what a target holds that matters (data, our labels and version annotation)."""
+    meta = obj.get("metadata") or {}
+    relevant = {
+        "data": obj.get("data") or {},
+        "labels": meta.get("labels") or {},
+        "version": (meta.get("annotations") or {}).get(projection.VERSION_ANNOTATION),
+        "owners": [r.get("uid") for r in meta.get("ownerReferences") or []],
+    }
+    return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()
+
+
+def template_hash(workload: Mapping[str, Any]) -> str:
+    template = (workload.get("spec") or {}).get("template") or {}
+    return hashlib.sha256(json.dumps(template, sort_keys=True).encode()).hexdigest()
+
+
+class Operator:
+    def __init__(
+        self,
+        settings: Settings,
+        kube: Kube,
+        metrics: Metrics | None = None,
+        clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+    ) -> None:
+        self.settings = settings
+        self.kube = kube
+        self.metrics = metrics or Metrics()
+        self.clock = clock
+        self.ring: crypto.KeyRing | None = None
+        self._ring_rv = ""
+        self.spaces: dict[str, SpaceView] = {}
+        self.flows: dict[tuple[str, str], FlowEntry] = {}
+        self._lock = threading.RLock()
+        self._space_locks: dict[str, threading.Lock] = {}
+
+    def now(self) -> str:
+        return now_rfc3339(self.clock())
+
+    # =========================================================================================
+    # Key ring
+    # =========================================================================================
+
+    def load_keyring(self) -> crypto.KeyRing:
+        """Read the key ring, creating it on first start. Two replicas racing end with one ring."""
+        ns, name = self.settings.namespace, self.settings.keyring_secret
+        try:
+            secret = self.kube.get("Secret", ns, name)
+        except NotFound:
+            ring = crypto.KeyRing.create(self.clock())
+            body = {
+                "metadata": {"name": name, "namespace": ns,
+                             "labels": {"app.kubernetes.io/managed-by": "spacesecrets"}},
+                "type": "Opaque",
+                "data": {"keyring.json": _b64(ring.to_json())},
+            }
+            try:
+                secret = self.kube.create("Secret", ns, body)
+                log.info("created the key ring with sealing key %s", ring.current.kid)
+            except AlreadyExists:
+                secret = self.kube.get("Secret", ns, name)  # the other replica won the race
+        self._adopt_ring(secret)
+        assert self.ring is not None
+        self.publish_public_keys()
+        return self.ring
+
+    def _adopt_ring(self, secret: Mapping[str, Any]) -> None:
+        data = (secret.get("data") or {}).get("keyring.json", "")
+        self.ring = crypto.KeyRing.from_json(_unb64(data))
+        self._ring_rv = str((secret.get("metadata") or {}).get("resourceVersion", ""))
+        self.metrics.key_ring_age.set(self.ring.age(self.clock()))
+
+    def require_ring(self) -> crypto.KeyRing:
+        if self.ring is None:
+            self.load_keyring()
+        assert self.ring is not None
+        return self.ring
+
+    def rotate_if_due(self) -> bool:
+        ring = self.require_ring()
+        now = self.clock()
+        self.metrics.key_ring_age.set(ring.age(now))
+        if not ring.needs_rotation(now, self.settings.rotation_period):
+            return False
+        new = ring.rotated(now)
+        body = {
+            "metadata": {"name": self.settings.keyring_secret, "namespace": self.settings.namespace,
+                         "resourceVersion": self._ring_rv,
+                         "labels": {"app.kubernetes.io/managed-by": "spacesecrets"}},
+            "type": "Opaque",
+            "data": {"keyring.json": _b64(new.to_json())},
+        }
+        try:
+            secret = self.kube.replace("Secret", self.settings.namespace, body)
+        except Temporary:
+            self.load_keyring()  # somebody else rotated; take theirs
+            return False
+        self._adopt_ring(secret)
+        self.publish_public_keys()
+        log.info("rotated the key ring: sealing key %s is now current", new.current.kid)
+        return True
+
+    def publish_public_keys(self) -> None:
+        ring = self.require_ring()
+        pems = ring.public_pems()
+        data = {
+            "current.kid": ring.current.kid,
+            "current.pem": pems[ring.current.kid],
+            "keys.json": json.dumps(pems, sort_keys=True),
+        }
+        ns, name = self.settings.namespace, self.settings.public_keys_configmap
+        body: dict[str, Any] = {
+            "metadata": {"name": name, "namespace": ns,
+                         "labels": {"app.kubernetes.io/managed-by": "spacesecrets"}},
+            "data": data,
+        }
+        try:
+            existing = self.kube.get("ConfigMap", ns, name)
+        except NotFound:
+            try:
+                self.kube.create("ConfigMap", ns, body)
+            except AlreadyExists:
+                pass
+            return
+        if existing.get("data") != data:
+            body["metadata"]["resourceVersion"] = existing["metadata"]["resourceVersion"]
+            self.kube.replace("ConfigMap", ns, body)
+
+    # =========================================================================================
+    # History store
+    # =========================================================================================
+
+    def history_name(self, namespace: str) -> str:
+        return f"{HISTORY_PREFIX}{namespace}"
+
+    def read_history(self, namespace: str) -> tuple[versions.History | None, str]:
+        try:
+            secret = self.kube.get("Secret", self.settings.namespace, self.history_name(namespace))
+        except NotFound:
+            return None, ""
+        data = {k: _unb64(v) for k, v in (secret.get("data") or {}).items()}
+        rv = str(secret["metadata"].get("resourceVersion", ""))
+        return versions.History.from_data(namespace, data), rv
+
+    def write_history(self, history: versions.History, rv: str) -> None:
+        body: dict[str, Any] = {
+            "metadata": {
+                "name": self.history_name(history.namespace),
+                "namespace": self.settings.namespace,
+                "labels": {"app.kubernetes.io/managed-by": "spacesecrets",
+                           SPACE_LABEL: history.namespace},
+            },
+            "type": "Opaque",
+            "data": {k: _b64(v) for k, v in history.to_data().items()},
+        }
+        if rv:
+            body["metadata"]["resourceVersion"] = rv
+            self.kube.replace("Secret", self.settings.namespace, body)
+        else:
+            try:
+                self.kube.create("Secret", self.settings.namespace, body)
+            except AlreadyExists:
+                raise Temporary("the history was created concurrently", delay=1) from None
+
+    # =========================================================================================
+    # SpaceSecrets
+    # =========================================================================================
+
+    def _space_lock(self, namespace: str) -> threading.Lock:
+        with self._lock:
+            return self._space_locks.setdefault(namespace, threading.Lock())
+
+    def reconcile_space(self, body: Mapping[str, Any]) -> None:
+        with self._space_lock(body["metadata"]["namespace"]):
+            with self.metrics.reconcile_seconds.labels("SpaceSecrets").time():
+                self._reconcile_space(body)
+
+    def _reconcile_space(self, body: Mapping[str, Any]) -> None:
+        meta = body["metadata"]
+        ns, name, uid = meta["namespace"], meta["name"], meta["uid"]
+        generation = int(meta.get("generation", 0))
+        spec = body.get("spec") or {}
+        status: dict[str, Any] = dict(body.get("status") or {})
+        annotations = meta.get("annotations") or {}
+        ring = self.require_ring()
+
+        primary = self._primary_space(ns)
+        if primary is not None and primary != name:
+            self._space_failed(body, status, DUPLICATE_SPACE,
+                               f"namespace {ns} already has the SpaceSecrets {primary}; "
+                               "a space has exactly one store, this one is ignored")
+            return
+
+        history, rv = self.read_history(ns)
+        if ROLLBACK_ANNOTATION in annotations:
+            self._rollback(body, status, history, annotations[ROLLBACK_ANNOTATION])
+            return
+
+        plain, errors = versions.open_spec(ring, ns, spec.get("data") or {})
+        if any(e.reason == crypto.UNKNOWN_KID for e in errors):
+            self.load_keyring()  # another replica may have rotated; try once with the fresh ring
+            ring = self.require_ring()
+            plain, errors = versions.open_spec(ring, ns, spec.get("data") or {})
+        if errors:
+            for e in errors:
+                self.metrics.unseal_failures.labels(e.reason).inc()
+            reason = errors[0].reason if len({e.reason for e in errors}) == 1 else "InvalidSecrets"
+            current = history.version if history else 0
+            keep = f"; version {current} stays current" if current else ""
+            self._space_failed(body, status, reason, "; ".join(e.message for e in errors) + keep)
+            return
+
+        new_history = history is None
+        if history is None:
+            history = versions.History.new(ring, ns)
+        rollback_of = _int_or_none(annotations.get(RESTORED_ANNOTATION))
+        if rollback_of is not None and rollback_of in history.kept_versions():
+            if versions.serialize_plain(history.values(ring, rollback_of)) != (
+                versions.serialize_plain(plain)
+            ):
+                rollback_of = None
+        else:
+            rollback_of = None
+        uid_changed = history.index.get("spaceUid") != uid
+        history.index["spaceUid"] = uid
+        change = versions.record(
+            history, ring, plain, self.now(), int(spec.get("historyLimit", 20)),
+            rollback_of=rollback_of,
+        )
+        rewrapped = history.rewrapped(ring)
+        if change or rewrapped or new_history or uid_changed or history.deleted_at:
+            history.index["deletedAt"] = None
+            self.write_history(history, rv)
+
+        self._remember_space(history, plain)
+        self.ensure_owners(ns, spec.get("owners") or [], name, uid)
+
+        new_status = {
+            **status,
+            **versions.status_fields(history, versions.sealing_kids(spec.get("data") or {})),
+            "observedGeneration": generation,
+        }
+        message = f"version {history.version}: {len(plain)} keys"
+        new_status["conditions"] = set_condition(
+            status.get("conditions") or [], "Ready", True, UNSEALED, message,
+            generation=generation, now=self.now(),
+        )
+        if change:
+            self.metrics.space_version.labels(ns).set(change.version)
+            text = (f"version {change.version}: added {change.added}, changed {change.changed}, "
+                    f"removed {change.removed}")
+            if rollback_of is not None:
+                text += f" (restores version {rollback_of})"
+            self.kube.event(body, "Normal", VERSION_CREATED, text)
+        self._write_status(SPACES, body, status, new_status)
+
+    def _primary_space(self, namespace: str) -> str | None:
+        """The oldest SpaceSecrets of a namespace is its store; later ones are duplicates."""
+        items = self.kube.list_custom(SPACES, namespace)
+        live = [i for i in items if not i["metadata"].get("deletionTimestamp")]
+        if not live:
+            return None
+        live.sort(key=lambda i: (i["metadata"]["creationTimestamp"], i["metadata"]["name"]))
+        return str(live[0]["metadata"]["name"])
+
+    def _space_failed(
+        self, body: Mapping[str, Any], status: dict[str, Any], reason: str, message: str
+    ) -> None:
+        generation = int(body["metadata"].get("generation", 0))
+        new_status = {**status, "observedGeneration": generation}
+        new_status["conditions"] = set_condition(
+            status.get("conditions") or [], "Ready", False, reason, message,
+            generation=generation, now=self.now(),
+        )
+        old = get_condition(status.get("conditions") or [], "Ready") or {}
+        if (old.get("reason"), old.get("message"), old.get("observedGeneration")) != (
+            reason, message, generation
+        ):
+            self.kube.event(body, "Warning", reason, message)
+        log.warning("space %s/%s not accepted: %s: %s", body["metadata"]["namespace"],
+                    body["metadata"]["name"], reason, message)
+        self._write_status(SPACES, body, status, new_status)
+
+    def _rollback(
+        self,
+        body: Mapping[str, Any],
+        status: dict[str, Any],
+        history: versions.History | None,
+        raw: str,
+    ) -> None:
+        meta = body["metadata"]
+        ns, name = meta["namespace"], meta["name"]
+        ring = self.require_ring()
+        target = _int_or_none(raw)
+        kept = history.kept_versions() if history else []
+        if target is None or target not in kept:
+            self.kube.patch_custom(SPACES, ns, name,
+                                   {"metadata": {"annotations": {ROLLBACK_ANNOTATION: None}}})
+            self._space_failed(body, status, ROLLBACK_FAILED,
+                               f"cannot roll back to version {raw!s:.20}: kept versions are {kept}")
+            return
+        assert history is not None
+        plain = history.values(ring, target)
+        data: dict[str, Any] = {
+            k: {"format": v.format,
+                "sealed": crypto.seal(ring.current.public, ns, k, v.format, v.data)}
+            for k, v in plain.items()
+        }
+        for k in (body.get("spec") or {}).get("data") or {}:
+            data.setdefault(k, None)  # merge patch: null removes keys N did not have
+        self.kube.patch_custom(SPACES, ns, name, {
+            "metadata": {"annotations": {ROLLBACK_ANNOTATION: None,
+                                         RESTORED_ANNOTATION: str(target)}},
+            "spec": {"data": data},
+        })
+        self.kube.event(body, "Normal", ROLLED_BACK,
+                        f"restoring version {target} as a new version")
+
+    def _write_status(
+        self, plural: str, body: Mapping[str, Any], old: Mapping[str, Any],
+        new: Mapping[str, Any],
+    ) -> None:
+        """Patch the status only when it changed: an unchanged object costs no write."""
+        if dict(new) != dict(old):
+            meta = body["metadata"]
+            self.kube.patch_status(plural, meta["namespace"], meta["name"], _status_patch(old, new))
+
+    def _remember_space(self, history: versions.History, plain: versions.Plain) -> None:
+        index = history.index
+        view = SpaceView(
+            namespace=history.namespace,
+            version=history.version,
+            created_at=str(index.get("createdAt")),
+            updated_at=str(index.get("updatedAt")),
+            keys={k: {kk: vv for kk, vv in m.items() if kk != "digest"}
+                  for k, m in index.get("keys", {}).items()},
+            values=plain,
+        )
+        with self._lock:
+            self.spaces[history.namespace] = view
+        self.metrics.space_version.labels(history.namespace).set(history.version)
+        self._update_behind(history.namespace)
+
+    def space_deleted(self, namespace: str, name: str) -> None:
+        """The store is gone: keep its history for the retention period; flows keep their data."""
+        if self._primary_space(namespace) is not None:
+            return  # a duplicate was deleted, the store remains
+        with self._lock:
+            self.spaces.pop(namespace, None)
+        history, rv = self.read_history(namespace)
+        if history is not None and not history.deleted_at:
+            history.index["deletedAt"] = self.now()
+            self.write_history(history, rv)
+        for entry in self.flows_in(namespace):
+            self.sync_flow(entry.namespace, entry.name, reason="space deleted")
+
+    def ensure_owners(
+        self, namespace: str, owners: list[Mapping[str, Any]], name: str, uid: str
+    ) -> None:
+        desired = access.desired_role_binding(namespace, owners, name, uid)
+        try:
+            existing = self.kube.get_role_binding(namespace, access.OWNERS_ROLE_BINDING)
+        except NotFound:
+            self.kube.create_role_binding(namespace, desired)
+            return
+        if not access.role_binding_current(existing, desired):
+            desired["metadata"]["resourceVersion"] = existing["metadata"]["resourceVersion"]
+            self.kube.replace_role_binding(namespace, desired)
+
+    def load_space(self, namespace: str) -> bool:
+        """Load a space's current version from the history (e.g. for a flow before its space's
+        first reconcile after a restart). False when there is nothing to load."""
+        history, _ = self.read_history(namespace)
+        if history is None or history.deleted_at or not history.version:
+            return False
+        self._remember_space(history, history.values(self.require_ring()))
+        return True
+
+    def housekeeping(self) -> None:
+        """Drop the history of spaces deleted longer ago than the retention period."""
+        cutoff = self.clock() - dt.timedelta(seconds=self.settings.history_retention)
+        for secret in self.kube.list_secrets(self.settings.namespace, SPACE_LABEL):
+            data = (secret.get("data") or {}).get("index.json")
+            if not data:
+                continue
+            deleted = json.loads(_unb64(data)).get("deletedAt")
+            if deleted and dt.datetime.strptime(deleted, "%Y-%m-%dT%H:%M:%SZ").replace(
+                tzinfo=dt.UTC
+            ) < cutoff:
+                self.kube.delete("Secret", self.settings.namespace, secret["metadata"]["name"])
+                log.info("dropped the history of %s (deleted %s)",
+                         secret["metadata"]["labels"].get(SPACE_LABEL), deleted)
+
+    # =========================================================================================
+    # FlowSecretSync
+    # =========================================================================================
+
+    def register_flow(self, body: Mapping[str, Any]) -> FlowEntry:
+        meta = body["metadata"]
+        spec = body.get("spec") or {}
+        ref = spec.get("flowRef")
+        key = (meta["namespace"], meta["name"])
+        with self._lock:
+            entry = self.flows.get(key)
+            flow = FlowSpec.from_body(meta["name"], meta["uid"], spec)
+            flow_ref = (str(ref["kind"]), str(ref["name"])) if ref else None
+            if entry is None or entry.uid != meta["uid"]:
+                entry = FlowEntry(
+                    namespace=meta["namespace"], name=meta["name"], uid=meta["uid"],
+                    created=str(meta.get("creationTimestamp", "")), spec=flow, flow_ref=flow_ref,
+                    generation=int(meta.get("generation", 0)),
+                    status=dict(body.get("status") or {}),
+                )
+                self.flows[key] = entry
+            else:
+                if entry.flow_ref != flow_ref:
+                    entry.template_hash = None
+                entry.spec, entry.flow_ref = flow, flow_ref
+                entry.generation = int(meta.get("generation", 0))
+            entry.deleting = bool(meta.get("deletionTimestamp"))
+            return entry
+
+    def forget_flow(self, namespace: str, name: str) -> None:
+        with self._lock:
+            entry = self.flows.pop((namespace, name), None)
+        if entry is not None:
+            self.metrics.forget_flow(namespace, name)
+
+    def flows_in(self, namespace: str) -> list[FlowEntry]:
+        with self._lock:
+            return [e for e in self.flows.values() if e.namespace == namespace and not e.deleting]
+
+    def needs_tick(self, namespace: str, name: str) -> bool:
+        """At an autosync tick: is there anything to do? Answered from memory alone."""
+        entry = self.flows.get((namespace, name))
+        if entry is None or entry.deleting:
+            return False
+        space = self.spaces.get(namespace)
+        if space is None:
+            return entry.synced  # a space vanished: report it; otherwise nothing to do
+        return entry.synced_version != space.version or not entry.synced
+
+    def sync_flow(
+        self,
+        namespace: str,
+        name: str,
+        *,
+        reason: str,
+        existing: Mapping[str, Any] | None = None,
+    ) -> None:
+        entry = self.flows.get((namespace, name))
+        if entry is None or entry.deleting:
+            return
+        with entry.lock, self.metrics.reconcile_seconds.labels("FlowSecretSync").time():
+            self._sync_flow(entry, reason, existing)
+
+    def _flow_body(self, entry: FlowEntry) -> dict[str, Any]:
+        return {
+            "apiVersion": "spacesecrets.io/v1alpha1",
+            "kind": "FlowSecretSync",
+            "metadata": {"name": entry.name, "namespace": entry.namespace, "uid": entry.uid},
+        }
+
+    def _sync_flow(
+        self, entry: FlowEntry, reason: str, existing: Mapping[str, Any] | None
+    ) -> None:
+        flow, ns = entry.spec, entry.namespace
+        space = self.spaces.get(ns)
+        if space is None and self._primary_space(ns) is not None:
+            if not self.load_space(ns):
+                raise Temporary(f"the space of {ns} is not reconciled yet", delay=1)
+            space = self.spaces.get(ns)
+        if space is None:
+            self._flow_failed(entry, SPACE_MISSING,
+                              f"namespace {ns} has no SpaceSecrets; the flow keeps its last "
+                              "projection")
+            return
+        if flow.target_kind == "ConfigMap" and not self.settings.allow_configmap_targets:
+            self._flow_failed(entry, CONFIGMAP_NOT_ALLOWED,
+                              "ConfigMap targets are disabled: a ConfigMap shows values to "
+                              "everyone who may read ConfigMaps; use a Secret")
+            return
+        missing = projection.missing_keys(space, flow)
+        if missing:
+            self._flow_failed(entry, MISSING_KEY,
+                              f"the space has no key {', '.join(missing)} (version {space.version})")
+            return
+        rival = self._conflicting_flow(entry)
+        if rival:
+            self._flow_failed(entry, CONFLICT,
+                              f"{flow.target_kind} {flow.target_name} is already the target of "
+                              f"FlowSecretSync {rival}")
+            return
+
+        if existing is None:
+            try:
+                existing = self.kube.get(flow.target_kind, ns, flow.target_name)
+            except NotFound:
+                existing = None
+        if existing is not None:
+            owner = projection.ownership(existing, entry.uid)
+            if owner is Ownership.FOREIGN:
+                self._flow_failed(entry, TARGET_NOT_OWNED,
+                                  f"{flow.target_kind} {flow.target_name} exists and is not "
+                                  "managed by spacesecrets; it is left untouched")
+                return
+            if owner is Ownership.OTHER_FLOW:
+                self._flow_failed(entry, CONFLICT,
+                                  f"{flow.target_kind} {flow.target_name} belongs to another "
+                                  "FlowSecretSync")
+                return
+
+        same_version = entry.synced_version == space.version and entry.status.get("issuedAt")
+        issued_at = str(entry.status["issuedAt"]) if same_version else self.now()
+        docs = projection.documents(space, flow, issued_at)
+        desired = projection.desired_target(ns, flow, docs, space.version, issued_at)
+        written = False
+        if existing is None:
+            entry.target_fingerprint = fingerprint(self.kube.create(flow.target_kind, ns, desired))
+            written = True
+        elif not projection.up_to_date(existing, desired):
+            desired["metadata"]["resourceVersion"] = existing["metadata"]["resourceVersion"]
+            entry.target_fingerprint = fingerprint(
+                self.kube.replace(flow.target_kind, ns, desired)
+            )
+            written = True
+        else:
+            entry.target_fingerprint = fingerprint(existing)
+            issued_at = projection.issued_at_of(existing) or issued_at
+        if written:
+            self.metrics.projection_writes.labels(flow.target_kind).inc()
+            if reason == "drift":
+                self.kube.event(self._flow_body(entry), "Normal", TARGET_RESTORED,
+                                f"{flow.target_kind} {flow.target_name} was changed or deleted "
+                                "by someone else and is restored")
+
+        conditions = set_condition(entry.status.get("conditions") or [], "Synced", True, SYNCED,
+                                   SYNC_MESSAGE, generation=entry.generation, now=self.now())
+        if flow.target_kind == "ConfigMap":
+            conditions = set_condition(
+                conditions, CONFIGMAP_TARGET, True, "ValuesReadableByConfigMapReaders",
+                f"ConfigMap {flow.target_name} shows the values to everyone who may read "
+                "ConfigMaps in this namespace", generation=entry.generation, now=self.now())
+            if written:
+                self.kube.event(self._flow_body(entry), "Warning", CONFIGMAP_TARGET,
+                                f"values are projected into ConfigMap {flow.target_name}, readable "
+                                "by every ConfigMap reader in the namespace")
+        new_status = {
+            **entry.status,
+            "syncedVersion": space.version,
+            "issuedAt": issued_at,
+            "behind": 0,
+            "observedGeneration": entry.generation,
+            "conditions": conditions,
+        }
+        self._write_flow_status(entry, new_status)
+
+    def _conflicting_flow(self, entry: FlowEntry) -> str | None:
+        """The earlier FlowSecretSync with the same target, if any (the later one yields)."""
+        mine = (entry.created, entry.name)
+        with self._lock:
+            rivals = [
+                e for e in self.flows.values()
+                if e.namespace == entry.namespace and e.uid != entry.uid and not e.deleting
+                and (e.spec.target_kind, e.spec.target_name)
+                == (entry.spec.target_kind, entry.spec.target_name)
+                and (e.created, e.name) < mine
+            ]
+        return rivals[0].name if rivals else None
+
+    def _flow_failed(self, entry: FlowEntry, reason: str, message: str) -> None:
+        old = get_condition(entry.status.get("conditions") or [], "Synced") or {}
+        conditions = set_condition(entry.status.get("conditions") or [], "Synced", False, reason,
+                                   message, generation=entry.generation, now=self.now())
+        new_status = {**entry.status, "observedGeneration": entry.generation,
+                      "conditions": conditions}
+        if (old.get("reason"), old.get("message")) != (reason, message):
+            self.kube.event(self._flow_body(entry), "Warning", reason, message)
+            log.warning("flow %s/%s not synced: %s: %s", entry.namespace, entry.name, reason,
+                        message)
+        self._write_flow_status(entry, new_status)
+
+    def _write_flow_status(self, entry: FlowEntry, new_status: dict[str, Any]) -> None:
+        space = self.spaces.get(entry.namespace)
+        synced = new_status.get("syncedVersion")
+        if space is not None and synced is not None:
+            new_status["behind"] = max(0, space.version - int(synced))
+        if new_status != entry.status:
+            self.kube.patch_status("flowsecretsyncs", entry.namespace, entry.name,
+                                   _status_patch(entry.status, new_status))
+            entry.status = new_status
+        self.metrics.observe_flow(entry.namespace, entry.name, synced,
+                                  new_status.get("behind"))
+
+    def _update_behind(self, namespace: str) -> None:
+        space = self.spaces.get(namespace)
+        if space is None:
+            return
+        for entry in self.flows_in(namespace):
+            if entry.synced_version is not None:
+                self.metrics.observe_flow(namespace, entry.name, entry.synced_version,
+                                          max(0, space.version - entry.synced_version))
+
+    # -- events from outside ------------------------------------------------------------------
+
+    def target_event(self, event_type: str, obj: Mapping[str, Any]) -> None:
+        """A managed target changed: restore it when someone else changed or deleted it."""
+        meta = obj.get("metadata") or {}
+        flow_name = (meta.get("labels") or {}).get(projection.FLOW_LABEL)
+        entry = self.flows.get((meta.get("namespace", ""), str(flow_name)))
+        if entry is None or entry.deleting or not entry.synced:
+            return
+        if entry.spec.target_name != meta.get("name") or entry.spec.target_kind != obj.get(
+            "kind", entry.spec.target_kind
+        ):
+            return
+        if event_type == "DELETED":
+            self.sync_flow(entry.namespace, entry.name, reason="drift")
+        elif fingerprint(obj) != entry.target_fingerprint:
+            self.sync_flow(entry.namespace, entry.name, reason="drift", existing=obj)
+
+    def workload_event(self, kind: str, obj: Mapping[str, Any]) -> list[tuple[str, str]]:
+        """A Deployment or StatefulSet changed: the flows it saved (pod template changed)."""
+        meta = obj.get("metadata") or {}
+        ns, name = meta.get("namespace"), meta.get("name")
+        digest = template_hash(obj)
+        saved = []
+        with self._lock:
+            entries = [e for e in self.flows.values()
+                       if e.namespace == ns and e.flow_ref == (kind, name) and not e.deleting]
+        for entry in entries:
+            previous, entry.template_hash = entry.template_hash, digest
+            if previous is not None and previous != digest and entry.spec.sync_on_save:
+                saved.append((entry.namespace, entry.name))
+        return saved
+
+
+def _status_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
+    """A merge patch turning `old` into `new` (top-level fields; removed ones set to null)."""
+    patch: dict[str, Any] = {k: v for k, v in new.items() if old.get(k) != v}
+    patch.update({k: None for k in old if k not in new})
+    return patch
+
+
+def _b64(text: str) -> str:
+    import base64
+
+    return base64.b64encode(text.encode()).decode()
+
+
+def _unb64(text: str) -> str:
+    import base64
+
+    return base64.b64decode(text).decode()
+
+
+def _int_or_none(value: Any) -> int | None:
+    try:
+        return int(str(value))
+    except (TypeError, ValueError):
+        return None
+
+
+__all__ = ["Operator", "Permanent", "Temporary"]

@@ -1,0 +1,78 @@
+"""Operator configuration, read once from the environment and passed into the core.
+
+Pure core: builders never read globals; handlers hand them a `Settings`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h|d)$")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+# Limits chosen so a space fits everywhere it is copied: kubectl's client-side apply annotation
+# (256 KiB of annotations), the projected Secret (1 MiB) and the encrypted history Secret.
+MAX_VALUE_BYTES = 64 * 1024
+MAX_TOTAL_BYTES = 192 * 1024
+MAX_PROJECTION_BYTES = 768 * 1024
+HISTORY_BUDGET_BYTES = 900 * 1024
+
+
+class SettingsError(ValueError):
+    """A configuration value is malformed."""
+
+
+def parse_duration(text: str) -> float:
+    """'30d', '12h', '1m', '2.5s', '250ms' -> seconds."""
+    match = _DURATION.match(text.strip())
+    if not match:
+        raise SettingsError(f"not a duration: {text!r} (use e.g. 30d, 12h, 1m, 10s)")
+    return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+def _flag(value: str) -> bool:
+    return value.strip().lower() in ("1", "true", "yes", "on")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the operator can be configured with (env var names in `from_env`)."""
+
+    namespace: str = "spacesecrets-system"
+    keyring_secret: str = "spacesecrets-keyring"
+    public_keys_configmap: str = "spacesecrets-public-keys"
+    rotation_period: float = 30 * 86400.0
+    history_retention: float = 30 * 86400.0
+    allow_configmap_targets: bool = False
+    autosync_scale: float = 1.0
+    watch_namespaces: tuple[str, ...] = field(default_factory=tuple)
+    metrics_port: int = 8080
+    health_port: int = 8081
+    peering: str = ""
+    log_json: bool = False
+    service_account: str = "spacesecrets-operator"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        get = env.get
+        namespaces = tuple(n for n in get("SPACESECRETS_WATCH_NAMESPACES", "").split(",") if n)
+        try:
+            return cls(
+                namespace=get("SPACESECRETS_NAMESPACE", cls.namespace),
+                rotation_period=parse_duration(get("SPACESECRETS_ROTATION_PERIOD", "30d")),
+                history_retention=parse_duration(get("SPACESECRETS_HISTORY_RETENTION", "30d")),
+                allow_configmap_targets=_flag(get("SPACESECRETS_ALLOW_CONFIGMAP_TARGETS", "")),
+                autosync_scale=float(get("SPACESECRETS_AUTOSYNC_SCALE", "1")),
+                watch_namespaces=namespaces,
+                metrics_port=int(get("SPACESECRETS_METRICS_PORT", "8080")),
+                health_port=int(get("SPACESECRETS_HEALTH_PORT", "8081")),
+                peering=get("SPACESECRETS_PEERING", ""),
+                log_json=get("SPACESECRETS_LOG_FORMAT", "text") == "json",
+                service_account=get("SPACESECRETS_SERVICE_ACCOUNT", cls.service_account),
+            )
+        except ValueError as exc:
+            raise SettingsError(str(exc)) from exc
