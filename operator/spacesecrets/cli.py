@@ -101,11 +101,13 @@ def operator(ctx: click.Context, watch: Sequence[str], verbose: bool) -> None:
 
 @main.command()
 @click.option("--out", type=click.Path(path_type=Path), default=Path("crds"), show_default=True)
-def crds(out: Path) -> None:
+@click.option("--chart-crds", type=click.Path(path_type=Path),
+              default=Path("charts/spacesecrets/crds"), show_default=True)
+def crds(out: Path, chart_crds: Path) -> None:
     """Write the CRDs, ClusterRoles and admission policy generated from the models."""
     from spacesecrets import crdgen
 
-    for path in crdgen.write(out):
+    for path in crdgen.write(out, chart_crds):
         click.echo(str(path))
 
 

@@ -194,12 +194,16 @@ def all_crds() -> dict[str, str]:
     }
 
 
-def write(directory: Path) -> list[Path]:
-    """Write `all_crds()` into `directory`; returns the paths written."""
-    directory.mkdir(parents=True, exist_ok=True)
+def write(directory: Path, chart_crds: Path | None = None) -> list[Path]:
+    """Write `all_crds()` into `directory`, and the CRDs alone into the chart's `crds/`."""
     paths = []
-    for name, text in all_crds().items():
-        path = directory / name
-        path.write_text(text)
-        paths.append(path)
+    targets = [(directory, all_crds())]
+    if chart_crds is not None:
+        targets.append((chart_crds, {n: t for n, t in all_crds().items() if n.startswith(GROUP)}))
+    for folder, files in targets:
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, text in files.items():
+            path = folder / name
+            path.write_text(text)
+            paths.append(path)
     return paths
