@@ -15,7 +15,9 @@ from spacesecrets.access import OWNER_CLUSTER_ROLE, VIEWER_CLUSTER_ROLE
 OPERATOR_ROLE = "spacesecrets-operator"
 PUBLIC_KEYS_READER = "spacesecrets-public-keys-reader"
 POLICY_SPACES = "spacesecrets-owners-spaces"
+POLICY_NEW_SPACES = "spacesecrets-owners-new-spaces"
 POLICY_FLOWS = "spacesecrets-owners-flows"
+POLICY_STATUS = "spacesecrets-status"
 _LABELS = {"app.kubernetes.io/part-of": "spacesecrets"}
 _KINDS = ["spacesecrets", "flowsecretsyncs"]
 
@@ -62,7 +64,8 @@ def operator_rules() -> list[dict[str, Any]]:
     return [
         _rule([GROUP], _KINDS, ["get", "list", "watch", "patch", "update"]),
         _rule([GROUP], [f"{k}/status" for k in _KINDS], ["get", "patch", "update"]),
-        # flow targets, in the FlowSecretSync's own namespace (no delete: garbage collection does it)
+        # flow targets, in the FlowSecretSync's own namespace (no delete: garbage collection
+        # does it)
         _rule([""], ["secrets", "configmaps"], ["get", "list", "watch", "create", "update"]),
         _rule([""], ["events"], ["create", "patch"]),
         _rule(["events.k8s.io"], ["events"], ["create", "patch"]),
@@ -106,32 +109,32 @@ _IS_OWNER = (
     "'system:serviceaccount:' + request.namespace + ':' + o.name))"
 )
 _OWNER_LIST = "variables.owners.map(o, o.kind + ' ' + o.name).join(', ')"
+_NOT_ONE = "'; ' + request.userInfo.username + ' is not one'"
 
 
-def _policy(name: str, resources: list[str], operations: list[str], owners: str,
-            operator_namespace: str, service_account: str,
-            param_kind: bool) -> dict[str, Any]:
+def _rules(resources: list[str], operations: list[str]) -> dict[str, Any]:
+    # Admission rules name subresources explicitly ("spacesecrets/status"), so a rule for
+    # "spacesecrets" never matches a status write and vice versa.
+    return {"resourceRules": [{
+        "apiGroups": [GROUP], "apiVersions": ["*"], "operations": operations,
+        "resources": resources,
+    }]}
+
+
+def _policy(name: str, match: dict[str, Any], operator_namespace: str, service_account: str,
+            *, validation: dict[str, str], owners: str | None = None,
+            param_kind: bool = False) -> dict[str, Any]:
     spec: dict[str, Any] = {
         "failurePolicy": "Fail",
-        "matchConstraints": {"resourceRules": [{
-            "apiGroups": [GROUP], "apiVersions": ["*"], "operations": operations,
-            "resources": resources,
-        }]},
+        "matchConstraints": match,
         "matchConditions": [{"name": "not-exempt",
                              "expression": _exempt(operator_namespace, service_account)}],
-        "variables": [{"name": "owners", "expression": owners}],
-        "validations": [{
-            "expression": _IS_OWNER,
-            "messageExpression": (
-                "'only owners of space ' + request.namespace + ' (' + " + _OWNER_LIST
-                + " + ') may ' + request.operation.lowerAscii() + ' "
-                + ("FlowSecretSyncs" if param_kind else "its SpaceSecrets")
-                + "; ' + request.userInfo.username + ' is not one'"
-            ),
-            "reason": "Forbidden",
-        }],
+        "validations": [{**validation, "reason": "Forbidden"}],
     }
+    if owners:
+        spec["variables"] = [{"name": "owners", "expression": owners}]
     if param_kind:
+        # the namespace's own SpaceSecrets are the parameters: its owners decide
         spec["paramKind"] = {"apiVersion": f"{GROUP}/v1alpha1", "kind": "SpaceSecrets"}
     return {
         "apiVersion": "admissionregistration.k8s.io/v1",
@@ -141,37 +144,77 @@ def _policy(name: str, resources: list[str], operations: list[str], owners: str,
     }
 
 
+def _binding(name: str, parameter_not_found: str | None = None) -> dict[str, Any]:
+    spec: dict[str, Any] = {"policyName": name, "validationActions": ["Deny"]}
+    if parameter_not_found:
+        # no namespace: a namespaced paramKind is looked up in the request's namespace
+        spec["paramRef"] = {"selector": {}, "parameterNotFoundAction": parameter_not_found}
+    return {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingAdmissionPolicyBinding",
+        "metadata": {"name": name, "labels": dict(_LABELS)},
+        "spec": spec,
+    }
+
+
 def admission_policies(
     operator_namespace: str = "spacesecrets-system",
     service_account: str = "spacesecrets-operator",
 ) -> list[dict[str, Any]]:
-    """Owners are enforced inside the API server: no webhook to be down."""
-    spaces = _policy(POLICY_SPACES, ["spacesecrets"], ["UPDATE", "DELETE"],
-                     "oldObject.spec.owners", operator_namespace, service_account, False)
-    # subresources (status) are the operator's; the policy guards the object itself
-    spaces["spec"]["matchConditions"].append(
-        {"name": "main-resource", "expression": "request.subResource == ''"})
-    flows = _policy(POLICY_FLOWS, ["flowsecretsyncs"], ["CREATE", "UPDATE", "DELETE"],
-                    "params.spec.owners", operator_namespace, service_account, True)
-    flows["spec"]["matchConditions"].append(
-        {"name": "main-resource", "expression": "request.subResource == ''"})
-    bindings = [
-        {
-            "apiVersion": "admissionregistration.k8s.io/v1",
-            "kind": "ValidatingAdmissionPolicyBinding",
-            "metadata": {"name": POLICY_SPACES, "labels": dict(_LABELS)},
-            "spec": {"policyName": POLICY_SPACES, "validationActions": ["Deny"]},
-        },
-        {
-            "apiVersion": "admissionregistration.k8s.io/v1",
-            "kind": "ValidatingAdmissionPolicyBinding",
-            "metadata": {"name": POLICY_FLOWS, "labels": dict(_LABELS)},
-            "spec": {
-                "policyName": POLICY_FLOWS,
-                "validationActions": ["Deny"],
-                # the namespace's own SpaceSecrets are the parameters: its owners decide
-                "paramRef": {"selector": {}, "parameterNotFoundAction": "Deny"},
-            },
-        },
+    """Owners are enforced inside the API server: no webhook to be down, no operator needed.
+
+    - spaces: update/delete of a SpaceSecrets only by the owners it lists now (`oldObject`, read
+      from storage, so an owner removed is out at once).
+    - new spaces: the first SpaceSecrets of a namespace may be created by whoever RBAC allows; a
+      further one only by the owners of those already there (otherwise a second, ignored store
+      would make its creator an owner of the namespace's flows).
+    - flows: create/update/delete of a FlowSecretSync only by the owners of the namespace's
+      SpaceSecrets (the policy's parameters, from the API server's cache). With no SpaceSecrets
+      there are no owners: denied.
+    - status: only the operator writes the status of either kind (a wildcard role would
+      otherwise let anyone forge `Synced` or versions).
+    """
+    def owners_message(what: str) -> str:
+        return ("'only owners of space ' + request.namespace + ' (' + " + _OWNER_LIST
+                + " + ') may ' + request.operation.lowerAscii() + ' " + what + "' + " + _NOT_ONE)
+
+    spaces = _policy(
+        POLICY_SPACES, _rules(["spacesecrets"], ["UPDATE", "DELETE"]),
+        operator_namespace, service_account,
+        validation={"expression": _IS_OWNER,
+         "messageExpression": owners_message("its SpaceSecrets ' + request.name + '")},
+        owners="oldObject.spec.owners",
+    )
+    new_spaces = _policy(
+        POLICY_NEW_SPACES, _rules(["spacesecrets"], ["CREATE"]),
+        operator_namespace, service_account,
+        validation={"expression": _IS_OWNER,
+         "messageExpression": (
+             "'namespace ' + request.namespace + ' already has the SpaceSecrets ' + "
+             "params.metadata.name + '; only owners of space ' + request.namespace + ' (' + "
+             + _OWNER_LIST + " + ') may create another' + " + _NOT_ONE)},
+        owners="params.spec.owners", param_kind=True,
+    )
+    flows = _policy(
+        POLICY_FLOWS, _rules(["flowsecretsyncs"], ["CREATE", "UPDATE", "DELETE"]),
+        operator_namespace, service_account,
+        validation={"expression": _IS_OWNER,
+                    "messageExpression": owners_message("FlowSecretSyncs")},
+        owners="params.spec.owners", param_kind=True,
+    )
+    status = _policy(
+        POLICY_STATUS,
+        _rules(["spacesecrets/status", "flowsecretsyncs/status"], ["CREATE", "UPDATE"]),
+        operator_namespace, service_account,
+        validation={"expression": "false",
+         "messageExpression": (
+             "'only the spacesecrets operator writes the status of ' + request.resource.resource"
+             " + '; ' + request.userInfo.username + ' may not'")},
+    )
+    return [
+        spaces, new_spaces, flows, status,
+        _binding(POLICY_SPACES),
+        _binding(POLICY_NEW_SPACES, "Allow"),
+        _binding(POLICY_FLOWS, "Deny"),
+        _binding(POLICY_STATUS),
     ]
-    return [spaces, flows, *bindings]
