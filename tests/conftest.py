@@ -45,9 +45,14 @@ def cluster() -> Iterator[LocalCluster]:
         yield c
 
 
+OPERATOR_USER = "spacesecrets-operator-under-test"
+
+
 @pytest.fixture(scope="session")
 def operator(cluster: LocalCluster) -> Iterator[OperatorProcess]:
-    proc = cluster.start_operator(env=FAST_ENV)
+    """The shared operator, under its own user name so the audit log tells its requests apart."""
+    kubeconfig = cluster.cp.kubeconfig_for(OPERATOR_USER, ["system:masters"])
+    proc = cluster.start_operator(env=FAST_ENV, kubeconfig=kubeconfig)
     yield proc
     proc.stop()
 
@@ -181,3 +186,16 @@ class Space:
 @pytest.fixture
 def space(cluster: LocalCluster, kube: Kube, operator: OperatorProcess, ns: str) -> Space:
     return Space(cluster, kube, ns)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """On failure, attach the tail of the operator's log: the first thing anyone looks at."""
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    if report.failed and call.when == "call":
+        proc = getattr(item, "funcargs", {}).get("operator") or (
+            item.funcargs.get("space").cluster.operators[0]
+            if "space" in getattr(item, "funcargs", {}) else None)
+        if proc is not None:
+            report.sections.append(("operator log (tail)", proc.log_text()[-6000:]))

@@ -419,15 +419,15 @@ def rollback(ctx: click.Context, to: int, wait: bool, timeout: float) -> None:
             click.echo(f"version {to} restored as version {status['version']}")
             return
         if (ROLLBACK_ANNOTATION not in (current["metadata"].get("annotations") or {})
-                and "RollbackFailed" in _ready(status, "Ready")):
-            raise UserError(f"rollback failed: {_message(status)}")
+                and "RollbackFailed" in _ready(status, "Rollback")):
+            raise UserError(f"rollback failed: {_message(status, 'Rollback')}")
         time.sleep(0.5)
     raise UserError(f"the operator did not restore version {to} within {timeout:.0f}s")
 
 
-def _message(status: Mapping[str, Any]) -> str:
+def _message(status: Mapping[str, Any], type_: str = "Ready") -> str:
     for cond in status.get("conditions") or []:
-        if cond.get("type") == "Ready":
+        if cond.get("type") == type_:
             return str(cond.get("message", ""))
     return ""
 

@@ -24,7 +24,7 @@ from spacesecrets.models import (
     SpaceSecretsStatus,
 )
 
-CATEGORY = "spacesecrets"
+CATEGORY = "spacesecrets-all"  # not the plural: kubectl would expand it in place of the kind
 _DROPPED = {"title", "$defs"}
 
 

@@ -24,6 +24,9 @@ from spacesecrets.settings import Settings
 
 log = logging.getLogger("spacesecrets")
 FINALIZER = f"{GROUP}/finalizer"
+# kopf ignores every annotation under the prefix of its own storage, and users annotate with
+# spacesecrets.io/rollback-to; so kopf's bookkeeping lives under a sub-domain of ours.
+KOPF_PREFIX = f"operator.{GROUP}"
 MANAGED = {MANAGED_BY_LABEL: "spacesecrets"}
 
 
@@ -65,9 +68,9 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     config = Settings.from_env()
     settings.persistence.finalizer = FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
-        prefix=GROUP, v1=False
+        prefix=KOPF_PREFIX, v1=False
     )
-    settings.persistence.diffbase_storage = CompactDiffBase(prefix=GROUP, v1=False)
+    settings.persistence.diffbase_storage = CompactDiffBase(prefix=KOPF_PREFIX, v1=False)
     settings.posting.level = logging.WARNING  # our own Events say what users care about
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330

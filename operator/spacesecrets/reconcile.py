@@ -265,14 +265,13 @@ class Operator:
         annotations = meta.get("annotations") or {}
         ring = self.require_ring()
 
-        primary = self._primary_space(ns)
+        history, rv = self.read_history(ns)
+        primary = self._primary_space(ns, history)
         if primary is not None and primary != name:
             self._space_failed(body, status, DUPLICATE_SPACE,
                                f"namespace {ns} already has the SpaceSecrets {primary}; "
                                "a space has exactly one store, this one is ignored")
             return
-
-        history, rv = self.read_history(ns)
         if ROLLBACK_ANNOTATION in annotations:
             self._rollback(body, status, history, annotations[ROLLBACK_ANNOTATION])
             return
@@ -326,6 +325,11 @@ class Operator:
             status.get("conditions") or [], "Ready", True, UNSEALED, message,
             generation=generation, now=self.now(),
         )
+        if change and rollback_of is not None:
+            new_status["conditions"] = set_condition(
+                new_status["conditions"], "Rollback", True, ROLLED_BACK,
+                f"version {rollback_of} restored as version {change.version}",
+                generation=generation, now=self.now())
         if change:
             self.metrics.space_version.labels(ns).set(change.version)
             text = (f"version {change.version}: added {change.added}, changed {change.changed}, "
@@ -335,12 +339,19 @@ class Operator:
             self.kube.event(body, "Normal", VERSION_CREATED, text)
         self._write_status(SPACES, body, status, new_status)
 
-    def _primary_space(self, namespace: str) -> str | None:
-        """The oldest SpaceSecrets of a namespace is its store; later ones are duplicates."""
+    def _primary_space(
+        self, namespace: str, history: versions.History | None = None
+    ) -> str | None:
+        """The namespace's store: the one the history belongs to, else the oldest; any other
+        SpaceSecrets there is a duplicate."""
         items = self.kube.list_custom(SPACES, namespace)
         live = [i for i in items if not i["metadata"].get("deletionTimestamp")]
         if not live:
             return None
+        owner = history.index.get("spaceUid") if history and not history.deleted_at else None
+        for item in live:
+            if item["metadata"]["uid"] == owner:
+                return str(item["metadata"]["name"])
         live.sort(key=lambda i: (i["metadata"]["creationTimestamp"], i["metadata"]["name"]))
         return str(live[0]["metadata"]["name"])
 
@@ -375,10 +386,15 @@ class Operator:
         target = _int_or_none(raw)
         kept = history.kept_versions() if history else []
         if target is None or target not in kept:
+            message = f"cannot roll back to version {raw!s:.20}: kept versions are {kept}"
             self.kube.patch_custom(SPACES, ns, name,
                                    {"metadata": {"annotations": {ROLLBACK_ANNOTATION: None}}})
-            self._space_failed(body, status, ROLLBACK_FAILED,
-                               f"cannot roll back to version {raw!s:.20}: kept versions are {kept}")
+            # a refused rollback is its own condition: the space itself stays Ready
+            new_status = {**status, "conditions": set_condition(
+                status.get("conditions") or [], "Rollback", False, ROLLBACK_FAILED, message,
+                generation=int(meta.get("generation", 0)), now=self.now())}
+            self.kube.event(body, "Warning", ROLLBACK_FAILED, message)
+            self._write_status(SPACES, body, status, new_status)
             return
         assert history is not None
         plain = history.values(ring, target)

@@ -54,6 +54,7 @@ def test_api_server_serves_the_crds_with_explain(cluster: LocalCluster) -> None:
     assert "spacesecrets.spacesecrets.io" in names and "flowsecretsyncs.spacesecrets.io" in names
     # short names and the category work as a user would type them
     assert cluster.cp.kubectl("get", "spsec,fss", "-A").returncode == 0
+    assert cluster.cp.kubectl("get", "spacesecrets-all", "-A").returncode == 0
     assert cluster.cp.kubectl("get", "spacesecrets", "-A").returncode == 0
 
 
