@@ -1,0 +1,158 @@
+"""Private control planes for what the shared operator can't show: the real 1m schedule with
+default settings, key rotation and operator restarts over the history store, and a scan for
+plaintext in everything the API returns and in the operator's log."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from collections.abc import Callable
+
+import yaml
+
+from spacesecrets import crypto, schedule
+from spacesecrets.dev import OPERATOR_NAMESPACE, LocalCluster, wait_for
+from spacesecrets.kube import Kube, make_client
+from spacesecrets.projection import decoded_documents
+from tests.conftest import Space
+
+
+def _space(cluster: LocalCluster, ns: str) -> Space:
+    cluster.cp.kubectl("create", "namespace", ns)
+    return Space(cluster, Kube(make_client(str(cluster.kubeconfig))), ns)
+
+
+def _apply(space: Space, doc: dict) -> None:
+    space.cluster.cp.kubectl("apply", "-f", "-", input=yaml.safe_dump(doc))
+
+
+def test_real_one_minute_schedule_with_default_settings(
+    fresh_cluster: Callable[[], LocalCluster],
+) -> None:
+    cluster = fresh_cluster()
+    cluster.start_operator()  # defaults: 1m is sixty seconds, ConfigMap targets refused
+    space = _space(cluster, "team-a")
+    space.apply({"HOST": "v1.example.com"})
+    space.wait_version(1)
+    _apply(space, space.flow("orders", "orders-secrets"))
+    wait_for("the first projection", lambda: (space.kube.get_custom(
+        "flowsecretsyncs", "team-a", "orders").get("status") or {}).get("syncedVersion") == 1)
+    uid = space.kube.get_custom("flowsecretsyncs", "team-a", "orders")["metadata"]["uid"]
+
+    space.apply({"HOST": "v2.example.com"})
+    space.wait_version(2)
+    changed_at = time.time()
+    tick = schedule.next_tick(uid, 60.0, changed_at)
+    if tick - changed_at > 2:  # between ticks the flow keeps the version it was issued
+        docs = decoded_documents(space.kube.get("Secret", "team-a", "orders-secrets"))
+        assert json.loads(docs["SECRETS_METADATA"])["version"] == 1
+    wait_for("the tick", lambda: json.loads(decoded_documents(space.kube.get(
+        "Secret", "team-a", "orders-secrets"))["SECRETS_METADATA"])["version"] == 2,
+        timeout=75, interval=0.5)
+    delivered = time.time()
+    assert delivered >= tick - 1.5, f"delivered {tick - delivered:.1f}s before its tick"
+    assert delivered <= tick + 10
+
+    cm = space.flow("exposed", "exposed-values")
+    cm["spec"]["target"]["kind"] = "ConfigMap"
+    _apply(space, cm)
+    cond = space.wait_condition("Synced", "False", "ConfigMapNotAllowed", "exposed",
+                                "flowsecretsyncs")
+    assert "ConfigMap" in cond["message"]
+    assert cluster.cp.kubectl("get", "configmap", "exposed-values", "-n", "team-a",
+                              check=False).returncode != 0
+
+
+def _history_index(space: Space) -> tuple[str, dict]:
+    secret = space.kube.get("Secret", OPERATOR_NAMESPACE, f"history-{space.ns}")
+    data = {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
+    return data["datakey"], json.loads(data["index.json"])
+
+
+def _current_kid(cluster: LocalCluster) -> str:
+    return cluster.cp.kubectl("get", "configmap", "-n", OPERATOR_NAMESPACE,
+                              "spacesecrets-public-keys", "-o",
+                              "jsonpath={.data.current\\.kid}", check=False).stdout
+
+
+def test_history_survives_rotation_and_restarts(fresh_cluster: Callable[[], LocalCluster]) -> None:
+    cluster = fresh_cluster()
+    env = {"SPACESECRETS_ROTATION_PERIOD": "4s"}
+    op = cluster.start_operator(env=env)
+    space = _space(cluster, "team-r")
+    old_kid = wait_for("a published key", lambda: _current_kid(cluster))
+    old_value = space.sealed("OLD", "sealed-before-rotation")
+    space.apply({"OLD": old_value})
+    space.wait_version(1)
+    old_master = _history_index(space)[0].split(":")[0]
+
+    new_kid = wait_for("a rotation", lambda: (k := _current_kid(cluster)) != old_kid and k,
+                       timeout=30)
+    op.kill()  # SIGKILL: nothing is flushed
+    op = cluster.start_operator(env=env)
+
+    # a value sealed under the rotated-out key still opens, beside one sealed under the new key
+    space.apply({"OLD": old_value, "NEW": space.sealed("NEW", "sealed-after-rotation")})
+    obj = space.wait_version(2)
+    assert set(obj["status"]["sealingKeys"]) == {old_kid, new_kid}
+    datakey, index = _history_index(space)
+    assert datakey.split(":")[0] != old_master, "the data key was re-wrapped"
+    assert index["version"] == 2
+
+    op.kill()
+    cluster.start_operator(env=env)
+    cluster.cp.kubectl("annotate", "spacesecrets", "secrets", "-n", space.ns,
+                       "spacesecrets.io/rollback-to=1")
+    obj = space.wait_version(3)
+    assert sorted(obj["spec"]["data"]) == ["OLD"]
+    assert obj["status"]["history"][0]["rollbackOf"] == 1
+    # the restored value was re-sealed to the current key
+    assert obj["spec"]["data"]["OLD"]["sealed"].split(":")[1] != old_kid
+
+
+MARKERS = ["pl41ntext-marker-alpha", "pl41ntext-marker-beta", "pl41ntext-marker-gamma"]
+
+
+def test_no_plaintext_anywhere_but_the_projection(
+    fresh_cluster: Callable[[], LocalCluster],
+) -> None:
+    cluster = fresh_cluster()
+    op = cluster.start_operator(env={"SPACESECRETS_AUTOSYNC_SCALE": "0.05"})
+    space = _space(cluster, "team-p")
+    space.apply({"A": MARKERS[0], "B": {"password": MARKERS[1]}})
+    space.wait_version(1)
+    _apply(space, space.flow("f", "f-secrets"))
+    space.wait_condition("Synced", "True", name="f", plural="flowsecretsyncs")
+    # a refused value (invalid JSON quoting the marker) and a rollback go through the system too
+    space.apply({"A": MARKERS[0], "B": space.sealed("B", "{" + MARKERS[2], "json")})
+    space.wait_condition("Ready", "False", "InvalidJSON")
+    space.apply({"A": MARKERS[2]})
+    space.wait_version(2)
+    cluster.cp.kubectl("annotate", "spacesecrets", "secrets", "-n", "team-p",
+                       "spacesecrets.io/rollback-to=1")
+    space.wait_version(3)
+    time.sleep(0)  # nothing to wait for: everything above waited on its condition
+
+    dump = cluster.cp.kubectl("get", "spacesecrets,flowsecretsyncs,events,configmaps,secrets,"
+                              "rolebindings", "-A", "-o", "json").stdout
+    items = json.loads(dump)["items"]
+    projection_targets = {("team-p", "f-secrets")}
+    hits = []
+    for item in items:
+        meta = item["metadata"]
+        if (meta.get("namespace"), meta["name"]) in projection_targets:
+            continue
+        text = json.dumps(item)
+        decoded = ""
+        if item["kind"] == "Secret":
+            decoded = json.dumps(decoded_documents(item))
+        hits += [(item["kind"], meta["name"], m) for m in MARKERS if m in text or m in decoded]
+    log_hits = [m for m in MARKERS if m in op.log_text()]
+    audit = cluster.cp.audit_log.read_text()
+    audit_hits = [m for m in MARKERS if m in audit]
+    assert (hits, log_hits, audit_hits) == ([], [], [])
+    # the projection does hold them: the scan would have found them
+    target = decoded_documents(space.kube.get("Secret", "team-p", "f-secrets"))
+    assert MARKERS[0] in target["SECRETS"] or MARKERS[2] in target["SECRETS"]
+    assert crypto.WIRE_PREFIX  # the scan covered sealed objects as well
