@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import secrets
 import time
 from collections.abc import Callable
 from typing import Any
@@ -82,7 +83,11 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
         settings.peering.name = config.peering
         settings.peering.mandatory = True
         settings.peering.clusterwide = True
-        settings.peering.priority = 0
+        # kopf pauses every operator that sees a peer of equal or higher priority: a distinct
+        # random priority per replica makes exactly one active. A short lifetime lets a standby
+        # take over within seconds when the active replica dies without saying goodbye.
+        settings.peering.priority = secrets.randbelow(1_000_000) + 1
+        settings.peering.lifetime = 15
         settings.peering.stealth = True
 
     kube = Kube(make_client())

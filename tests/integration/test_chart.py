@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
+import time
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -352,11 +353,7 @@ def test_operator_runs_with_exactly_the_chart_rbac(installed: LocalCluster) -> N
     assert _audit_denials(installed, SA_USER) == []
 
 
-@pytest.mark.xfail(strict=True, raises=TimeoutError, reason=(
-    "every replica joins the peering with priority 0, and kopf pauses all operators of equal "
-    "priority: with the chart's 2 replicas nothing is served (handlers.startup must give each "
-    "replica a distinct priority)"))
-def test_one_of_two_replicas_serves(installed: LocalCluster) -> None:
+def test_one_of_two_replicas_serves_and_the_other_takes_over(installed: LocalCluster) -> None:
     cp = installed.cp
     token = cp.kubectl("create", "token", SERVICE_ACCOUNT, "-n", OPERATOR_NAMESPACE,
                        "--duration=1h").stdout.strip()
@@ -370,6 +367,18 @@ def test_one_of_two_replicas_serves(installed: LocalCluster) -> None:
         space = Space(installed, Kube(make_client(str(installed.kubeconfig))), "team-replicas")
         space.apply({"API_HOST": "api.example.com"})
         space.wait_version(1, timeout=20)
+        # SIGKILL the active replica (the one whose log shows the reconcile)
+        active = next(r for r in replicas if "space_changed" in r.log_text())
+        standby = next(r for r in replicas if r is not active)
+        active.kill()
+        killed_at = time.monotonic()
+        space.apply({"API_HOST": "api2.example.com"})
+        obj = space.wait_version(2, timeout=45)
+        assert time.monotonic() - killed_at < 30, "the standby took over within 30 s"
+        assert "space_changed" in standby.log_text()
+        # no version was given twice: the history lists each version once
+        versions = [h["version"] for h in obj["status"]["history"]]
+        assert versions == sorted(set(versions), reverse=True) == [2, 1]
     finally:
         for replica in replicas:
             replica.stop()
