@@ -11,9 +11,9 @@ import json
 import os
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 import yaml
@@ -122,6 +122,21 @@ def dev(demo: bool, workdir: Path | None) -> None:
 
 
 # -- keys ----------------------------------------------------------------------------------------
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def namespaced(fn: F) -> F:
+    """`-n/--namespace` after the command too (`spacesecrets list -n team-a`), as with kubectl."""
+
+    def remember(ctx: click.Context, _: click.Parameter, value: str | None) -> None:
+        if value:
+            ctx.ensure_object(dict)["namespace"] = value
+
+    option = click.option("-n", "--namespace", "namespace_", expose_value=False,
+                          callback=remember, help="The space (namespace).")
+    return option(fn)  # type: ignore[no-any-return]
 
 
 def _client(ctx: click.Context) -> Any:
@@ -240,6 +255,7 @@ def _parse_owner(text: str) -> dict[str, str]:
 
 
 @main.command()
+@namespaced
 @click.argument("source", type=click.File("r"), default="-")
 @click.option("--name", default="secrets", show_default=True, help="The SpaceSecrets name.")
 @click.option("--owner", "owners", multiple=True, help="Kind:name, e.g. User:alice@example.com.")
@@ -286,6 +302,7 @@ def _space(ctx: click.Context, client: Any, namespace: str) -> dict[str, Any]:
 
 
 @main.command(name="set")
+@namespaced
 @click.argument("key")
 @click.option("--from-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Read the value from this file (default: stdin).")
@@ -312,6 +329,7 @@ def set_(ctx: click.Context, key: str, from_file: Path | None, as_json: bool) ->
 
 
 @main.command()
+@namespaced
 @click.argument("key")
 @click.pass_context
 def unset(ctx: click.Context, key: str) -> None:
@@ -341,6 +359,7 @@ def _ready(status: Mapping[str, Any], type_: str) -> str:
 
 
 @main.command(name="list")
+@namespaced
 @click.pass_context
 def list_(ctx: click.Context) -> None:
     """The space's keys with version and dates (never values), and what each flow was issued."""
@@ -375,6 +394,7 @@ def _flow_table(flows: list[dict[str, Any]], version: Any) -> str:
 
 
 @main.command()
+@namespaced
 @click.pass_context
 def history(ctx: click.Context) -> None:
     """Versions of the space: what each added, changed and removed (key names only)."""
@@ -391,6 +411,7 @@ def history(ctx: click.Context) -> None:
 
 
 @main.command()
+@namespaced
 @click.option("--to", "to", type=int, required=True, help="The version to restore.")
 @click.option("--wait/--no-wait", default=True, show_default=True)
 @click.option("--timeout", default=60.0, show_default=True)
@@ -433,6 +454,7 @@ def _message(status: Mapping[str, Any], type_: str = "Ready") -> str:
 
 
 @main.command()
+@namespaced
 @click.pass_context
 def status(ctx: click.Context) -> None:
     """Flows of the space: the version each holds, how far behind, when issued."""
