@@ -31,6 +31,7 @@ node: $(NODE_STAMP)
 
 lint: venv
 	$(VENV)/bin/ruff check operator tests
+	$(VENV)/bin/ruff format --check operator tests
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 

@@ -15,7 +15,13 @@ import pytest
 import yaml
 
 from spacesecrets import crypto
-from spacesecrets.dev import OPERATOR_NAMESPACE, LocalCluster, OperatorProcess, local_cluster, wait_for
+from spacesecrets.dev import (
+    OPERATOR_NAMESPACE,
+    LocalCluster,
+    OperatorProcess,
+    local_cluster,
+    wait_for,
+)
 from spacesecrets.kube import Kube, make_client
 
 # One autosync "minute" is 3 s for the shared operator; the real 1m schedule has its own test.
@@ -31,12 +37,16 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     bin_dir = _bin_dir()
     if bin_dir is None or not (bin_dir / "kube-apiserver").exists():
         return ["control plane: not built yet (SPACESECRETS_CONTROLPLANE_BIN unset)"]
-    out = subprocess.run([str(bin_dir / "kube-apiserver"), "--version"],
-                         capture_output=True, text=True, check=False).stdout.strip()
-    etcd = subprocess.run([str(bin_dir / "etcd"), "--version"],
-                          capture_output=True, text=True, check=False).stdout.splitlines()
-    return [f"control plane: kube-apiserver {out.split()[-1] if out else '?'}, "
-            f"{etcd[0] if etcd else 'etcd ?'} ({bin_dir})"]
+    out = subprocess.run(
+        [str(bin_dir / "kube-apiserver"), "--version"], capture_output=True, text=True, check=False
+    ).stdout.strip()
+    etcd = subprocess.run(
+        [str(bin_dir / "etcd"), "--version"], capture_output=True, text=True, check=False
+    ).stdout.splitlines()
+    return [
+        f"control plane: kube-apiserver {out.split()[-1] if out else '?'}, "
+        f"{etcd[0] if etcd else 'etcd ?'} ({bin_dir})"
+    ]
 
 
 @pytest.fixture(scope="session")
@@ -86,17 +96,34 @@ def ns(cluster: LocalCluster) -> Iterator[str]:
 
 
 def public_key(cluster: LocalCluster) -> Any:
-    pem = wait_for("the published public key", lambda: cluster.cp.kubectl(
-        "get", "configmap", "-n", OPERATOR_NAMESPACE, "spacesecrets-public-keys",
-        "-o", "jsonpath={.data.current\\.pem}", check=False).stdout)
+    pem = wait_for(
+        "the published public key",
+        lambda: (
+            cluster.cp.kubectl(
+                "get",
+                "configmap",
+                "-n",
+                OPERATOR_NAMESPACE,
+                "spacesecrets-public-keys",
+                "-o",
+                "jsonpath={.data.current\\.pem}",
+                check=False,
+            ).stdout
+        ),
+    )
     return crypto.load_public_key_pem(pem)
 
 
 class Space:
     """Helpers to build, apply and observe one space in one namespace, as an owner would."""
 
-    def __init__(self, cluster: LocalCluster, kube: Kube, namespace: str,
-                 owners: list[dict[str, str]] | None = None) -> None:
+    def __init__(
+        self,
+        cluster: LocalCluster,
+        kube: Kube,
+        namespace: str,
+        owners: list[dict[str, str]] | None = None,
+    ) -> None:
         self.cluster, self.kube, self.ns = cluster, kube, namespace
         self.owners = owners or [{"kind": "User", "name": "alice@example.com"}]
         self.name = "secrets"
@@ -105,11 +132,14 @@ class Space:
     def pub(self) -> Any:
         return public_key(self.cluster)
 
-    def sealed(self, key: str, value: str | bytes, fmt: str = "text",
-               namespace: str | None = None) -> dict[str, str]:
+    def sealed(
+        self, key: str, value: str | bytes, fmt: str = "text", namespace: str | None = None
+    ) -> dict[str, str]:
         data = value.encode() if isinstance(value, str) else value
-        return {"format": fmt,
-                "sealed": crypto.seal(self.pub, namespace or self.ns, key, fmt, data)}
+        return {
+            "format": fmt,
+            "sealed": crypto.seal(self.pub, namespace or self.ns, key, fmt, data),
+        }
 
     def manifest(self, values: dict[str, Any], name: str | None = None) -> dict[str, Any]:
         data = {}
@@ -120,24 +150,31 @@ class Space:
                 data[key] = self.sealed(key, value)
             else:
                 data[key] = self.sealed(key, json.dumps(value), "json")
-        return {"apiVersion": "spacesecrets.io/v1alpha1", "kind": "SpaceSecrets",
-                "metadata": {"name": name or self.name, "namespace": self.ns},
-                "spec": {"owners": self.owners, "data": data}}
+        return {
+            "apiVersion": "spacesecrets.io/v1alpha1",
+            "kind": "SpaceSecrets",
+            "metadata": {"name": name or self.name, "namespace": self.ns},
+            "spec": {"owners": self.owners, "data": data},
+        }
 
-    def apply(self, values: dict[str, Any], name: str | None = None,
-              check: bool = True) -> subprocess.CompletedProcess[str]:
+    def apply(
+        self, values: dict[str, Any], name: str | None = None, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
         return self.kubectl_apply(self.manifest(values, name), check=check)
 
-    def kubectl_apply(self, doc: dict[str, Any], check: bool = True,
-                      kubeconfig: Path | None = None) -> subprocess.CompletedProcess[str]:
-        return self.cluster.cp.kubectl("apply", "-f", "-", input=yaml.safe_dump(doc),
-                                       check=check, kubeconfig=kubeconfig)
+    def kubectl_apply(
+        self, doc: dict[str, Any], check: bool = True, kubeconfig: Path | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        return self.cluster.cp.kubectl(
+            "apply", "-f", "-", input=yaml.safe_dump(doc), check=check, kubeconfig=kubeconfig
+        )
 
     def get(self, name: str | None = None) -> dict[str, Any]:
         return self.kube.get_custom("spacesecrets", self.ns, name or self.name)
 
-    def condition(self, type_: str = "Ready", name: str | None = None,
-                  plural: str = "spacesecrets") -> dict[str, Any]:
+    def condition(
+        self, type_: str = "Ready", name: str | None = None, plural: str = "spacesecrets"
+    ) -> dict[str, Any]:
         obj = self.kube.get_custom(plural, self.ns, name or self.name)
         for cond in (obj.get("status") or {}).get("conditions") or []:
             if cond["type"] == type_:
@@ -148,27 +185,41 @@ class Space:
         def reached() -> dict[str, Any] | None:
             obj = self.get()
             status = obj.get("status") or {}
-            ok = status.get("version") == version and status.get("observedGeneration") == obj[
-                "metadata"]["generation"]
+            ok = (
+                status.get("version") == version
+                and status.get("observedGeneration") == obj["metadata"]["generation"]
+            )
             return obj if ok else None
 
         return dict(wait_for(f"{self.ns} at version {version}", reached, timeout))
 
-    def wait_condition(self, type_: str, status: str, reason: str | None = None,
-                       name: str | None = None, plural: str = "spacesecrets",
-                       timeout: float = 30) -> dict[str, Any]:
+    def wait_condition(
+        self,
+        type_: str,
+        status: str,
+        reason: str | None = None,
+        name: str | None = None,
+        plural: str = "spacesecrets",
+        timeout: float = 30,
+    ) -> dict[str, Any]:
         def matches() -> dict[str, Any] | None:
             cond = self.condition(type_, name, plural)
             ok = cond.get("status") == status and (reason is None or cond.get("reason") == reason)
             return cond if ok else None
 
-        return dict(wait_for(f"{plural} {name or self.name} {type_}={status} {reason or ''}",
-                             matches, timeout))
+        return dict(
+            wait_for(
+                f"{plural} {name or self.name} {type_}={status} {reason or ''}", matches, timeout
+            )
+        )
 
     def flow(self, name: str, target: str, **spec: Any) -> dict[str, Any]:
-        doc = {"apiVersion": "spacesecrets.io/v1alpha1", "kind": "FlowSecretSync",
-               "metadata": {"name": name, "namespace": self.ns},
-               "spec": {"target": {"name": target}, **spec}}
+        doc = {
+            "apiVersion": "spacesecrets.io/v1alpha1",
+            "kind": "FlowSecretSync",
+            "metadata": {"name": name, "namespace": self.ns},
+            "spec": {"target": {"name": target}, **spec},
+        }
         return doc
 
     def target_documents(self, name: str, kind: str = "Secret") -> dict[str, Any]:
@@ -196,6 +247,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     if report.failed and call.when == "call":
         proc = getattr(item, "funcargs", {}).get("operator") or (
             item.funcargs.get("space").cluster.operators[0]
-            if "space" in getattr(item, "funcargs", {}) else None)
+            if "space" in getattr(item, "funcargs", {})
+            else None
+        )
         if proc is not None:
             report.sections.append(("operator log (tail)", proc.log_text()[-6000:]))

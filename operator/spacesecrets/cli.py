@@ -51,15 +51,23 @@ def _api_message(exc: Exception) -> str:
 @click.group(cls=_Group)
 @click.option("--kubeconfig", envvar="KUBECONFIG", help="Path to a kubeconfig.")
 @click.option("-n", "--namespace", help="The space (namespace); default: the context's.")
-@click.option("--controller-namespace", envvar="SPACESECRETS_NAMESPACE",
-              default="spacesecrets-system", show_default=True,
-              help="Where the operator keeps its keys.")
+@click.option(
+    "--controller-namespace",
+    envvar="SPACESECRETS_NAMESPACE",
+    default="spacesecrets-system",
+    show_default=True,
+    help="Where the operator keeps its keys.",
+)
 @click.pass_context
-def main(ctx: click.Context, kubeconfig: str | None, namespace: str | None,
-         controller_namespace: str) -> None:
+def main(
+    ctx: click.Context, kubeconfig: str | None, namespace: str | None, controller_namespace: str
+) -> None:
     """Versioned, owner-managed, encrypted secrets for each space (namespace)."""
-    ctx.obj = {"kubeconfig": kubeconfig, "namespace": namespace,
-               "controller_namespace": controller_namespace}
+    ctx.obj = {
+        "kubeconfig": kubeconfig,
+        "namespace": namespace,
+        "controller_namespace": controller_namespace,
+    }
     if kubeconfig:
         os.environ["KUBECONFIG"] = kubeconfig
 
@@ -68,8 +76,9 @@ def main(ctx: click.Context, kubeconfig: str | None, namespace: str | None,
 
 
 @main.command()
-@click.option("--namespace-only", "watch", multiple=True,
-              help="Serve only these namespaces (default: all).")
+@click.option(
+    "--namespace-only", "watch", multiple=True, help="Serve only these namespaces (default: all)."
+)
 @click.option("--verbose", is_flag=True, help="Debug logging (never includes values).")
 @click.pass_context
 def operator(ctx: click.Context, watch: Sequence[str], verbose: bool) -> None:
@@ -88,21 +97,26 @@ def operator(ctx: click.Context, watch: Sequence[str], verbose: bool) -> None:
         log_format=kopf.LogFormat.JSON if settings.log_json else kopf.LogFormat.PLAIN,
         log_prefix=False,
     )
-    liveness = (f"http://0.0.0.0:{settings.health_port}/healthz"
-                if settings.health_port else None)
-    asyncio.run(kopf.operator(
-        clusterwide=not namespaces,
-        namespaces=namespaces,
-        standalone=not settings.peering,
-        peering_name=settings.peering or None,
-        liveness_endpoint=liveness,
-    ))
+    liveness = f"http://0.0.0.0:{settings.health_port}/healthz" if settings.health_port else None
+    asyncio.run(
+        kopf.operator(
+            clusterwide=not namespaces,
+            namespaces=namespaces,
+            standalone=not settings.peering,
+            peering_name=settings.peering or None,
+            liveness_endpoint=liveness,
+        )
+    )
 
 
 @main.command()
 @click.option("--out", type=click.Path(path_type=Path), default=Path("crds"), show_default=True)
-@click.option("--chart-crds", type=click.Path(path_type=Path),
-              default=Path("charts/spacesecrets/crds"), show_default=True)
+@click.option(
+    "--chart-crds",
+    type=click.Path(path_type=Path),
+    default=Path("charts/spacesecrets/crds"),
+    show_default=True,
+)
 def crds(out: Path, chart_crds: Path) -> None:
     """Write the CRDs, ClusterRoles and admission policy generated from the models."""
     from spacesecrets import crdgen
@@ -134,9 +148,15 @@ def namespaced(fn: F) -> F:
         if value:
             ctx.ensure_object(dict)["namespace"] = value
 
-    option = click.option("-n", "--namespace", "namespace_", expose_value=False,
-                          callback=remember, help="The space (namespace).")
-    return option(fn)  # type: ignore[no-any-return]
+    option = click.option(
+        "-n",
+        "--namespace",
+        "namespace_",
+        expose_value=False,
+        callback=remember,
+        help="The space (namespace).",
+    )
+    return option(fn)
 
 
 def _client(ctx: click.Context) -> Any:
@@ -164,8 +184,9 @@ def _public_key(ctx: click.Context, cert: Path | None) -> tuple[Any, str]:
     if cert is not None:
         pem = cert.read_text()
     else:
-        cm = _client(ctx).get("ConfigMap", ctx.obj["controller_namespace"],
-                              "spacesecrets-public-keys")
+        cm = _client(ctx).get(
+            "ConfigMap", ctx.obj["controller_namespace"], "spacesecrets-public-keys"
+        )
         pem = (cm.get("data") or {}).get("current.pem", "")
         if not pem:
             raise UserError("the operator has not published a public key yet")
@@ -174,8 +195,11 @@ def _public_key(ctx: click.Context, cert: Path | None) -> tuple[Any, str]:
 
 
 @main.command()
-@click.option("--cert", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="Read the public key from this PEM file instead of the cluster.")
+@click.option(
+    "--cert",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Read the public key from this PEM file instead of the cluster.",
+)
 @click.pass_context
 def pubkey(ctx: click.Context, cert: Path | None) -> None:
     """Print the operator's current public key (PEM); save it to seal offline."""
@@ -189,12 +213,11 @@ def parse_values(text: str, filename: str) -> dict[str, tuple[str, bytes]]:
     {format, value}) or a .env file (KEY=VALUE, text)."""
     out: dict[str, tuple[str, bytes]] = {}
     if filename.endswith(".env") or filename == ".env":
-        for n, line in enumerate(text.splitlines(), 1):
-            line = line.strip()
+        for n, raw_line in enumerate(text.splitlines(), 1):
+            line = raw_line.strip()
             if not line or line.startswith("#"):
                 continue
-            if line.startswith("export "):
-                line = line[7:].lstrip()
+            line = line.removeprefix("export ").lstrip()
             key, sep, value = line.partition("=")
             if not sep:
                 raise ValueError(f"{filename}:{n}: expected KEY=VALUE")
@@ -211,8 +234,8 @@ def parse_values(text: str, filename: str) -> dict[str, tuple[str, bytes]]:
         raise ValueError(f"{filename} is not valid YAML{where}") from None
     if not isinstance(doc, dict):
         raise ValueError(f"{filename} must be a mapping of KEY: value")
-    for key, value in doc.items():
-        key = _check_key(str(key))
+    for raw_key, value in doc.items():
+        key = _check_key(str(raw_key))
         if isinstance(value, dict) and set(value) == {"format", "value"}:
             fmt = str(value["format"])
             if fmt not in ("text", "json"):
@@ -233,8 +256,10 @@ def _check_key(key: str) -> str:
     import re
 
     if not re.match(models.KEY_PATTERN, key) or len(key) > models.KEY_MAX_LENGTH:
-        raise ValueError(f"{key!r} is not a valid KEY: use letters, digits and underscores, "
-                         "not starting with a digit (e.g. PRODUCT_A_API_HOST)")
+        raise ValueError(
+            f"{key!r} is not a valid KEY: use letters, digits and underscores, "
+            "not starting with a digit (e.g. PRODUCT_A_API_HOST)"
+        )
     return key
 
 
@@ -242,15 +267,18 @@ def _check_json(key: str, data: str) -> None:
     try:
         json.loads(data)
     except json.JSONDecodeError as exc:
-        raise ValueError(f"{key} is not valid JSON (line {exc.lineno}, column {exc.colno})") \
-            from None
+        raise ValueError(
+            f"{key} is not valid JSON (line {exc.lineno}, column {exc.colno})"
+        ) from None
 
 
 def _parse_owner(text: str) -> dict[str, str]:
     kind, sep, name = text.partition(":")
     if not sep or kind not in ("User", "Group", "ServiceAccount") or not name:
-        raise ValueError(f"--owner {text!r}: use Kind:name with Kind User, Group or "
-                         "ServiceAccount, e.g. User:alice@example.com")
+        raise ValueError(
+            f"--owner {text!r}: use Kind:name with Kind User, Group or "
+            "ServiceAccount, e.g. User:alice@example.com"
+        )
     return {"kind": kind, "name": name}
 
 
@@ -259,17 +287,34 @@ def _parse_owner(text: str) -> dict[str, str]:
 @click.argument("source", type=click.File("r"), default="-")
 @click.option("--name", default="secrets", show_default=True, help="The SpaceSecrets name.")
 @click.option("--owner", "owners", multiple=True, help="Kind:name, e.g. User:alice@example.com.")
-@click.option("--cert", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="Seal offline with this public key file.")
-@click.option("--format", "input_format", type=click.Choice(["yaml", "env"]), default=None,
-              help="Input format (default: by file name).")
+@click.option(
+    "--cert",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Seal offline with this public key file.",
+)
+@click.option(
+    "--format",
+    "input_format",
+    type=click.Choice(["yaml", "env"]),
+    default=None,
+    help="Input format (default: by file name).",
+)
 @click.pass_context
-def seal(ctx: click.Context, source: Any, name: str, owners: Sequence[str], cert: Path | None,
-         input_format: str | None) -> None:
+def seal(
+    ctx: click.Context,
+    source: Any,
+    name: str,
+    owners: Sequence[str],
+    cert: Path | None,
+    input_format: str | None,
+) -> None:
     """Plain values (YAML or .env) in, a sealed SpaceSecrets manifest out (safe to commit)."""
     namespace = _namespace(ctx)
-    filename = "x.env" if input_format == "env" else (
-        "x.yaml" if input_format == "yaml" else str(getattr(source, "name", "<stdin>")))
+    filename = (
+        "x.env"
+        if input_format == "env"
+        else ("x.yaml" if input_format == "yaml" else str(getattr(source, "name", "<stdin>")))
+    )
     values = parse_values(source.read(), filename)
     if not owners:
         raise UserError("name at least one owner with --owner Kind:name")
@@ -295,8 +340,10 @@ def seal(ctx: click.Context, source: Any, name: str, owners: Sequence[str], cert
 def _space(ctx: click.Context, client: Any, namespace: str) -> dict[str, Any]:
     items = client.list_custom("spacesecrets", namespace)
     if not items:
-        raise UserError(f"namespace {namespace} has no SpaceSecrets; create one with "
-                        "'spacesecrets seal ... | kubectl apply -f -'")
+        raise UserError(
+            f"namespace {namespace} has no SpaceSecrets; create one with "
+            "'spacesecrets seal ... | kubectl apply -f -'"
+        )
     items.sort(key=lambda i: (i["metadata"]["creationTimestamp"], i["metadata"]["name"]))
     return dict(items[0])
 
@@ -304,8 +351,11 @@ def _space(ctx: click.Context, client: Any, namespace: str) -> dict[str, Any]:
 @main.command(name="set")
 @namespaced
 @click.argument("key")
-@click.option("--from-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="Read the value from this file (default: stdin).")
+@click.option(
+    "--from-file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Read the value from this file (default: stdin).",
+)
 @click.option("--json", "as_json", is_flag=True, help="The value is a JSON document.")
 @click.pass_context
 def set_(ctx: click.Context, key: str, from_file: Path | None, as_json: bool) -> None:
@@ -323,8 +373,12 @@ def set_(ctx: click.Context, key: str, from_file: Path | None, as_json: bool) ->
     pub, _ = _public_key(ctx, None)
     sealed = crypto.seal(pub, namespace, key, fmt, data)
     # A merge patch of this one key: a concurrent change of another key by another owner is kept.
-    client.patch_custom("spacesecrets", namespace, space["metadata"]["name"],
-                        {"spec": {"data": {key: {"format": fmt, "sealed": sealed}}}})
+    client.patch_custom(
+        "spacesecrets",
+        namespace,
+        space["metadata"]["name"],
+        {"spec": {"data": {key: {"format": fmt, "sealed": sealed}}}},
+    )
     click.echo(f"{key} set in space {namespace}; the operator creates the new version")
 
 
@@ -339,8 +393,9 @@ def unset(ctx: click.Context, key: str) -> None:
     space = _space(ctx, client, namespace)
     if key not in (space.get("spec") or {}).get("data", {}):
         raise UserError(f"space {namespace} has no key {key}")
-    client.patch_custom("spacesecrets", namespace, space["metadata"]["name"],
-                        {"spec": {"data": {key: None}}})
+    client.patch_custom(
+        "spacesecrets", namespace, space["metadata"]["name"], {"spec": {"data": {key: None}}}
+    )
     click.echo(f"{key} removed from space {namespace}")
 
 
@@ -367,14 +422,20 @@ def list_(ctx: click.Context) -> None:
     namespace = _namespace(ctx)
     space = _space(ctx, client, namespace)
     status = space.get("status") or {}
-    click.echo(f"space {namespace}  version {status.get('version', '-')}  "
-               f"created {status.get('createdAt', '-')}  updated {status.get('updatedAt', '-')}  "
-               f"ready {_ready(status, 'Ready')}")
+    click.echo(
+        f"space {namespace}  version {status.get('version', '-')}  "
+        f"created {status.get('createdAt', '-')}  updated {status.get('updatedAt', '-')}  "
+        f"ready {_ready(status, 'Ready')}"
+    )
     keys = status.get("keys") or []
     if keys:
         click.echo()
-        click.echo(_table([("KEY", "FORMAT", "VERSION", "UPDATED")] + [
-            (k["name"], k["format"], k["version"], k["updatedAt"]) for k in keys]))
+        click.echo(
+            _table(
+                [("KEY", "FORMAT", "VERSION", "UPDATED")]
+                + [(k["name"], k["format"], k["version"], k["updatedAt"]) for k in keys]
+            )
+        )
     flows = client.list_custom("flowsecretsyncs", namespace)
     if flows:
         click.echo()
@@ -387,9 +448,16 @@ def _flow_table(flows: list[dict[str, Any]], version: Any) -> str:
         st = f.get("status") or {}
         synced = st.get("syncedVersion")
         behind = (int(version) - int(synced)) if version is not None and synced is not None else "-"
-        rows.append((f["metadata"]["name"], f["spec"]["target"]["name"],
-                     synced if synced is not None else "-", behind,
-                     st.get("issuedAt", "-"), _ready(st, "Synced")))
+        rows.append(
+            (
+                f["metadata"]["name"],
+                f["spec"]["target"]["name"],
+                synced if synced is not None else "-",
+                behind,
+                st.get("issuedAt", "-"),
+                _ready(st, "Synced"),
+            )
+        )
     return _table(rows)
 
 
@@ -404,9 +472,16 @@ def history(ctx: click.Context) -> None:
     rows: list[tuple[Any, ...]] = [("VERSION", "AT", "ADDED", "CHANGED", "REMOVED", "NOTE")]
     for h in status.get("history") or []:
         note = f"rollback of {h['rollbackOf']}" if h.get("rollbackOf") else ""
-        rows.append((h["version"], h["at"], ",".join(h.get("added") or []) or "-",
-                     ",".join(h.get("changed") or []) or "-",
-                     ",".join(h.get("removed") or []) or "-", note))
+        rows.append(
+            (
+                h["version"],
+                h["at"],
+                ",".join(h.get("added") or []) or "-",
+                ",".join(h.get("changed") or []) or "-",
+                ",".join(h.get("removed") or []) or "-",
+                note,
+            )
+        )
     click.echo(_table(rows))
 
 
@@ -426,8 +501,12 @@ def rollback(ctx: click.Context, to: int, wait: bool, timeout: float) -> None:
         raise UserError(f"version {to} is not in the history of {namespace} (kept: {kept})")
     before = (space.get("status") or {}).get("version") or 0
     name = space["metadata"]["name"]
-    client.patch_custom("spacesecrets", namespace, name,
-                        {"metadata": {"annotations": {ROLLBACK_ANNOTATION: str(to)}}})
+    client.patch_custom(
+        "spacesecrets",
+        namespace,
+        name,
+        {"metadata": {"annotations": {ROLLBACK_ANNOTATION: str(to)}}},
+    )
     if not wait:
         click.echo(f"rollback of {namespace} to version {to} requested")
         return
@@ -439,8 +518,9 @@ def rollback(ctx: click.Context, to: int, wait: bool, timeout: float) -> None:
         if (status.get("version") or 0) > before and latest.get("rollbackOf") == to:
             click.echo(f"version {to} restored as version {status['version']}")
             return
-        if (ROLLBACK_ANNOTATION not in (current["metadata"].get("annotations") or {})
-                and "RollbackFailed" in _ready(status, "Rollback")):
+        if ROLLBACK_ANNOTATION not in (
+            current["metadata"].get("annotations") or {}
+        ) and "RollbackFailed" in _ready(status, "Rollback"):
             raise UserError(f"rollback failed: {_message(status, 'Rollback')}")
         time.sleep(0.5)
     raise UserError(f"the operator did not restore version {to} within {timeout:.0f}s")

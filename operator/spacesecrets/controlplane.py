@@ -142,9 +142,15 @@ class CertificateAuthority:
             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
             .add_extension(
                 x509.KeyUsage(
-                    digital_signature=True, key_cert_sign=True, crl_sign=True,
-                    content_commitment=False, key_encipherment=False, data_encipherment=False,
-                    key_agreement=False, encipher_only=False, decipher_only=False,
+                    digital_signature=True,
+                    key_cert_sign=True,
+                    crl_sign=True,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    encipher_only=False,
+                    decipher_only=False,
                 ),
                 critical=True,
             )
@@ -273,8 +279,11 @@ class ControlPlane:
     def restart(self, name: str) -> None:
         """Stop one component and start it again on the same ports and data (fault tests)."""
         self.stop_process(name)
-        {"etcd": self.start_etcd, "kube-apiserver": self.start_apiserver,
-         "kube-controller-manager": self.start_controller_manager}[name]()
+        {
+            "etcd": self.start_etcd,
+            "kube-apiserver": self.start_apiserver,
+            "kube-controller-manager": self.start_controller_manager,
+        }[name]()
         if name == "kube-apiserver":
             self.wait_ready(120.0)
 
@@ -351,7 +360,9 @@ class ControlPlane:
 
     def start_controller_manager(self) -> None:
         pki = self.workdir / "pki"
-        kubeconfig = self.kubeconfig_for("system:kube-controller-manager", name="controller-manager")
+        kubeconfig = self.kubeconfig_for(
+            "system:kube-controller-manager", name="controller-manager"
+        )
         self._spawn(
             "kube-controller-manager",
             [
@@ -377,8 +388,13 @@ class ControlPlane:
         (pki / "ca.crt").write_bytes(self._ca.cert_pem)
         serving = self._ca.issue(
             "kube-apiserver",
-            server_names=["localhost", "kubernetes", "kubernetes.default",
-                          "kubernetes.default.svc", "kubernetes.default.svc.cluster.local"],
+            server_names=[
+                "localhost",
+                "kubernetes",
+                "kubernetes.default",
+                "kubernetes.default.svc",
+                "kubernetes.default.svc.cluster.local",
+            ],
             server_ips=["127.0.0.1", "10.0.0.1"],
         )
         (pki / "apiserver.crt").write_bytes(serving.cert_pem)
@@ -435,8 +451,15 @@ class ControlPlane:
         return {
             "apiVersion": "v1",
             "kind": "Config",
-            "clusters": [{"name": "local", "cluster": {
-                "server": self.server, "certificate-authority-data": b64(self._ca.cert_pem)}}],
+            "clusters": [
+                {
+                    "name": "local",
+                    "cluster": {
+                        "server": self.server,
+                        "certificate-authority-data": b64(self._ca.cert_pem),
+                    },
+                }
+            ],
             "users": [{"name": user, "user": user_entry}],
             "contexts": [{"name": "local", "context": {"cluster": "local", "user": user}}],
             "current-context": "local",
@@ -483,13 +506,20 @@ class ControlPlane:
         return str(self.get("/version")["gitVersion"])
 
     def kubectl(
-        self, *args: str, kubeconfig: Path | None = None, input: str | None = None,
+        self,
+        *args: str,
+        kubeconfig: Path | None = None,
+        input: str | None = None,
         check: bool = True,
     ) -> subprocess.CompletedProcess[str]:
         """Run the real kubectl against this control plane."""
         result = subprocess.run(
             [self.binary("kubectl"), f"--kubeconfig={kubeconfig or self.admin_kubeconfig}", *args],
-            input=input, capture_output=True, text=True, check=False, timeout=120,
+            input=input,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=120,
         )
         if check and result.returncode != 0:
             raise KubectlError(result.returncode, result.args, result.stdout, result.stderr)

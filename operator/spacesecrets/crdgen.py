@@ -83,7 +83,10 @@ def _object_schema(
         "description": description,
         "required": ["spec"],
         "properties": {
-            "apiVersion": {"type": "string", "description": "The API version, " + f"{GROUP}/{VERSION}."},
+            "apiVersion": {
+                "type": "string",
+                "description": "The API version, " + f"{GROUP}/{VERSION}.",
+            },
             "kind": {"type": "string", "description": "The kind of the object."},
             "metadata": {"type": "object"},
             "spec": structural(spec),
@@ -143,30 +146,56 @@ def _condition_column(name: str, condition: str) -> dict[str, Any]:
 def space_secrets_crd() -> dict[str, Any]:
     schema = _object_schema(SpaceSecrets.__doc__ or "", SpaceSecretsSpec, SpaceSecretsStatus)
     columns = [
-        {"name": "Version", "type": "integer", "jsonPath": ".status.version",
-         "description": "The space version."},
-        {"name": "Keys", "type": "integer", "jsonPath": ".status.keyCount",
-         "description": "How many keys the space holds."},
-        {"name": "Updated", "type": "date", "jsonPath": ".status.updatedAt",
-         "description": "When the secrets last changed."},
+        {
+            "name": "Version",
+            "type": "integer",
+            "jsonPath": ".status.version",
+            "description": "The space version.",
+        },
+        {
+            "name": "Keys",
+            "type": "integer",
+            "jsonPath": ".status.keyCount",
+            "description": "How many keys the space holds.",
+        },
+        {
+            "name": "Updated",
+            "type": "date",
+            "jsonPath": ".status.updatedAt",
+            "description": "When the secrets last changed.",
+        },
         _condition_column("Ready", "Ready"),
     ]
     return _crd("SpaceSecrets", "spacesecrets", ["spsec"], schema, columns)
 
 
 def flow_secret_sync_crd() -> dict[str, Any]:
-    schema = _object_schema(
-        FlowSecretSync.__doc__ or "", FlowSecretSyncSpec, FlowSecretSyncStatus
-    )
+    schema = _object_schema(FlowSecretSync.__doc__ or "", FlowSecretSyncSpec, FlowSecretSyncStatus)
     columns = [
-        {"name": "Target", "type": "string", "jsonPath": ".spec.target.name",
-         "description": "The Secret or ConfigMap the flow mounts."},
-        {"name": "Autosync", "type": "string", "jsonPath": ".spec.autosync",
-         "description": "The autosync period."},
-        {"name": "Version", "type": "integer", "jsonPath": ".status.syncedVersion",
-         "description": "The space version the flow was issued."},
-        {"name": "Issued", "type": "date", "jsonPath": ".status.issuedAt",
-         "description": "When the flow was issued that version."},
+        {
+            "name": "Target",
+            "type": "string",
+            "jsonPath": ".spec.target.name",
+            "description": "The Secret or ConfigMap the flow mounts.",
+        },
+        {
+            "name": "Autosync",
+            "type": "string",
+            "jsonPath": ".spec.autosync",
+            "description": "The autosync period.",
+        },
+        {
+            "name": "Version",
+            "type": "integer",
+            "jsonPath": ".status.syncedVersion",
+            "description": "The space version the flow was issued.",
+        },
+        {
+            "name": "Issued",
+            "type": "date",
+            "jsonPath": ".status.issuedAt",
+            "description": "When the flow was issued that version.",
+        },
         _condition_column("Synced", "Synced"),
     ]
     return _crd("FlowSecretSync", "flowsecretsyncs", ["fss"], schema, columns)

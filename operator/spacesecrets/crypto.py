@@ -148,7 +148,10 @@ def _new_master_key(now: dt.datetime) -> MasterKey:
 
 @dataclass(frozen=True)
 class KeyRing:
-    """Sealing keys and master keys, oldest first. The newest of each is current; none is dropped."""
+    """Sealing keys and master keys, oldest first.
+
+    The newest of each is current; none is ever dropped, so old values and history still open.
+    """
 
     sealing: tuple[SealingKey, ...]
     masters: tuple[MasterKey, ...]

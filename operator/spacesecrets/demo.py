@@ -41,10 +41,16 @@ class _Demo:
         self.kube = Kube(make_client(str(cluster.kubeconfig)))
 
     def cli(self, *args: str, as_alice: bool = True, stdin: str | None = None) -> str:
-        env = {**os.environ, "KUBECONFIG": str(self.alice if as_alice else
-                                              self.cluster.kubeconfig)}
-        out = subprocess.run([sys.executable, "-m", "spacesecrets", *args], env=env, input=stdin,
-                             capture_output=True, text=True, check=False, timeout=120)
+        env = {**os.environ, "KUBECONFIG": str(self.alice if as_alice else self.cluster.kubeconfig)}
+        out = subprocess.run(
+            [sys.executable, "-m", "spacesecrets", *args],
+            env=env,
+            input=stdin,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=120,
+        )
         if out.returncode:
             raise RuntimeError(f"spacesecrets {' '.join(args)}: {out.stderr.strip()}")
         return out.stdout.rstrip()
@@ -64,8 +70,10 @@ class _Demo:
 
     def run(self) -> int:
         op = self.cluster.start_operator(env={"SPACESECRETS_AUTOSYNC_SCALE": SCALE})
-        print(f"control plane {self.cluster.cp.version()} on {self.cluster.cp.server}; "
-              f"operator pid {op.popen.pid} (autosync 1m runs every 3 s here)")
+        print(
+            f"control plane {self.cluster.cp.version()} on {self.cluster.cp.server}; "
+            f"operator pid {op.popen.pid} (autosync 1m runs every 3 s here)"
+        )
 
         _say("1. the operator published its public key; an owner saves it to seal offline")
         pem = wait_for("the public key", lambda: self.cli("pubkey"))
@@ -75,18 +83,45 @@ class _Demo:
 
         _say("2. seal plain values into a SpaceSecrets manifest (safe to commit) and apply it")
         self.kubectl("apply", "-f", str(self.examples / "namespace.yaml"))
-        sealed = self.cli("seal", str(self.examples / "values.yaml"), "-n", "team-a",
-                          "--owner", "User:alice@example.com", "--cert", str(key_file),
-                          as_alice=False)
+        sealed = self.cli(
+            "seal",
+            str(self.examples / "values.yaml"),
+            "-n",
+            "team-a",
+            "--owner",
+            "User:alice@example.com",
+            "--cert",
+            str(key_file),
+            as_alice=False,
+        )
         print("\n".join(line[:110] for line in sealed.splitlines()))
         print(self.kubectl("apply", "-f", "-", stdin=sealed))
 
         _say("3. a flow subscribes: FlowSecretSync + the Node-RED Deployment that mounts it")
-        print(self.kubectl("apply", "-f", str(self.examples / "flowsecretsync.yaml"),
-                           "-f", str(self.examples / "node-red-flow.yaml")))
-        wait_for("Synced", lambda: "True" in self.kubectl(
-            "get", "fss", "orders-flow", "-n", "team-a",
-            "-o", 'jsonpath={.status.conditions[?(@.type=="Synced")].status}'))
+        print(
+            self.kubectl(
+                "apply",
+                "-f",
+                str(self.examples / "flowsecretsync.yaml"),
+                "-f",
+                str(self.examples / "node-red-flow.yaml"),
+            )
+        )
+        wait_for(
+            "Synced",
+            lambda: (
+                "True"
+                in self.kubectl(
+                    "get",
+                    "fss",
+                    "orders-flow",
+                    "-n",
+                    "team-a",
+                    "-o",
+                    'jsonpath={.status.conditions[?(@.type=="Synced")].status}',
+                )
+            ),
+        )
         print(self.kubectl("get", "spacesecrets,flowsecretsyncs", "-n", "team-a"))
 
         _say("4. the Secrets tab, as the owner sees it (never a value)")
@@ -100,16 +135,23 @@ class _Demo:
 
         _say("6. the owner edits a secret; the flow picks it up at its next autosync tick")
         print(self.cli("set", "PRODUCT_A_API_HOST", "-n", "team-a", stdin="api-v2.example.com\n"))
-        wait_for("version 2", lambda: '"version":2' in self.kubectl(
-            "get", "spsec", "secrets", "-n", "team-a", "-o", "jsonpath={.status}").replace(
-            " ", ""))
+        wait_for(
+            "version 2",
+            lambda: (
+                '"version":2'
+                in self.kubectl(
+                    "get", "spsec", "secrets", "-n", "team-a", "-o", "jsonpath={.status}"
+                ).replace(" ", "")
+            ),
+        )
         started = time.monotonic()
-        wait_for("the tick", lambda: json.loads(self.target()["SECRETS_METADATA"])["version"]
-                 == 2)
+        wait_for("the tick", lambda: json.loads(self.target()["SECRETS_METADATA"])["version"] == 2)
         print(f"target at version 2 after {time.monotonic() - started:.1f} s")
-        changed = wait_for("the reader", lambda: (self.mount() and reader.version == 2))
-        print(f"flow now sees version {reader.version}: PRODUCT_A_API_HOST = "
-              f"{reader['PRODUCT_A_API_HOST']} ({bool(changed)})")
+        changed = wait_for("the reader", lambda: self.mount() and reader.version == 2)
+        print(
+            f"flow now sees version {reader.version}: PRODUCT_A_API_HOST = "
+            f"{reader['PRODUCT_A_API_HOST']} ({bool(changed)})"
+        )
         reader.close()
 
         _say("7. history (key names only) and the flows' view")

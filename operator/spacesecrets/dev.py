@@ -15,7 +15,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,19 +32,42 @@ def public_keys_reader(namespace: str) -> list[dict[str, Any]]:
     """Every authenticated user may read the public keys (and nothing else there)."""
     meta = {"name": "spacesecrets-public-keys-reader", "namespace": namespace}
     return [
-        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": meta,
-         "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get"],
-                    "resourceNames": ["spacesecrets-public-keys"]}]},
-        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": meta,
-         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
-                     "name": "spacesecrets-public-keys-reader"},
-         "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group",
-                       "name": "system:authenticated"}]},
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": meta,
+            "rules": [
+                {
+                    "apiGroups": [""],
+                    "resources": ["configmaps"],
+                    "verbs": ["get"],
+                    "resourceNames": ["spacesecrets-public-keys"],
+                }
+            ],
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": meta,
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "Role",
+                "name": "spacesecrets-public-keys-reader",
+            },
+            "subjects": [
+                {
+                    "apiGroup": "rbac.authorization.k8s.io",
+                    "kind": "Group",
+                    "name": "system:authenticated",
+                }
+            ],
+        },
     ]
 
 
-def wait_for(what: str, check: Callable[[], Any], timeout: float = 60.0,
-             interval: float = 0.2) -> Any:
+def wait_for(
+    what: str, check: Callable[[], Any], timeout: float = 60.0, interval: float = 0.2
+) -> Any:
     """Poll `check` until it returns something truthy; raise TimeoutError naming `what`."""
     deadline = time.monotonic() + timeout
     last_error: Exception | None = None
@@ -53,11 +76,13 @@ def wait_for(what: str, check: Callable[[], Any], timeout: float = 60.0,
             result = check()
             if result:
                 return result
-        except Exception as exc:  # noqa: BLE001 -- keep polling, report the last one
+        except Exception as exc:
             last_error = exc
         time.sleep(interval)
-    raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}"
-                       + (f" (last error: {last_error})" if last_error else ""))
+    raise TimeoutError(
+        f"timed out after {timeout:.0f}s waiting for {what}"
+        + (f" (last error: {last_error})" if last_error else "")
+    )
 
 
 @dataclass
@@ -81,7 +106,7 @@ class OperatorProcess:
             if not self.alive():
                 raise RuntimeError(f"the operator exited:\n{self.log_text()[-3000:]}")
             try:
-                with urllib.request.urlopen(  # noqa: S310 -- loopback
+                with urllib.request.urlopen(
                     f"http://127.0.0.1:{self.health_port}/healthz", timeout=2
                 ) as resp:
                     return bool(resp.status == 200)
@@ -91,7 +116,7 @@ class OperatorProcess:
         wait_for("the operator's /healthz", healthy, timeout)
 
     def metrics(self) -> str:
-        with urllib.request.urlopen(  # noqa: S310 -- loopback
+        with urllib.request.urlopen(
             f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5
         ) as resp:
             return str(resp.read().decode())
@@ -123,26 +148,51 @@ class LocalCluster:
     def kubeconfig(self) -> Path:
         return self.cp.admin_kubeconfig
 
-    def apply(self, docs: list[Mapping[str, Any]] | str, *, kubeconfig: Path | None = None,
-              check: bool = True) -> subprocess.CompletedProcess[str]:
+    def apply(
+        self,
+        docs: Sequence[Mapping[str, Any]] | str,
+        *,
+        kubeconfig: Path | None = None,
+        check: bool = True,
+    ) -> subprocess.CompletedProcess[str]:
         text = docs if isinstance(docs, str) else yaml.safe_dump_all(list(docs))
-        return self.cp.kubectl("apply", "--server-side", "--force-conflicts", "-f", "-",
-                               input=text, kubeconfig=kubeconfig, check=check)
+        return self.cp.kubectl(
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "-f",
+            "-",
+            input=text,
+            kubeconfig=kubeconfig,
+            check=check,
+        )
 
     def install(self) -> None:
         manifests = crdgen.all_crds()
         crds = [yaml.safe_load(t) for n, t in manifests.items() if n.startswith("spacesecrets.io_")]
         self.apply(crds)
-        self.cp.kubectl("wait", "--for=condition=Established", "--timeout=60s",
-                        *(f"crd/{c['metadata']['name']}" for c in crds))
-        rest = [d for n, t in manifests.items() if not n.startswith("spacesecrets.io_")
-                for d in yaml.safe_load_all(t)]
+        self.cp.kubectl(
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
+            *(f"crd/{c['metadata']['name']}" for c in crds),
+        )
+        rest = [
+            d
+            for n, t in manifests.items()
+            if not n.startswith("spacesecrets.io_")
+            for d in yaml.safe_load_all(t)
+        ]
         self.apply(rest)
         self.cp.kubectl("create", "namespace", OPERATOR_NAMESPACE, check=False)
         self.apply(public_keys_reader(OPERATOR_NAMESPACE))
 
-    def start_operator(self, env: Mapping[str, str] | None = None,
-                       kubeconfig: Path | None = None, wait: bool = True) -> OperatorProcess:
+    def start_operator(
+        self,
+        env: Mapping[str, str] | None = None,
+        kubeconfig: Path | None = None,
+        wait: bool = True,
+    ) -> OperatorProcess:
         metrics_port, health_port = free_port(), free_port()
         log_path = self.cp.workdir / "logs" / f"operator-{len(self.operators)}.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -158,7 +208,10 @@ class LocalCluster:
         }
         popen = subprocess.Popen(
             [sys.executable, "-m", "spacesecrets", "operator"],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=full_env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=full_env,
         )
         proc = OperatorProcess(popen, log_path, metrics_port, health_port, log)
         self.operators.append(proc)
@@ -191,8 +244,10 @@ def run_dev() -> int:
         op = cluster.start_operator()
         print(f"control plane {cluster.cp.version()} at {cluster.cp.server}")
         print(f"operator log: {op.log_path}")
-        print(f"\n  export KUBECONFIG={cluster.kubeconfig}\n  kubectl get spacesecrets,"
-              "flowsecretsyncs -A\n\nCtrl-C stops everything.")
+        print(
+            f"\n  export KUBECONFIG={cluster.kubeconfig}\n  kubectl get spacesecrets,"
+            "flowsecretsyncs -A\n\nCtrl-C stops everything."
+        )
         with contextlib.suppress(KeyboardInterrupt):
             while op.alive():
                 time.sleep(1)
@@ -203,5 +258,8 @@ def run_demo() -> int:
     """`make demo`: the operator end to end, printed as a user would see it, then torn down."""
     from spacesecrets.demo import demo
 
-    with tempfile.TemporaryDirectory(prefix="spacesecrets-demo-") as tmp, local_cluster() as cluster:
+    with (
+        tempfile.TemporaryDirectory(prefix="spacesecrets-demo-") as tmp,
+        local_cluster() as cluster,
+    ):
         return demo(cluster, Path(tmp))

@@ -7,6 +7,7 @@ kopf's (`Temporary` -> `kopf.TemporaryError` with its delay). No business logic 
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
 import secrets
@@ -54,7 +55,7 @@ def _operator(memo: Any) -> Operator:
     return op
 
 
-async def _run(fn: Callable[[], None]) -> None:
+async def _run(fn: Callable[[], object]) -> None:
     """Run blocking API work off the event loop, mapping our errors to kopf's."""
     try:
         await asyncio.get_running_loop().run_in_executor(None, fn)
@@ -120,7 +121,7 @@ async def space_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
 
 
 @kopf.on.event(GROUP, "spacesecrets")
-async def space_event(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:  # noqa: A002
+async def space_event(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     if type == "DELETED":
         op = _operator(memo)
         await _run(lambda: op.space_deleted(body.metadata["namespace"], body.metadata["name"]))
@@ -140,7 +141,7 @@ async def flow_saved(body: kopf.Body, memo: kopf.Memo, reason: str, **_: Any) ->
 
 
 @kopf.on.event(GROUP, "flowsecretsyncs")
-async def flow_event(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:  # noqa: A002
+async def flow_event(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     op = _operator(memo)
     if type == "DELETED":
         op.forget_flow(body.metadata["namespace"], body.metadata["name"])
@@ -149,9 +150,7 @@ async def flow_event(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> N
 
 
 @kopf.daemon(GROUP, "flowsecretsyncs", cancellation_timeout=5)
-async def autosync(
-    stopped: kopf.DaemonStopped, body: kopf.Body, memo: kopf.Memo, **_: Any
-) -> None:
+async def autosync(stopped: kopf.DaemonStopped, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """Wake at this flow's autosync ticks; act only when the space moved on (no API call else)."""
     op = _operator(memo)
     ns, name, uid = body.metadata["namespace"], body.metadata["name"], body.metadata["uid"]
@@ -174,9 +173,7 @@ async def autosync(
 
 @kopf.on.event("", "v1", "secrets", labels=MANAGED)
 @kopf.on.event("", "v1", "configmaps", labels=MANAGED)
-async def target_changed(
-    type: str, body: kopf.Body, memo: kopf.Memo, **_: Any  # noqa: A002
-) -> None:
+async def target_changed(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """A projected target changed: restore it if someone else edited or deleted it."""
     op = _operator(memo)
     obj = dict(body)
@@ -186,7 +183,7 @@ async def target_changed(
 @kopf.on.event("apps", "v1", "deployments")
 @kopf.on.event("apps", "v1", "statefulsets")
 async def workload_changed(
-    type: str, body: kopf.Body, resource: kopf.Resource, memo: kopf.Memo, **_: Any  # noqa: A002
+    type: str, body: kopf.Body, resource: kopf.Resource, memo: kopf.Memo, **_: Any
 ) -> None:
     """Sync on save: a flowRef workload's pod template changed."""
     if type == "DELETED":
@@ -194,7 +191,7 @@ async def workload_changed(
     op = _operator(memo)
     kind = "Deployment" if resource.plural == "deployments" else "StatefulSet"
     for ns, name in op.workload_event(kind, body):
-        await _run(lambda ns=ns, name=name: op.sync_flow(ns, name, reason="save"))
+        await _run(functools.partial(op.sync_flow, ns, name, reason="save"))
 
 
 # -- maintenance ----------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ retry later) and `Permanent` (anything a retry cannot fix). Objects go in and ou
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime as dt
 import secrets as pysecrets
 from collections.abc import Callable, Mapping
@@ -99,16 +100,20 @@ class Kube:
     # -- core objects as dicts ------------------------------------------------------------------
 
     def get(self, kind: str, namespace: str, name: str) -> dict[str, Any]:
-        read = {"Secret": self.core.read_namespaced_secret,
-                "ConfigMap": self.core.read_namespaced_config_map}[kind]
+        read = {
+            "Secret": self.core.read_namespaced_secret,
+            "ConfigMap": self.core.read_namespaced_config_map,
+        }[kind]
         obj = _call(f"get {kind} {namespace}/{name}", lambda: read(name, namespace))
         out = self._sanitize(obj)
         out.setdefault("kind", kind)
         return out
 
     def create(self, kind: str, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
-        create = {"Secret": self.core.create_namespaced_secret,
-                  "ConfigMap": self.core.create_namespaced_config_map}[kind]
+        create = {
+            "Secret": self.core.create_namespaced_secret,
+            "ConfigMap": self.core.create_namespaced_config_map,
+        }[kind]
         self.writes += 1
         name = body["metadata"]["name"]
         return self._sanitize(
@@ -117,8 +122,10 @@ class Kube:
 
     def replace(self, kind: str, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
         """Replace with the resourceVersion in `body` (a conflict raises Temporary)."""
-        replace = {"Secret": self.core.replace_namespaced_secret,
-                   "ConfigMap": self.core.replace_namespaced_config_map}[kind]
+        replace = {
+            "Secret": self.core.replace_namespaced_secret,
+            "ConfigMap": self.core.replace_namespaced_config_map,
+        }[kind]
         self.writes += 1
         name = body["metadata"]["name"]
         return self._sanitize(
@@ -126,8 +133,10 @@ class Kube:
         )
 
     def delete(self, kind: str, namespace: str, name: str) -> None:
-        delete = {"Secret": self.core.delete_namespaced_secret,
-                  "ConfigMap": self.core.delete_namespaced_config_map}[kind]
+        delete = {
+            "Secret": self.core.delete_namespaced_secret,
+            "ConfigMap": self.core.delete_namespaced_config_map,
+        }[kind]
         self.writes += 1
         _call(f"delete {kind} {namespace}/{name}", lambda: delete(name, namespace))
 
@@ -141,21 +150,33 @@ class Kube:
     # -- custom resources -----------------------------------------------------------------------
 
     def get_custom(self, plural: str, namespace: str, name: str) -> dict[str, Any]:
-        return dict(_call(
-            f"get {plural} {namespace}/{name}",
-            lambda: self.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, plural, name),
-        ))
+        return dict(
+            _call(
+                f"get {plural} {namespace}/{name}",
+                lambda: self.custom.get_namespaced_custom_object(
+                    GROUP, VERSION, namespace, plural, name
+                ),
+            )
+        )
 
     def list_custom(self, plural: str, namespace: str | None = None) -> list[dict[str, Any]]:
         if namespace:
-            res = _call(f"list {plural}", lambda: self.custom.list_namespaced_custom_object(
-                GROUP, VERSION, namespace, plural))
+            res = _call(
+                f"list {plural}",
+                lambda: self.custom.list_namespaced_custom_object(
+                    GROUP, VERSION, namespace, plural
+                ),
+            )
         else:
-            res = _call(f"list {plural}", lambda: self.custom.list_cluster_custom_object(
-                GROUP, VERSION, plural))
+            res = _call(
+                f"list {plural}",
+                lambda: self.custom.list_cluster_custom_object(GROUP, VERSION, plural),
+            )
         return list(res.get("items", []))
 
-    def patch_status(self, plural: str, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+    def patch_status(
+        self, plural: str, namespace: str, name: str, status: Mapping[str, Any]
+    ) -> None:
         self.writes += 1
         _call(
             f"patch {plural} {namespace}/{name} status",
@@ -168,68 +189,86 @@ class Kube:
         self, plural: str, namespace: str, name: str, patch: Mapping[str, Any]
     ) -> dict[str, Any]:
         self.writes += 1
-        return dict(_call(
-            f"patch {plural} {namespace}/{name}",
-            lambda: self.custom.patch_namespaced_custom_object(
-                GROUP, VERSION, namespace, plural, name, dict(patch)
-            ),
-        ))
+        return dict(
+            _call(
+                f"patch {plural} {namespace}/{name}",
+                lambda: self.custom.patch_namespaced_custom_object(
+                    GROUP, VERSION, namespace, plural, name, dict(patch)
+                ),
+            )
+        )
 
-    def replace_custom(self, plural: str, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
+    def replace_custom(
+        self, plural: str, namespace: str, body: Mapping[str, Any]
+    ) -> dict[str, Any]:
         self.writes += 1
         name = body["metadata"]["name"]
-        return dict(_call(
-            f"replace {plural} {namespace}/{name}",
-            lambda: self.custom.replace_namespaced_custom_object(
-                GROUP, VERSION, namespace, plural, name, dict(body)
-            ),
-        ))
+        return dict(
+            _call(
+                f"replace {plural} {namespace}/{name}",
+                lambda: self.custom.replace_namespaced_custom_object(
+                    GROUP, VERSION, namespace, plural, name, dict(body)
+                ),
+            )
+        )
 
     def create_custom(self, plural: str, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
         self.writes += 1
-        return dict(_call(
-            f"create {plural} {namespace}",
-            lambda: self.custom.create_namespaced_custom_object(
-                GROUP, VERSION, namespace, plural, dict(body)
-            ),
-        ))
+        return dict(
+            _call(
+                f"create {plural} {namespace}",
+                lambda: self.custom.create_namespaced_custom_object(
+                    GROUP, VERSION, namespace, plural, dict(body)
+                ),
+            )
+        )
 
     # -- RBAC -----------------------------------------------------------------------------------
 
     def get_role_binding(self, namespace: str, name: str) -> dict[str, Any]:
-        return self._sanitize(_call(
-            f"get RoleBinding {namespace}/{name}",
-            lambda: self.rbac.read_namespaced_role_binding(name, namespace),
-        ))
+        return self._sanitize(
+            _call(
+                f"get RoleBinding {namespace}/{name}",
+                lambda: self.rbac.read_namespaced_role_binding(name, namespace),
+            )
+        )
 
     def create_role_binding(self, namespace: str, body: Mapping[str, Any]) -> None:
         self.writes += 1
-        _call(f"create RoleBinding {namespace}",
-              lambda: self.rbac.create_namespaced_role_binding(namespace, body))
+        _call(
+            f"create RoleBinding {namespace}",
+            lambda: self.rbac.create_namespaced_role_binding(namespace, body),
+        )
 
     def replace_role_binding(self, namespace: str, body: Mapping[str, Any]) -> None:
         self.writes += 1
         name = body["metadata"]["name"]
-        _call(f"replace RoleBinding {namespace}/{name}",
-              lambda: self.rbac.replace_namespaced_role_binding(name, namespace, body))
+        _call(
+            f"replace RoleBinding {namespace}/{name}",
+            lambda: self.rbac.replace_namespaced_role_binding(name, namespace, body),
+        )
 
     def delete_role_binding(self, namespace: str, name: str) -> None:
         self.writes += 1
-        _call(f"delete RoleBinding {namespace}/{name}",
-              lambda: self.rbac.delete_namespaced_role_binding(name, namespace))
+        _call(
+            f"delete RoleBinding {namespace}/{name}",
+            lambda: self.rbac.delete_namespaced_role_binding(name, namespace),
+        )
 
     # -- workloads ------------------------------------------------------------------------------
 
     def get_workload(self, kind: str, namespace: str, name: str) -> dict[str, Any]:
-        read = {"Deployment": self.apps.read_namespaced_deployment,
-                "StatefulSet": self.apps.read_namespaced_stateful_set}[kind]
-        return self._sanitize(_call(f"get {kind} {namespace}/{name}", lambda: read(name, namespace)))
+        read = {
+            "Deployment": self.apps.read_namespaced_deployment,
+            "StatefulSet": self.apps.read_namespaced_stateful_set,
+        }[kind]
+        return self._sanitize(
+            _call(f"get {kind} {namespace}/{name}", lambda: read(name, namespace))
+        )
 
     # -- events ---------------------------------------------------------------------------------
 
-    def event(
-        self, involved: Mapping[str, Any], type_: str, reason: str, message: str
-    ) -> None:
+    def event(self, involved: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
         """Post an Event about `involved`. Best effort: an Event is never worth failing for."""
         meta = involved.get("metadata") or {}
         namespace = meta.get("namespace") or "default"
@@ -260,7 +299,5 @@ class Kube:
             "count": 1,
         }
         self.writes += 1
-        try:
+        with contextlib.suppress(Temporary, Permanent):
             _call("post Event", lambda: self.core.create_namespaced_event(namespace, body))
-        except (Temporary, Permanent):
-            pass

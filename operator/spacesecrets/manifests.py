@@ -22,16 +22,18 @@ _LABELS = {"app.kubernetes.io/part-of": "spacesecrets"}
 _KINDS = ["spacesecrets", "flowsecretsyncs"]
 
 
-def _rule(groups: list[str], resources: list[str], verbs: list[str],
-          names: list[str] | None = None) -> dict[str, Any]:
+def _rule(
+    groups: list[str], resources: list[str], verbs: list[str], names: list[str] | None = None
+) -> dict[str, Any]:
     rule: dict[str, Any] = {"apiGroups": groups, "resources": resources, "verbs": verbs}
     if names:
         rule["resourceNames"] = names
     return rule
 
 
-def _cluster_role(name: str, rules: list[dict[str, Any]],
-                  labels: dict[str, str] | None = None) -> dict[str, Any]:
+def _cluster_role(
+    name: str, rules: list[dict[str, Any]], labels: dict[str, str] | None = None
+) -> dict[str, Any]:
     return {
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "ClusterRole",
@@ -42,9 +44,12 @@ def _cluster_role(name: str, rules: list[dict[str, Any]],
 
 def owner_role() -> dict[str, Any]:
     """What the owners of a space may do in its namespace (bound by the operator)."""
-    return _cluster_role(OWNER_CLUSTER_ROLE, [
-        _rule([GROUP], _KINDS, ["get", "list", "watch", "create", "update", "patch", "delete"]),
-    ])
+    return _cluster_role(
+        OWNER_CLUSTER_ROLE,
+        [
+            _rule([GROUP], _KINDS, ["get", "list", "watch", "create", "update", "patch", "delete"]),
+        ],
+    )
 
 
 def viewer_role() -> dict[str, Any]:
@@ -54,9 +59,13 @@ def viewer_role() -> dict[str, Any]:
         "rbac.authorization.k8s.io/aggregate-to-edit": "true",
         "rbac.authorization.k8s.io/aggregate-to-admin": "true",
     }
-    return _cluster_role(VIEWER_CLUSTER_ROLE, [
-        _rule([GROUP], _KINDS, ["get", "list", "watch"]),
-    ], aggregate)
+    return _cluster_role(
+        VIEWER_CLUSTER_ROLE,
+        [
+            _rule([GROUP], _KINDS, ["get", "list", "watch"]),
+        ],
+        aggregate,
+    )
 
 
 def operator_rules() -> list[dict[str, Any]]:
@@ -115,20 +124,34 @@ _NOT_ONE = "'; ' + request.userInfo.username + ' is not one'"
 def _rules(resources: list[str], operations: list[str]) -> dict[str, Any]:
     # Admission rules name subresources explicitly ("spacesecrets/status"), so a rule for
     # "spacesecrets" never matches a status write and vice versa.
-    return {"resourceRules": [{
-        "apiGroups": [GROUP], "apiVersions": ["*"], "operations": operations,
-        "resources": resources,
-    }]}
+    return {
+        "resourceRules": [
+            {
+                "apiGroups": [GROUP],
+                "apiVersions": ["*"],
+                "operations": operations,
+                "resources": resources,
+            }
+        ]
+    }
 
 
-def _policy(name: str, match: dict[str, Any], operator_namespace: str, service_account: str,
-            *, validation: dict[str, str], owners: str | None = None,
-            param_kind: bool = False) -> dict[str, Any]:
+def _policy(
+    name: str,
+    match: dict[str, Any],
+    operator_namespace: str,
+    service_account: str,
+    *,
+    validation: dict[str, str],
+    owners: str | None = None,
+    param_kind: bool = False,
+) -> dict[str, Any]:
     spec: dict[str, Any] = {
         "failurePolicy": "Fail",
         "matchConstraints": match,
-        "matchConditions": [{"name": "not-exempt",
-                             "expression": _exempt(operator_namespace, service_account)}],
+        "matchConditions": [
+            {"name": "not-exempt", "expression": _exempt(operator_namespace, service_account)}
+        ],
         "validations": [{**validation, "reason": "Forbidden"}],
     }
     if owners:
@@ -174,45 +197,76 @@ def admission_policies(
     - status: only the operator writes the status of either kind (a wildcard role would
       otherwise let anyone forge `Synced` or versions).
     """
+
     def owners_message(what: str) -> str:
-        return ("'only owners of space ' + request.namespace + ' (' + " + _OWNER_LIST
-                + " + ') may ' + request.operation.lowerAscii() + ' " + what + "' + " + _NOT_ONE)
+        return (
+            "'only owners of space ' + request.namespace + ' (' + "
+            + _OWNER_LIST
+            + " + ') may ' + request.operation.lowerAscii() + ' "
+            + what
+            + "' + "
+            + _NOT_ONE
+        )
 
     spaces = _policy(
-        POLICY_SPACES, _rules(["spacesecrets"], ["UPDATE", "DELETE"]),
-        operator_namespace, service_account,
-        validation={"expression": _IS_OWNER,
-         "messageExpression": owners_message("its SpaceSecrets ' + request.name + '")},
+        POLICY_SPACES,
+        _rules(["spacesecrets"], ["UPDATE", "DELETE"]),
+        operator_namespace,
+        service_account,
+        validation={
+            "expression": _IS_OWNER,
+            "messageExpression": owners_message("its SpaceSecrets ' + request.name + '"),
+        },
         owners="oldObject.spec.owners",
     )
     new_spaces = _policy(
-        POLICY_NEW_SPACES, _rules(["spacesecrets"], ["CREATE"]),
-        operator_namespace, service_account,
-        validation={"expression": _IS_OWNER,
-         "messageExpression": (
-             "'namespace ' + request.namespace + ' already has the SpaceSecrets ' + "
-             "params.metadata.name + '; only owners of space ' + request.namespace + ' (' + "
-             + _OWNER_LIST + " + ') may create another' + " + _NOT_ONE)},
-        owners="params.spec.owners", param_kind=True,
+        POLICY_NEW_SPACES,
+        _rules(["spacesecrets"], ["CREATE"]),
+        operator_namespace,
+        service_account,
+        validation={
+            "expression": _IS_OWNER,
+            "messageExpression": (
+                "'namespace ' + request.namespace + ' already has the SpaceSecrets ' + "
+                "params.metadata.name + '; only owners of space ' + request.namespace + ' (' + "
+                + _OWNER_LIST
+                + " + ') may create another' + "
+                + _NOT_ONE
+            ),
+        },
+        owners="params.spec.owners",
+        param_kind=True,
     )
     flows = _policy(
-        POLICY_FLOWS, _rules(["flowsecretsyncs"], ["CREATE", "UPDATE", "DELETE"]),
-        operator_namespace, service_account,
-        validation={"expression": _IS_OWNER,
-                    "messageExpression": owners_message("FlowSecretSyncs")},
-        owners="params.spec.owners", param_kind=True,
+        POLICY_FLOWS,
+        _rules(["flowsecretsyncs"], ["CREATE", "UPDATE", "DELETE"]),
+        operator_namespace,
+        service_account,
+        validation={
+            "expression": _IS_OWNER,
+            "messageExpression": owners_message("FlowSecretSyncs"),
+        },
+        owners="params.spec.owners",
+        param_kind=True,
     )
     status = _policy(
         POLICY_STATUS,
         _rules(["spacesecrets/status", "flowsecretsyncs/status"], ["CREATE", "UPDATE"]),
-        operator_namespace, service_account,
-        validation={"expression": "false",
-         "messageExpression": (
-             "'only the spacesecrets operator writes the status of ' + request.resource.resource"
-             " + '; ' + request.userInfo.username + ' may not'")},
+        operator_namespace,
+        service_account,
+        validation={
+            "expression": "false",
+            "messageExpression": (
+                "'only the spacesecrets operator writes the status of ' + request.resource.resource"
+                " + '; ' + request.userInfo.username + ' may not'"
+            ),
+        },
     )
     return [
-        spaces, new_spaces, flows, status,
+        spaces,
+        new_spaces,
+        flows,
+        status,
         _binding(POLICY_SPACES),
         _binding(POLICY_NEW_SPACES, "Allow"),
         _binding(POLICY_FLOWS, "Deny"),

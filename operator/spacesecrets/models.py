@@ -11,6 +11,7 @@ from enum import StrEnum
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic.config import JsonDict
 
 KEY_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 KEY_MAX_LENGTH = 128
@@ -28,8 +29,8 @@ def _lit(text: str) -> str:
     return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-def _cel(rule: str, message: str, field_path: str | None = None) -> dict[str, str]:
-    entry = {"rule": rule, "message": message}
+def _cel(rule: str, message: str, field_path: str | None = None) -> JsonDict:
+    entry: JsonDict = {"rule": rule, "message": message}
     if field_path:
         entry["fieldPath"] = field_path
     return entry
@@ -104,7 +105,9 @@ class Owner(_Model):
         json_schema_extra={
             "x-kubernetes-validations": [
                 _cel(
-                    "self.kind != 'ServiceAccount' || self.name.matches(" + _lit(DNS_SUBDOMAIN) + ")",
+                    "self.kind != 'ServiceAccount' || self.name.matches("
+                    + _lit(DNS_SUBDOMAIN)
+                    + ")",
                     "a ServiceAccount owner is named by its name in this namespace, "
                     "e.g. 'gitops', not 'system:serviceaccount:...'",
                     ".name",
@@ -205,7 +208,9 @@ class HistoryEntry(_Status):
     version: int = Field(description="The space version this entry created.")
     at: str = Field(description="When the version was created (RFC 3339 UTC).")
     added: list[str] = Field(default_factory=list, description="Keys added.")
-    changed: list[str] = Field(default_factory=list, description="Keys whose value or format changed.")
+    changed: list[str] = Field(
+        default_factory=list, description="Keys whose value or format changed."
+    )
     removed: list[str] = Field(default_factory=list, description="Keys removed.")
     rollbackOf: int | None = Field(
         default=None, description="Set when this version restored an earlier one."
@@ -285,7 +290,10 @@ class FlowRef(_Model):
 
     kind: FlowKind = Field(description="Deployment or StatefulSet.")
     name: str = Field(
-        min_length=1, max_length=253, pattern=DNS_SUBDOMAIN, description="Its name, in this namespace."
+        min_length=1,
+        max_length=253,
+        pattern=DNS_SUBDOMAIN,
+        description="Its name, in this namespace.",
     )
 
 

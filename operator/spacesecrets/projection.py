@@ -145,7 +145,8 @@ def ownership(obj: Mapping[str, Any], flow_uid: str) -> Ownership:
     if labels.get(MANAGED_BY_LABEL) != MANAGED_BY:
         return Ownership.FOREIGN
     controllers = [
-        r for r in meta.get("ownerReferences") or []
+        r
+        for r in meta.get("ownerReferences") or []
         if r.get("controller") and r.get("kind") == "FlowSecretSync"
     ]
     if any(r.get("uid") == flow_uid for r in controllers):
@@ -194,7 +195,9 @@ def up_to_date(existing: Mapping[str, Any], desired: Mapping[str, Any]) -> bool:
 
 def _same_refs(have: Sequence[Mapping[str, Any]], want: Sequence[Mapping[str, Any]]) -> bool:
     keys = ("apiVersion", "kind", "name", "uid", "controller")
-    return [{k: r.get(k) for k in keys} for r in have] == [{k: r.get(k) for k in keys} for r in want]
+    return [{k: r.get(k) for k in keys} for r in have] == [
+        {k: r.get(k) for k in keys} for r in want
+    ]
 
 
 def issued_at_of(obj: Mapping[str, Any]) -> str | None:

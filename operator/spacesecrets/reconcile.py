@@ -9,6 +9,8 @@ only when something actually changes.
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import datetime as dt
 import hashlib
 import json
@@ -130,8 +132,11 @@ class Operator:
         except NotFound:
             ring = crypto.KeyRing.create(self.clock())
             body = {
-                "metadata": {"name": name, "namespace": ns,
-                             "labels": {"app.kubernetes.io/managed-by": "spacesecrets"}},
+                "metadata": {
+                    "name": name,
+                    "namespace": ns,
+                    "labels": {"app.kubernetes.io/managed-by": "spacesecrets"},
+                },
                 "type": "Opaque",
                 "data": {"keyring.json": _b64(ring.to_json())},
             }
@@ -165,9 +170,12 @@ class Operator:
             return False
         new = ring.rotated(now)
         body = {
-            "metadata": {"name": self.settings.keyring_secret, "namespace": self.settings.namespace,
-                         "resourceVersion": self._ring_rv,
-                         "labels": {"app.kubernetes.io/managed-by": "spacesecrets"}},
+            "metadata": {
+                "name": self.settings.keyring_secret,
+                "namespace": self.settings.namespace,
+                "resourceVersion": self._ring_rv,
+                "labels": {"app.kubernetes.io/managed-by": "spacesecrets"},
+            },
             "type": "Opaque",
             "data": {"keyring.json": _b64(new.to_json())},
         }
@@ -191,17 +199,18 @@ class Operator:
         }
         ns, name = self.settings.namespace, self.settings.public_keys_configmap
         body: dict[str, Any] = {
-            "metadata": {"name": name, "namespace": ns,
-                         "labels": {"app.kubernetes.io/managed-by": "spacesecrets"}},
+            "metadata": {
+                "name": name,
+                "namespace": ns,
+                "labels": {"app.kubernetes.io/managed-by": "spacesecrets"},
+            },
             "data": data,
         }
         try:
             existing = self.kube.get("ConfigMap", ns, name)
         except NotFound:
-            try:
+            with contextlib.suppress(AlreadyExists):  # the other replica published it
                 self.kube.create("ConfigMap", ns, body)
-            except AlreadyExists:
-                pass
             return
         if existing.get("data") != data:
             body["metadata"]["resourceVersion"] = existing["metadata"]["resourceVersion"]
@@ -228,8 +237,10 @@ class Operator:
             "metadata": {
                 "name": self.history_name(history.namespace),
                 "namespace": self.settings.namespace,
-                "labels": {"app.kubernetes.io/managed-by": "spacesecrets",
-                           SPACE_LABEL: history.namespace},
+                "labels": {
+                    "app.kubernetes.io/managed-by": "spacesecrets",
+                    SPACE_LABEL: history.namespace,
+                },
             },
             "type": "Opaque",
             "data": {k: _b64(v) for k, v in history.to_data().items()},
@@ -252,9 +263,10 @@ class Operator:
             return self._space_locks.setdefault(namespace, threading.Lock())
 
     def reconcile_space(self, body: Mapping[str, Any]) -> None:
-        with self._space_lock(body["metadata"]["namespace"]):
-            with self.metrics.reconcile_seconds.labels("SpaceSecrets").time():
-                self._reconcile_space(body)
+        namespace = body["metadata"]["namespace"]
+        timer = self.metrics.reconcile_seconds.labels("SpaceSecrets").time()
+        with self._space_lock(namespace), timer:
+            self._reconcile_space(body)
 
     def _reconcile_space(self, body: Mapping[str, Any]) -> None:
         meta = body["metadata"]
@@ -268,9 +280,13 @@ class Operator:
         history, rv = self.read_history(ns)
         primary = self._primary_space(ns, history)
         if primary is not None and primary != name:
-            self._space_failed(body, status, DUPLICATE_SPACE,
-                               f"namespace {ns} already has the SpaceSecrets {primary}; "
-                               "a space has exactly one store, this one is ignored")
+            self._space_failed(
+                body,
+                status,
+                DUPLICATE_SPACE,
+                f"namespace {ns} already has the SpaceSecrets {primary}; "
+                "a space has exactly one store, this one is ignored",
+            )
             return
         if ROLLBACK_ANNOTATION in annotations:
             self._rollback(body, status, history, annotations[ROLLBACK_ANNOTATION])
@@ -304,7 +320,11 @@ class Operator:
         uid_changed = history.index.get("spaceUid") != uid
         history.index["spaceUid"] = uid
         change = versions.record(
-            history, ring, plain, self.now(), int(spec.get("historyLimit", 20)),
+            history,
+            ring,
+            plain,
+            self.now(),
+            int(spec.get("historyLimit", 20)),
             rollback_of=rollback_of,
         )
         rewrapped = history.rewrapped(ring)
@@ -322,26 +342,36 @@ class Operator:
         }
         message = f"version {history.version}: {len(plain)} keys"
         new_status["conditions"] = set_condition(
-            status.get("conditions") or [], "Ready", True, UNSEALED, message,
-            generation=generation, now=self.now(),
+            status.get("conditions") or [],
+            "Ready",
+            True,
+            UNSEALED,
+            message,
+            generation=generation,
+            now=self.now(),
         )
         if change and rollback_of is not None:
             new_status["conditions"] = set_condition(
-                new_status["conditions"], "Rollback", True, ROLLED_BACK,
+                new_status["conditions"],
+                "Rollback",
+                True,
+                ROLLED_BACK,
                 f"version {rollback_of} restored as version {change.version}",
-                generation=generation, now=self.now())
+                generation=generation,
+                now=self.now(),
+            )
         if change:
             self.metrics.space_version.labels(ns).set(change.version)
-            text = (f"version {change.version}: added {change.added}, changed {change.changed}, "
-                    f"removed {change.removed}")
+            text = (
+                f"version {change.version}: added {change.added}, changed {change.changed}, "
+                f"removed {change.removed}"
+            )
             if rollback_of is not None:
                 text += f" (restores version {rollback_of})"
             self.kube.event(body, "Normal", VERSION_CREATED, text)
         self._write_status(SPACES, body, status, new_status)
 
-    def _primary_space(
-        self, namespace: str, history: versions.History | None = None
-    ) -> str | None:
+    def _primary_space(self, namespace: str, history: versions.History | None = None) -> str | None:
         """The namespace's store: the one the history belongs to, else the oldest; any other
         SpaceSecrets there is a duplicate."""
         items = self.kube.list_custom(SPACES, namespace)
@@ -361,16 +391,28 @@ class Operator:
         generation = int(body["metadata"].get("generation", 0))
         new_status = {**status, "observedGeneration": generation}
         new_status["conditions"] = set_condition(
-            status.get("conditions") or [], "Ready", False, reason, message,
-            generation=generation, now=self.now(),
+            status.get("conditions") or [],
+            "Ready",
+            False,
+            reason,
+            message,
+            generation=generation,
+            now=self.now(),
         )
         old = get_condition(status.get("conditions") or [], "Ready") or {}
         if (old.get("reason"), old.get("message"), old.get("observedGeneration")) != (
-            reason, message, generation
+            reason,
+            message,
+            generation,
         ):
             self.kube.event(body, "Warning", reason, message)
-        log.warning("space %s/%s not accepted: %s: %s", body["metadata"]["namespace"],
-                    body["metadata"]["name"], reason, message)
+        log.warning(
+            "space %s/%s not accepted: %s: %s",
+            body["metadata"]["namespace"],
+            body["metadata"]["name"],
+            reason,
+            message,
+        )
         self._write_status(SPACES, body, status, new_status)
 
     def _rollback(
@@ -387,34 +429,54 @@ class Operator:
         kept = history.kept_versions() if history else []
         if target is None or target not in kept:
             message = f"cannot roll back to version {raw!s:.20}: kept versions are {kept}"
-            self.kube.patch_custom(SPACES, ns, name,
-                                   {"metadata": {"annotations": {ROLLBACK_ANNOTATION: None}}})
+            self.kube.patch_custom(
+                SPACES, ns, name, {"metadata": {"annotations": {ROLLBACK_ANNOTATION: None}}}
+            )
             # a refused rollback is its own condition: the space itself stays Ready
-            new_status = {**status, "conditions": set_condition(
-                status.get("conditions") or [], "Rollback", False, ROLLBACK_FAILED, message,
-                generation=int(meta.get("generation", 0)), now=self.now())}
+            new_status = {
+                **status,
+                "conditions": set_condition(
+                    status.get("conditions") or [],
+                    "Rollback",
+                    False,
+                    ROLLBACK_FAILED,
+                    message,
+                    generation=int(meta.get("generation", 0)),
+                    now=self.now(),
+                ),
+            }
             self.kube.event(body, "Warning", ROLLBACK_FAILED, message)
             self._write_status(SPACES, body, status, new_status)
             return
         assert history is not None
         plain = history.values(ring, target)
         data: dict[str, Any] = {
-            k: {"format": v.format,
-                "sealed": crypto.seal(ring.current.public, ns, k, v.format, v.data)}
+            k: {
+                "format": v.format,
+                "sealed": crypto.seal(ring.current.public, ns, k, v.format, v.data),
+            }
             for k, v in plain.items()
         }
         for k in (body.get("spec") or {}).get("data") or {}:
             data.setdefault(k, None)  # merge patch: null removes keys N did not have
-        self.kube.patch_custom(SPACES, ns, name, {
-            "metadata": {"annotations": {ROLLBACK_ANNOTATION: None,
-                                         RESTORED_ANNOTATION: str(target)}},
-            "spec": {"data": data},
-        })
-        self.kube.event(body, "Normal", ROLLED_BACK,
-                        f"restoring version {target} as a new version")
+        self.kube.patch_custom(
+            SPACES,
+            ns,
+            name,
+            {
+                "metadata": {
+                    "annotations": {ROLLBACK_ANNOTATION: None, RESTORED_ANNOTATION: str(target)}
+                },
+                "spec": {"data": data},
+            },
+        )
+        self.kube.event(body, "Normal", ROLLED_BACK, f"restoring version {target} as a new version")
 
     def _write_status(
-        self, plural: str, body: Mapping[str, Any], old: Mapping[str, Any],
+        self,
+        plural: str,
+        body: Mapping[str, Any],
+        old: Mapping[str, Any],
         new: Mapping[str, Any],
     ) -> None:
         """Patch the status only when it changed: an unchanged object costs no write."""
@@ -429,8 +491,10 @@ class Operator:
             version=history.version,
             created_at=str(index.get("createdAt")),
             updated_at=str(index.get("updatedAt")),
-            keys={k: {kk: vv for kk, vv in m.items() if kk != "digest"}
-                  for k, m in index.get("keys", {}).items()},
+            keys={
+                k: {kk: vv for kk, vv in m.items() if kk != "digest"}
+                for k, m in index.get("keys", {}).items()
+            },
             values=plain,
         )
         with self._lock:
@@ -481,12 +545,17 @@ class Operator:
             if not data:
                 continue
             deleted = json.loads(_unb64(data)).get("deletedAt")
-            if deleted and dt.datetime.strptime(deleted, "%Y-%m-%dT%H:%M:%SZ").replace(
-                tzinfo=dt.UTC
-            ) < cutoff:
+            if (
+                deleted
+                and dt.datetime.strptime(deleted, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC)
+                < cutoff
+            ):
                 self.kube.delete("Secret", self.settings.namespace, secret["metadata"]["name"])
-                log.info("dropped the history of %s (deleted %s)",
-                         secret["metadata"]["labels"].get(SPACE_LABEL), deleted)
+                log.info(
+                    "dropped the history of %s (deleted %s)",
+                    secret["metadata"]["labels"].get(SPACE_LABEL),
+                    deleted,
+                )
 
     # =========================================================================================
     # FlowSecretSync
@@ -503,8 +572,12 @@ class Operator:
             flow_ref = (str(ref["kind"]), str(ref["name"])) if ref else None
             if entry is None or entry.uid != meta["uid"]:
                 entry = FlowEntry(
-                    namespace=meta["namespace"], name=meta["name"], uid=meta["uid"],
-                    created=str(meta.get("creationTimestamp", "")), spec=flow, flow_ref=flow_ref,
+                    namespace=meta["namespace"],
+                    name=meta["name"],
+                    uid=meta["uid"],
+                    created=str(meta.get("creationTimestamp", "")),
+                    spec=flow,
+                    flow_ref=flow_ref,
                     generation=int(meta.get("generation", 0)),
                     status=dict(body.get("status") or {}),
                 )
@@ -558,9 +631,7 @@ class Operator:
             "metadata": {"name": entry.name, "namespace": entry.namespace, "uid": entry.uid},
         }
 
-    def _sync_flow(
-        self, entry: FlowEntry, reason: str, existing: Mapping[str, Any] | None
-    ) -> None:
+    def _sync_flow(self, entry: FlowEntry, reason: str, existing: Mapping[str, Any] | None) -> None:
         flow, ns = entry.spec, entry.namespace
         space = self.spaces.get(ns)
         if space is None and self._primary_space(ns) is not None:
@@ -568,25 +639,36 @@ class Operator:
                 raise Temporary(f"the space of {ns} is not reconciled yet", delay=1)
             space = self.spaces.get(ns)
         if space is None:
-            self._flow_failed(entry, SPACE_MISSING,
-                              f"namespace {ns} has no SpaceSecrets; the flow keeps its last "
-                              "projection")
+            self._flow_failed(
+                entry,
+                SPACE_MISSING,
+                f"namespace {ns} has no SpaceSecrets; the flow keeps its last projection",
+            )
             return
         if flow.target_kind == "ConfigMap" and not self.settings.allow_configmap_targets:
-            self._flow_failed(entry, CONFIGMAP_NOT_ALLOWED,
-                              "ConfigMap targets are disabled: a ConfigMap shows values to "
-                              "everyone who may read ConfigMaps; use a Secret")
+            self._flow_failed(
+                entry,
+                CONFIGMAP_NOT_ALLOWED,
+                "ConfigMap targets are disabled: a ConfigMap shows values to "
+                "everyone who may read ConfigMaps; use a Secret",
+            )
             return
         missing = projection.missing_keys(space, flow)
         if missing:
-            self._flow_failed(entry, MISSING_KEY,
-                              f"the space has no key {', '.join(missing)} (version {space.version})")
+            self._flow_failed(
+                entry,
+                MISSING_KEY,
+                f"the space has no key {', '.join(missing)} (version {space.version})",
+            )
             return
         rival = self._conflicting_flow(entry)
         if rival:
-            self._flow_failed(entry, CONFLICT,
-                              f"{flow.target_kind} {flow.target_name} is already the target of "
-                              f"FlowSecretSync {rival}")
+            self._flow_failed(
+                entry,
+                CONFLICT,
+                f"{flow.target_kind} {flow.target_name} is already the target of "
+                f"FlowSecretSync {rival}",
+            )
             return
 
         if existing is None:
@@ -597,14 +679,19 @@ class Operator:
         if existing is not None:
             owner = projection.ownership(existing, entry.uid)
             if owner is Ownership.FOREIGN:
-                self._flow_failed(entry, TARGET_NOT_OWNED,
-                                  f"{flow.target_kind} {flow.target_name} exists and is not "
-                                  "managed by spacesecrets; it is left untouched")
+                self._flow_failed(
+                    entry,
+                    TARGET_NOT_OWNED,
+                    f"{flow.target_kind} {flow.target_name} exists and is not "
+                    "managed by spacesecrets; it is left untouched",
+                )
                 return
             if owner is Ownership.OTHER_FLOW:
-                self._flow_failed(entry, CONFLICT,
-                                  f"{flow.target_kind} {flow.target_name} belongs to another "
-                                  "FlowSecretSync")
+                self._flow_failed(
+                    entry,
+                    CONFLICT,
+                    f"{flow.target_kind} {flow.target_name} belongs to another FlowSecretSync",
+                )
                 return
 
         same_version = entry.synced_version == space.version and entry.status.get("issuedAt")
@@ -617,9 +704,7 @@ class Operator:
             written = True
         elif not projection.up_to_date(existing, desired):
             desired["metadata"]["resourceVersion"] = existing["metadata"]["resourceVersion"]
-            entry.target_fingerprint = fingerprint(
-                self.kube.replace(flow.target_kind, ns, desired)
-            )
+            entry.target_fingerprint = fingerprint(self.kube.replace(flow.target_kind, ns, desired))
             written = True
         else:
             entry.target_fingerprint = fingerprint(existing)
@@ -627,21 +712,42 @@ class Operator:
         if written:
             self.metrics.projection_writes.labels(flow.target_kind).inc()
             if reason == "drift":
-                self.kube.event(self._flow_body(entry), "Normal", TARGET_RESTORED,
-                                f"{flow.target_kind} {flow.target_name} was changed or deleted "
-                                "by someone else and is restored")
+                self.kube.event(
+                    self._flow_body(entry),
+                    "Normal",
+                    TARGET_RESTORED,
+                    f"{flow.target_kind} {flow.target_name} was changed or deleted "
+                    "by someone else and is restored",
+                )
 
-        conditions = set_condition(entry.status.get("conditions") or [], "Synced", True, SYNCED,
-                                   SYNC_MESSAGE, generation=entry.generation, now=self.now())
+        conditions = set_condition(
+            entry.status.get("conditions") or [],
+            "Synced",
+            True,
+            SYNCED,
+            SYNC_MESSAGE,
+            generation=entry.generation,
+            now=self.now(),
+        )
         if flow.target_kind == "ConfigMap":
             conditions = set_condition(
-                conditions, CONFIGMAP_TARGET, True, "ValuesReadableByConfigMapReaders",
+                conditions,
+                CONFIGMAP_TARGET,
+                True,
+                "ValuesReadableByConfigMapReaders",
                 f"ConfigMap {flow.target_name} shows the values to everyone who may read "
-                "ConfigMaps in this namespace", generation=entry.generation, now=self.now())
+                "ConfigMaps in this namespace",
+                generation=entry.generation,
+                now=self.now(),
+            )
             if written:
-                self.kube.event(self._flow_body(entry), "Warning", CONFIGMAP_TARGET,
-                                f"values are projected into ConfigMap {flow.target_name}, readable "
-                                "by every ConfigMap reader in the namespace")
+                self.kube.event(
+                    self._flow_body(entry),
+                    "Warning",
+                    CONFIGMAP_TARGET,
+                    f"values are projected into ConfigMap {flow.target_name}, readable "
+                    "by every ConfigMap reader in the namespace",
+                )
         new_status = {
             **entry.status,
             "syncedVersion": space.version,
@@ -657,8 +763,11 @@ class Operator:
         mine = (entry.created, entry.name)
         with self._lock:
             rivals = [
-                e for e in self.flows.values()
-                if e.namespace == entry.namespace and e.uid != entry.uid and not e.deleting
+                e
+                for e in self.flows.values()
+                if e.namespace == entry.namespace
+                and e.uid != entry.uid
+                and not e.deleting
                 and (e.spec.target_kind, e.spec.target_name)
                 == (entry.spec.target_kind, entry.spec.target_name)
                 and (e.created, e.name) < mine
@@ -667,14 +776,25 @@ class Operator:
 
     def _flow_failed(self, entry: FlowEntry, reason: str, message: str) -> None:
         old = get_condition(entry.status.get("conditions") or [], "Synced") or {}
-        conditions = set_condition(entry.status.get("conditions") or [], "Synced", False, reason,
-                                   message, generation=entry.generation, now=self.now())
-        new_status = {**entry.status, "observedGeneration": entry.generation,
-                      "conditions": conditions}
+        conditions = set_condition(
+            entry.status.get("conditions") or [],
+            "Synced",
+            False,
+            reason,
+            message,
+            generation=entry.generation,
+            now=self.now(),
+        )
+        new_status = {
+            **entry.status,
+            "observedGeneration": entry.generation,
+            "conditions": conditions,
+        }
         if (old.get("reason"), old.get("message")) != (reason, message):
             self.kube.event(self._flow_body(entry), "Warning", reason, message)
-            log.warning("flow %s/%s not synced: %s: %s", entry.namespace, entry.name, reason,
-                        message)
+            log.warning(
+                "flow %s/%s not synced: %s: %s", entry.namespace, entry.name, reason, message
+            )
         self._write_flow_status(entry, new_status)
 
     def _write_flow_status(self, entry: FlowEntry, new_status: dict[str, Any]) -> None:
@@ -683,11 +803,14 @@ class Operator:
         if space is not None and synced is not None:
             new_status["behind"] = max(0, space.version - int(synced))
         if new_status != entry.status:
-            self.kube.patch_status("flowsecretsyncs", entry.namespace, entry.name,
-                                   _status_patch(entry.status, new_status))
+            self.kube.patch_status(
+                "flowsecretsyncs",
+                entry.namespace,
+                entry.name,
+                _status_patch(entry.status, new_status),
+            )
             entry.status = new_status
-        self.metrics.observe_flow(entry.namespace, entry.name, synced,
-                                  new_status.get("behind"))
+        self.metrics.observe_flow(entry.namespace, entry.name, synced, new_status.get("behind"))
 
     def _update_behind(self, namespace: str) -> None:
         space = self.spaces.get(namespace)
@@ -695,8 +818,12 @@ class Operator:
             return
         for entry in self.flows_in(namespace):
             if entry.synced_version is not None:
-                self.metrics.observe_flow(namespace, entry.name, entry.synced_version,
-                                          max(0, space.version - entry.synced_version))
+                self.metrics.observe_flow(
+                    namespace,
+                    entry.name,
+                    entry.synced_version,
+                    max(0, space.version - entry.synced_version),
+                )
 
     # -- events from outside ------------------------------------------------------------------
 
@@ -723,8 +850,11 @@ class Operator:
         digest = template_hash(obj)
         saved = []
         with self._lock:
-            entries = [e for e in self.flows.values()
-                       if e.namespace == ns and e.flow_ref == (kind, name) and not e.deleting]
+            entries = [
+                e
+                for e in self.flows.values()
+                if e.namespace == ns and e.flow_ref == (kind, name) and not e.deleting
+            ]
         for entry in entries:
             previous, entry.template_hash = entry.template_hash, digest
             if previous is not None and previous != digest and entry.spec.sync_on_save:
@@ -740,14 +870,10 @@ def _status_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, A
 
 
 def _b64(text: str) -> str:
-    import base64
-
     return base64.b64encode(text.encode()).decode()
 
 
 def _unb64(text: str) -> str:
-    import base64
-
     return base64.b64decode(text).decode()
 
 

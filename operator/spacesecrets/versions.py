@@ -73,13 +73,20 @@ def open_spec(
         plain[key] = Value(fmt, raw)
     if total > MAX_TOTAL_BYTES:
         errors.append(
-            EntryError("", TOO_LARGE, f"the values add up to {total} bytes, over the "
-                      f"{MAX_TOTAL_BYTES} bytes a space may hold")
+            EntryError(
+                "",
+                TOO_LARGE,
+                f"the values add up to {total} bytes, over the "
+                f"{MAX_TOTAL_BYTES} bytes a space may hold",
+            )
         )
     elif not errors and projection_size(plain) > MAX_PROJECTION_BYTES:
         errors.append(
-            EntryError("", TOO_LARGE, f"the projected SECRETS document would exceed "
-                      f"{MAX_PROJECTION_BYTES} bytes")
+            EntryError(
+                "",
+                TOO_LARGE,
+                f"the projected SECRETS document would exceed {MAX_PROJECTION_BYTES} bytes",
+            )
         )
     return plain, errors
 
@@ -97,8 +104,10 @@ def _validate(key: str, fmt: str, raw: bytes) -> EntryError | None:
         except json.JSONDecodeError as exc:
             # position only: the parser's message never quotes the document
             return EntryError(
-                key, INVALID_JSON, f"{key} has format json but is not valid JSON "
-                f"(line {exc.lineno}, column {exc.colno})"
+                key,
+                INVALID_JSON,
+                f"{key} has format json but is not valid JSON "
+                f"(line {exc.lineno}, column {exc.colno})",
             )
     return None
 
@@ -235,7 +244,11 @@ def record(
         for k in sorted(plain)
     }
     entry: dict[str, Any] = {
-        "version": version, "at": now, "added": added, "changed": changed, "removed": removed
+        "version": version,
+        "at": now,
+        "added": added,
+        "changed": changed,
+        "removed": removed,
     }
     if rollback_of is not None:
         entry["rollbackOf"] = rollback_of

@@ -45,8 +45,10 @@ def test_every_field_has_a_description() -> None:
 def test_api_server_serves_the_crds_with_explain(cluster: LocalCluster) -> None:
     assert cluster.cp.version().startswith("v1.36.")
     # the OpenAPI document is published a moment after the CRD is established
-    out = wait_for("explain", lambda: cluster.cp.kubectl(
-        "explain", "spacesecrets.spec.data", check=False).stdout)
+    out = wait_for(
+        "explain",
+        lambda: cluster.cp.kubectl("explain", "spacesecrets.spec.data", check=False).stdout,
+    )
     assert "KEY -> sealed entry" in out
     out = cluster.cp.kubectl("explain", "flowsecretsyncs.spec.autosync").stdout
     assert "1m, 30m" in out
@@ -65,14 +67,21 @@ def space(ns: str, data: dict, owners: list | None = None) -> dict:
     spec: dict = {"data": data}
     if owners is not None:
         spec["owners"] = owners
-    return {"apiVersion": "spacesecrets.io/v1alpha1", "kind": "SpaceSecrets",
-            "metadata": {"name": "secrets", "namespace": ns}, "spec": spec}
+    return {
+        "apiVersion": "spacesecrets.io/v1alpha1",
+        "kind": "SpaceSecrets",
+        "metadata": {"name": "secrets", "namespace": ns},
+        "spec": spec,
+    }
 
 
 def flow(ns: str, **spec: object) -> dict:
-    return {"apiVersion": "spacesecrets.io/v1alpha1", "kind": "FlowSecretSync",
-            "metadata": {"name": "f", "namespace": ns},
-            "spec": {"target": {"name": "t"}, **spec}}
+    return {
+        "apiVersion": "spacesecrets.io/v1alpha1",
+        "kind": "FlowSecretSync",
+        "metadata": {"name": "f", "namespace": ns},
+        "spec": {"target": {"name": "t"}, **spec},
+    }
 
 
 OWNER = [{"kind": "User", "name": "alice"}]
@@ -81,26 +90,51 @@ OWNER = [{"kind": "User", "name": "alice"}]
 @pytest.mark.parametrize(
     ("doc", "field", "phrase"),
     [
-        (lambda ns: space(ns, {"1BAD-KEY": {"sealed": SEALED}}, OWNER),
-         "spec.data", "must be a variable name"),
-        (lambda ns: space(ns, {"GOOD": {"format": "yaml", "sealed": SEALED}}, OWNER),
-         "spec.data.GOOD.format", "Unsupported value"),
-        (lambda ns: space(ns, {"GOOD": {"sealed": "plaintext!"}}, OWNER),
-         "spec.data.GOOD.sealed", "hpke1"),
+        (
+            lambda ns: space(ns, {"1BAD-KEY": {"sealed": SEALED}}, OWNER),
+            "spec.data",
+            "must be a variable name",
+        ),
+        (
+            lambda ns: space(ns, {"GOOD": {"format": "yaml", "sealed": SEALED}}, OWNER),
+            "spec.data.GOOD.format",
+            "Unsupported value",
+        ),
+        (
+            lambda ns: space(ns, {"GOOD": {"sealed": "plaintext!"}}, OWNER),
+            "spec.data.GOOD.sealed",
+            "hpke1",
+        ),
         (lambda ns: space(ns, {}, []), "spec.owners", "at least 1"),
         (lambda ns: space(ns, {}, None), "spec.owners", "Required value"),
-        (lambda ns: space(ns, {}, [{"kind": "Robot", "name": "x"}]),
-         "spec.owners[0].kind", "Unsupported value"),
+        (
+            lambda ns: space(ns, {}, [{"kind": "Robot", "name": "x"}]),
+            "spec.owners[0].kind",
+            "Unsupported value",
+        ),
         (lambda ns: flow(ns, autosync="5m"), "spec.autosync", "Unsupported value"),
-        (lambda ns: flow(ns, target={"kind": "Pod", "name": "t"}),
-         "spec.target.kind", "Unsupported value"),
+        (
+            lambda ns: flow(ns, target={"kind": "Pod", "name": "t"}),
+            "spec.target.kind",
+            "Unsupported value",
+        ),
         (lambda ns: flow(ns, keys=["not-a-key"]), "spec.keys[0]", "should match"),
     ],
-    ids=["bad-key-name", "bad-format", "plaintext-value", "no-owners", "owners-missing",
-         "bad-owner-kind", "bad-autosync", "bad-target-kind", "bad-key-subset"],
+    ids=[
+        "bad-key-name",
+        "bad-format",
+        "plaintext-value",
+        "no-owners",
+        "owners-missing",
+        "bad-owner-kind",
+        "bad-autosync",
+        "bad-target-kind",
+        "bad-key-subset",
+    ],
 )
-def test_invalid_objects_fail_kubectl_apply(cluster: LocalCluster, ns: str, doc, field: str,
-                                             phrase: str) -> None:
+def test_invalid_objects_fail_kubectl_apply(
+    cluster: LocalCluster, ns: str, doc, field: str, phrase: str
+) -> None:
     result = cluster.cp.kubectl("apply", "-f", "-", input=yaml.safe_dump(doc(ns)), check=False)
     assert result.returncode != 0
     assert field in result.stderr, result.stderr

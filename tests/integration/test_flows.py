@@ -8,10 +8,10 @@ import time
 from pathlib import Path
 
 import yaml
+from tests.conftest import OPERATOR_USER, Space
 
 from spacesecrets import schedule
 from spacesecrets.dev import wait_for
-from tests.conftest import OPERATOR_USER, Space
 
 SCALE = 0.05  # the shared operator's autosync scale (conftest.FAST_ENV)
 
@@ -25,10 +25,20 @@ def flow_status(space: Space, name: str) -> dict:
 
 
 def wait_synced(space: Space, name: str, version: int, timeout: float = 30) -> dict:
-    return dict(wait_for(f"{name} synced at version {version}", lambda: (
-        (st := flow_status(space, name)).get("syncedVersion") == version
-        and any(c["type"] == "Synced" and c["status"] == "True" for c in st.get("conditions", []))
-        and st), timeout))
+    return dict(
+        wait_for(
+            f"{name} synced at version {version}",
+            lambda: (
+                (st := flow_status(space, name)).get("syncedVersion") == version
+                and any(
+                    c["type"] == "Synced" and c["status"] == "True"
+                    for c in st.get("conditions", [])
+                )
+                and st
+            ),
+            timeout,
+        )
+    )
 
 
 def target_version(space: Space, target: str, kind: str = "Secret") -> int:
@@ -41,8 +51,10 @@ def test_projection_matches_the_contract(space: Space) -> None:
     apply(space, space.flow("orders-flow", "orders-flow-secrets"))
     status = wait_synced(space, "orders-flow", 1)
     docs = space.target_documents("orders-flow-secrets")
-    assert docs["SECRETS"] == {"PRODUCT_A_API_HOST": "api.example.com",
-                               "PRODUCT_A_CONFIG": {"retries": 3}}
+    assert docs["SECRETS"] == {
+        "PRODUCT_A_API_HOST": "api.example.com",
+        "PRODUCT_A_CONFIG": {"retries": 3},
+    }
     meta = docs["SECRETS_METADATA"]
     space_status = space.get()["status"]
     assert meta["space"] == space.ns and meta["version"] == 1
@@ -50,14 +62,20 @@ def test_projection_matches_the_contract(space: Space) -> None:
     assert meta["updatedAt"] == space_status["updatedAt"]
     assert meta["issuedAt"] == status["issuedAt"]
     assert (meta["autosync"], meta["syncOnSave"]) == ("1m", True)
-    assert meta["keys"]["PRODUCT_A_CONFIG"] == {"format": "json", "version": 1,
-                                                "updatedAt": space_status["updatedAt"]}
+    assert meta["keys"]["PRODUCT_A_CONFIG"] == {
+        "format": "json",
+        "version": 1,
+        "updatedAt": space_status["updatedAt"],
+    }
     target = space.kube.get("Secret", space.ns, "orders-flow-secrets")
     assert target["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "spacesecrets"
     assert target["metadata"]["annotations"]["spacesecrets.io/version"] == "1"
     owner = target["metadata"]["ownerReferences"][0]
     assert (owner["kind"], owner["name"], owner["controller"]) == (
-        "FlowSecretSync", "orders-flow", True)
+        "FlowSecretSync",
+        "orders-flow",
+        True,
+    )
     cond = space.condition("Synced", "orders-flow", "flowsecretsyncs")
     assert cond["message"] == "🆗 Synced"
     header = space.cluster.cp.kubectl("get", "fss", "-n", space.ns).stdout.splitlines()[0]
@@ -105,11 +123,12 @@ def test_autosync_tick_brings_the_new_version_and_slow_flows_wait(space: Space) 
     assert target_version(space, "slow-secrets") == 1
     slow = flow_status(space, "slow")
     assert slow["syncedVersion"] == 1
-    assert wait_for("slow to be reported behind", lambda: flow_status(space, "slow")
-                    .get("behind") in (None, 0, 1))
+    assert wait_for(
+        "slow to be reported behind",
+        lambda: flow_status(space, "slow").get("behind") in (None, 0, 1),
+    )
     # a save of the FlowSecretSync (any change of it) syncs at once
-    apply(space, space.flow("slow", "slow-secrets", autosync="24h", syncOnSave=True,
-                            keys=["HOST"]))
+    apply(space, space.flow("slow", "slow-secrets", autosync="24h", syncOnSave=True, keys=["HOST"]))
     wait_synced(space, "slow", 2, timeout=15)
 
 
@@ -117,16 +136,28 @@ def test_sync_on_save_of_the_flow_workload(space: Space) -> None:
     space.apply({"HOST": "v1"})
     space.wait_version(1)
     deployment = {
-        "apiVersion": "apps/v1", "kind": "Deployment",
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
         "metadata": {"name": "orders-flow", "namespace": space.ns},
-        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "orders"}},
-                 "template": {"metadata": {"labels": {"app": "orders"}},
-                              "spec": {"containers": [{"name": "node-red",
-                                                       "image": "nodered/node-red:4.1"}]}}},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app": "orders"}},
+            "template": {
+                "metadata": {"labels": {"app": "orders"}},
+                "spec": {"containers": [{"name": "node-red", "image": "nodered/node-red:4.1"}]},
+            },
+        },
     }
     apply(space, deployment)
-    apply(space, space.flow("orders", "orders-secrets", autosync="24h",
-                            flowRef={"kind": "Deployment", "name": "orders-flow"}))
+    apply(
+        space,
+        space.flow(
+            "orders",
+            "orders-secrets",
+            autosync="24h",
+            flowRef={"kind": "Deployment", "name": "orders-flow"},
+        ),
+    )
     wait_synced(space, "orders", 1)
     uid = space.kube.get_custom("flowsecretsyncs", space.ns, "orders")["metadata"]["uid"]
     _wait_past_tick(uid, schedule.period_seconds("24h", SCALE), 30)
@@ -143,11 +174,17 @@ def test_sync_on_save_of_the_flow_workload(space: Space) -> None:
 def test_foreign_target_is_never_overwritten(space: Space) -> None:
     space.apply({"A": "1"})
     space.wait_version(1)
-    space.cluster.cp.kubectl("create", "secret", "generic", "hand-made", "-n", space.ns,
-                             "--from-literal=password=do-not-touch")
+    space.cluster.cp.kubectl(
+        "create",
+        "secret",
+        "generic",
+        "hand-made",
+        "-n",
+        space.ns,
+        "--from-literal=password=do-not-touch",
+    )
     apply(space, space.flow("intruder", "hand-made"))
-    cond = space.wait_condition("Synced", "False", "TargetNotOwned", "intruder",
-                                "flowsecretsyncs")
+    cond = space.wait_condition("Synced", "False", "TargetNotOwned", "intruder", "flowsecretsyncs")
     assert "hand-made" in cond["message"]
     secret = space.kube.get("Secret", space.ns, "hand-made")
     assert list(secret["data"]) == ["password"]
@@ -172,19 +209,40 @@ def test_drift_is_restored_and_deletion_collects_the_target(space: Space) -> Non
     space.wait_version(1)
     apply(space, space.flow("guarded", "guarded-secrets"))
     wait_synced(space, "guarded", 1)
-    space.cluster.cp.kubectl("patch", "secret", "guarded-secrets", "-n", space.ns, "--type=merge",
-                             "-p", json.dumps({"stringData": {"SECRETS": '{"A": "forged"}'}}))
-    wait_for("the edit to be undone", lambda: space.target_documents("guarded-secrets")[
-        "SECRETS"] == {"A": "original"}, timeout=15)
+    space.cluster.cp.kubectl(
+        "patch",
+        "secret",
+        "guarded-secrets",
+        "-n",
+        space.ns,
+        "--type=merge",
+        "-p",
+        json.dumps({"stringData": {"SECRETS": '{"A": "forged"}'}}),
+    )
+    wait_for(
+        "the edit to be undone",
+        lambda: space.target_documents("guarded-secrets")["SECRETS"] == {"A": "original"},
+        timeout=15,
+    )
     space.cluster.cp.kubectl("delete", "secret", "guarded-secrets", "-n", space.ns)
-    wait_for("the target to be recreated", lambda: space.target_documents("guarded-secrets")[
-        "SECRETS"] == {"A": "original"}, timeout=15)
+    wait_for(
+        "the target to be recreated",
+        lambda: space.target_documents("guarded-secrets")["SECRETS"] == {"A": "original"},
+        timeout=15,
+    )
     assert space.events("TargetRestored")
     # deleting the FlowSecretSync removes its target through garbage collection
     space.cluster.cp.kubectl("delete", "fss", "guarded", "-n", space.ns)
-    wait_for("garbage collection", lambda: space.cluster.cp.kubectl(
-        "get", "secret", "guarded-secrets", "-n", space.ns, check=False).returncode != 0,
-        timeout=30)
+    wait_for(
+        "garbage collection",
+        lambda: (
+            space.cluster.cp.kubectl(
+                "get", "secret", "guarded-secrets", "-n", space.ns, check=False
+            ).returncode
+            != 0
+        ),
+        timeout=30,
+    )
 
 
 def test_deleted_space_leaves_flows_their_last_projection(space: Space) -> None:
@@ -224,9 +282,13 @@ def _audit_writes(audit_log: Path, start: int, namespace: str) -> list[dict]:
             ref = event.get("objectRef") or {}
             ours = ref.get("namespace") == namespace or (
                 ref.get("namespace") == "spacesecrets-system"
-                and ref.get("name") in (None, f"history-{namespace}"))
-            if (event["user"]["username"] == OPERATOR_USER
-                    and event["verb"] in ("create", "update", "patch", "delete") and ours):
+                and ref.get("name") in (None, f"history-{namespace}")
+            )
+            if (
+                event["user"]["username"] == OPERATOR_USER
+                and event["verb"] in ("create", "update", "patch", "delete")
+                and ours
+            ):
                 writes.append(event)
     return writes
 

@@ -10,12 +10,12 @@ import time
 from collections.abc import Callable
 
 import yaml
+from tests.conftest import Space
 
 from spacesecrets import crypto, schedule
 from spacesecrets.dev import OPERATOR_NAMESPACE, LocalCluster, wait_for
 from spacesecrets.kube import Kube, make_client
 from spacesecrets.projection import decoded_documents
-from tests.conftest import Space
 
 
 def _space(cluster: LocalCluster, ns: str) -> Space:
@@ -36,8 +36,15 @@ def test_real_one_minute_schedule_with_default_settings(
     space.apply({"HOST": "v1.example.com"})
     space.wait_version(1)
     _apply(space, space.flow("orders", "orders-secrets"))
-    wait_for("the first projection", lambda: (space.kube.get_custom(
-        "flowsecretsyncs", "team-a", "orders").get("status") or {}).get("syncedVersion") == 1)
+    wait_for(
+        "the first projection",
+        lambda: (
+            (space.kube.get_custom("flowsecretsyncs", "team-a", "orders").get("status") or {}).get(
+                "syncedVersion"
+            )
+            == 1
+        ),
+    )
     uid = space.kube.get_custom("flowsecretsyncs", "team-a", "orders")["metadata"]["uid"]
 
     space.apply({"HOST": "v2.example.com"})
@@ -47,9 +54,19 @@ def test_real_one_minute_schedule_with_default_settings(
     if tick - changed_at > 2:  # between ticks the flow keeps the version it was issued
         docs = decoded_documents(space.kube.get("Secret", "team-a", "orders-secrets"))
         assert json.loads(docs["SECRETS_METADATA"])["version"] == 1
-    wait_for("the tick", lambda: json.loads(decoded_documents(space.kube.get(
-        "Secret", "team-a", "orders-secrets"))["SECRETS_METADATA"])["version"] == 2,
-        timeout=75, interval=0.5)
+    wait_for(
+        "the tick",
+        lambda: (
+            json.loads(
+                decoded_documents(space.kube.get("Secret", "team-a", "orders-secrets"))[
+                    "SECRETS_METADATA"
+                ]
+            )["version"]
+            == 2
+        ),
+        timeout=75,
+        interval=0.5,
+    )
     delivered = time.time()
     assert delivered >= tick - 1.5, f"delivered {tick - delivered:.1f}s before its tick"
     assert delivered <= tick + 10
@@ -57,11 +74,16 @@ def test_real_one_minute_schedule_with_default_settings(
     cm = space.flow("exposed", "exposed-values")
     cm["spec"]["target"]["kind"] = "ConfigMap"
     _apply(space, cm)
-    cond = space.wait_condition("Synced", "False", "ConfigMapNotAllowed", "exposed",
-                                "flowsecretsyncs")
+    cond = space.wait_condition(
+        "Synced", "False", "ConfigMapNotAllowed", "exposed", "flowsecretsyncs"
+    )
     assert "ConfigMap" in cond["message"]
-    assert cluster.cp.kubectl("get", "configmap", "exposed-values", "-n", "team-a",
-                              check=False).returncode != 0
+    assert (
+        cluster.cp.kubectl(
+            "get", "configmap", "exposed-values", "-n", "team-a", check=False
+        ).returncode
+        != 0
+    )
 
 
 def _history_index(space: Space) -> tuple[str, dict]:
@@ -71,9 +93,16 @@ def _history_index(space: Space) -> tuple[str, dict]:
 
 
 def _current_kid(cluster: LocalCluster) -> str:
-    return cluster.cp.kubectl("get", "configmap", "-n", OPERATOR_NAMESPACE,
-                              "spacesecrets-public-keys", "-o",
-                              "jsonpath={.data.current\\.kid}", check=False).stdout
+    return cluster.cp.kubectl(
+        "get",
+        "configmap",
+        "-n",
+        OPERATOR_NAMESPACE,
+        "spacesecrets-public-keys",
+        "-o",
+        "jsonpath={.data.current\\.kid}",
+        check=False,
+    ).stdout
 
 
 def test_history_survives_rotation_and_restarts(fresh_cluster: Callable[[], LocalCluster]) -> None:
@@ -87,8 +116,9 @@ def test_history_survives_rotation_and_restarts(fresh_cluster: Callable[[], Loca
     space.wait_version(1)
     old_master = _history_index(space)[0].split(":")[0]
 
-    new_kid = wait_for("a rotation", lambda: (k := _current_kid(cluster)) != old_kid and k,
-                       timeout=30)
+    new_kid = wait_for(
+        "a rotation", lambda: (k := _current_kid(cluster)) != old_kid and k, timeout=30
+    )
     op.kill()  # SIGKILL: nothing is flushed
     op = cluster.start_operator(env=env)
 
@@ -102,8 +132,9 @@ def test_history_survives_rotation_and_restarts(fresh_cluster: Callable[[], Loca
 
     op.kill()
     cluster.start_operator(env=env)
-    cluster.cp.kubectl("annotate", "spacesecrets", "secrets", "-n", space.ns,
-                       "spacesecrets.io/rollback-to=1")
+    cluster.cp.kubectl(
+        "annotate", "spacesecrets", "secrets", "-n", space.ns, "spacesecrets.io/rollback-to=1"
+    )
     obj = space.wait_version(3)
     assert sorted(obj["spec"]["data"]) == ["OLD"]
     assert obj["status"]["history"][0]["rollbackOf"] == 1
@@ -129,13 +160,19 @@ def test_no_plaintext_anywhere_but_the_projection(
     space.wait_condition("Ready", "False", "InvalidJSON")
     space.apply({"A": MARKERS[2]})
     space.wait_version(2)
-    cluster.cp.kubectl("annotate", "spacesecrets", "secrets", "-n", "team-p",
-                       "spacesecrets.io/rollback-to=1")
+    cluster.cp.kubectl(
+        "annotate", "spacesecrets", "secrets", "-n", "team-p", "spacesecrets.io/rollback-to=1"
+    )
     space.wait_version(3)
     time.sleep(0)  # nothing to wait for: everything above waited on its condition
 
-    dump = cluster.cp.kubectl("get", "spacesecrets,flowsecretsyncs,events,configmaps,secrets,"
-                              "rolebindings", "-A", "-o", "json").stdout
+    dump = cluster.cp.kubectl(
+        "get",
+        "spacesecrets,flowsecretsyncs,events,configmaps,secrets,rolebindings",
+        "-A",
+        "-o",
+        "json",
+    ).stdout
     items = json.loads(dump)["items"]
     projection_targets = {("team-p", "f-secrets")}
     hits = []

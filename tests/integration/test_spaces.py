@@ -8,9 +8,9 @@ import json
 
 import pytest
 import yaml
+from tests.conftest import Space
 
 from spacesecrets.dev import OPERATOR_NAMESPACE, wait_for
-from tests.conftest import Space
 
 
 def history_secret(space: Space) -> dict:
@@ -28,15 +28,22 @@ def test_add_edit_remove_each_bump_once_and_resealing_does_not(space: Space) -> 
 
     # the same plaintext sealed anew (new ciphertext) is not a change
     space.apply({"HOST": "api.example.com", "CONF": {"retries": 3}})
-    wait_for("the re-seal to be observed", lambda: space.get()["status"][
-        "observedGeneration"] == space.get()["metadata"]["generation"] == 2)
+    wait_for(
+        "the re-seal to be observed",
+        lambda: (
+            space.get()["status"]["observedGeneration"]
+            == space.get()["metadata"]["generation"]
+            == 2
+        ),
+    )
     assert space.get()["status"]["version"] == 1
 
     # changing owners alone is not a secrets version
     space.owners = [*space.owners, {"kind": "Group", "name": "team-a-owners"}]
     space.apply({"HOST": "api.example.com", "CONF": {"retries": 3}})
-    wait_for("the owners change to be observed", lambda: space.get()["status"][
-        "observedGeneration"] == 3)
+    wait_for(
+        "the owners change to be observed", lambda: space.get()["status"]["observedGeneration"] == 3
+    )
     assert space.get()["status"]["version"] == 1
 
     space.apply({"HOST": "api.example.com", "CONF": {"retries": 3}, "NEW": "x"})
@@ -54,19 +61,29 @@ def test_add_edit_remove_each_bump_once_and_resealing_does_not(space: Space) -> 
 
 
 BAD_CASES = {
-    "tampered": lambda s: {**s.sealed("TOKEN", "tampered"), "sealed": _flip(
-        s.sealed("TOKEN", "tampered")["sealed"])},
+    "tampered": lambda s: {
+        **s.sealed("TOKEN", "tampered"),
+        "sealed": _flip(s.sealed("TOKEN", "tampered")["sealed"]),
+    },
     "mis-scoped": lambda s: s.sealed("TOKEN", "elsewhere", namespace="other-space"),
     "renamed": lambda s: s.sealed("OTHER_NAME", "renamed"),
     "retyped": lambda s: {**s.sealed("TOKEN", '"x"', "json"), "format": "text"},
-    "unknown-kid": lambda s: {"format": "text", "sealed": "hpke1:00000000deadbeef:"
-                              + s.sealed("TOKEN", "x")["sealed"].split(":")[2]},
+    "unknown-kid": lambda s: {
+        "format": "text",
+        "sealed": "hpke1:00000000deadbeef:" + s.sealed("TOKEN", "x")["sealed"].split(":")[2],
+    },
     "invalid-json": lambda s: s.sealed("TOKEN", "{'not': json}", "json"),
     "oversize": lambda s: s.sealed("TOKEN", "x" * (64 * 1024 + 1)),
 }
-REASONS = {"tampered": "CannotOpen", "mis-scoped": "CannotOpen", "renamed": "CannotOpen",
-           "retyped": "CannotOpen", "unknown-kid": "UnknownSealingKey",
-           "invalid-json": "InvalidJSON", "oversize": "TooLarge"}
+REASONS = {
+    "tampered": "CannotOpen",
+    "mis-scoped": "CannotOpen",
+    "renamed": "CannotOpen",
+    "retyped": "CannotOpen",
+    "unknown-kid": "UnknownSealingKey",
+    "invalid-json": "InvalidJSON",
+    "oversize": "TooLarge",
+}
 
 
 def _flip(sealed: str) -> str:
@@ -110,8 +127,9 @@ def test_rollback_restores_as_new_version(space: Space) -> None:
     space.wait_version(1)
     space.apply({"A": "uno"})
     space.wait_version(2)
-    space.cluster.cp.kubectl("annotate", "spacesecrets", "secrets", "-n", space.ns,
-                             "spacesecrets.io/rollback-to=1")
+    space.cluster.cp.kubectl(
+        "annotate", "spacesecrets", "secrets", "-n", space.ns, "spacesecrets.io/rollback-to=1"
+    )
     obj = space.wait_version(3)
     entry = obj["status"]["history"][0]
     assert entry["rollbackOf"] == 1
@@ -120,8 +138,15 @@ def test_rollback_restores_as_new_version(space: Space) -> None:
     assert "spacesecrets.io/rollback-to" not in obj["metadata"].get("annotations", {})
     assert sorted(obj["spec"]["data"]) == ["A", "B"]
     # rolling back to a version that isn't kept is refused, with nothing lost
-    space.cluster.cp.kubectl("annotate", "spacesecrets", "secrets", "-n", space.ns,
-                             "spacesecrets.io/rollback-to=99", "--overwrite")
+    space.cluster.cp.kubectl(
+        "annotate",
+        "spacesecrets",
+        "secrets",
+        "-n",
+        space.ns,
+        "spacesecrets.io/rollback-to=99",
+        "--overwrite",
+    )
     cond = space.wait_condition("Rollback", "False", "RollbackFailed")
     assert "99" in cond["message"]
     assert space.events("RollbackFailed")[0]["type"] == "Warning"
@@ -149,30 +174,43 @@ def test_deleted_space_history_is_kept_and_restorable(space: Space) -> None:
     space.apply({"A": "second"})
     space.wait_version(2)
     space.cluster.cp.kubectl("delete", "spacesecrets", "secrets", "-n", space.ns)
-    wait_for("the history to be marked deleted", lambda: json.loads(base64.b64decode(
-        history_secret(space)["data"]["index.json"]))["deletedAt"])
+    wait_for(
+        "the history to be marked deleted",
+        lambda: json.loads(base64.b64decode(history_secret(space)["data"]["index.json"]))[
+            "deletedAt"
+        ],
+    )
     # a new store in the same namespace continues the numbering and can restore old versions
     space.apply({"A": "third"})
     obj = space.wait_version(3)
     assert [h["version"] for h in obj["status"]["history"]][:3] == [3, 2, 1]
-    space.cluster.cp.kubectl("annotate", "spacesecrets", "secrets", "-n", space.ns,
-                             "spacesecrets.io/rollback-to=1")
+    space.cluster.cp.kubectl(
+        "annotate", "spacesecrets", "secrets", "-n", space.ns, "spacesecrets.io/rollback-to=1"
+    )
     assert space.wait_version(4)["status"]["history"][0]["rollbackOf"] == 1
 
 
 def test_owners_role_binding_follows_spec(space: Space) -> None:
     space.apply({"A": "1"})
     space.wait_version(1)
-    rb = wait_for("the owners RoleBinding", lambda: space.kube.get_role_binding(
-        space.ns, "spacesecrets-owners"))
+    rb = wait_for(
+        "the owners RoleBinding",
+        lambda: space.kube.get_role_binding(space.ns, "spacesecrets-owners"),
+    )
     assert rb["roleRef"]["name"] == "spacesecrets-owner"
     assert [s["name"] for s in rb["subjects"]] == ["alice@example.com"]
     space.owners = [{"kind": "ServiceAccount", "name": "gitops"}]
     space.apply({"A": "1"})
-    wait_for("the RoleBinding to follow", lambda: [
-        (s["kind"], s["name"], s.get("namespace")) for s in space.kube.get_role_binding(
-            space.ns, "spacesecrets-owners")["subjects"]] == [
-        ("ServiceAccount", "gitops", space.ns)])
+    wait_for(
+        "the RoleBinding to follow",
+        lambda: (
+            [
+                (s["kind"], s["name"], s.get("namespace"))
+                for s in space.kube.get_role_binding(space.ns, "spacesecrets-owners")["subjects"]
+            ]
+            == [("ServiceAccount", "gitops", space.ns)]
+        ),
+    )
 
 
 def test_printer_columns(space: Space) -> None:

@@ -44,8 +44,9 @@ def test_wire_format_is_standard_hpke(ring: crypto.KeyRing) -> None:
     [("team-b", "API_KEY", "text"), ("team-a", "OTHER_KEY", "text"), ("team-a", "API_KEY", "json")],
     ids=["other-namespace", "renamed-key", "retyped"],
 )
-def test_opening_fails_when_scope_differs(ring: crypto.KeyRing, namespace: str, key: str,
-                                          fmt: str) -> None:
+def test_opening_fails_when_scope_differs(
+    ring: crypto.KeyRing, namespace: str, key: str, fmt: str
+) -> None:
     sealed = crypto.seal(ring.current.public, "team-a", "API_KEY", "text", b"v")
     with pytest.raises(crypto.UnsealError) as info:
         ring.unseal(namespace, key, fmt, sealed)
@@ -74,8 +75,16 @@ def test_changed_kid_is_unknown(ring: crypto.KeyRing) -> None:
     assert info.value.reason == crypto.UNKNOWN_KID
 
 
-@pytest.mark.parametrize("sealed", ["hpke1:abc:AAAA", "hpke1:0123456789abcdef:!!!!",
-                                    "hpke1:0123456789abcdef:AAAA", "plain", "hpke2:x:y"])
+@pytest.mark.parametrize(
+    "sealed",
+    [
+        "hpke1:abc:AAAA",
+        "hpke1:0123456789abcdef:!!!!",
+        "hpke1:0123456789abcdef:AAAA",
+        "plain",
+        "hpke2:x:y",
+    ],
+)
 def test_malformed(ring: crypto.KeyRing, sealed: str) -> None:
     with pytest.raises(crypto.UnsealError) as info:
         ring.unseal("ns", "K", "text", sealed)
@@ -105,12 +114,12 @@ def test_history_encryption_binds_namespace_and_version(ring: crypto.KeyRing) ->
     data_key = crypto.new_data_key()
     wrapped = ring.wrap("ns", data_key)
     assert ring.unwrap("ns", wrapped) == data_key
-    with pytest.raises(Exception):  # noqa: B017,PT011 -- InvalidTag
+    with pytest.raises(Exception):  # noqa: PT011 -- InvalidTag
         ring.unwrap("other", wrapped)
     blob = crypto.encrypt_version(data_key, "ns", 3, b"plain")
     assert crypto.decrypt_version(data_key, "ns", 3, blob) == b"plain"
     for ns, version in (("ns", 4), ("other", 3)):
-        with pytest.raises(Exception):  # noqa: B017,PT011 -- InvalidTag
+        with pytest.raises(Exception):  # noqa: PT011 -- InvalidTag
             crypto.decrypt_version(data_key, ns, version, blob)
 
 

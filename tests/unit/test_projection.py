@@ -9,26 +9,40 @@ from spacesecrets.projection import FlowSpec, Ownership, SpaceView
 from spacesecrets.versions import Value
 
 SPACE = SpaceView(
-    namespace="team-a", version=7, created_at="2026-01-01T00:00:00Z",
+    namespace="team-a",
+    version=7,
+    created_at="2026-01-01T00:00:00Z",
     updated_at="2026-02-01T00:00:00Z",
-    keys={"PRODUCT_A_API_HOST": {"format": "text", "version": 3, "updatedAt": "t3"},
-          "PRODUCT_A_CONFIG": {"format": "json", "version": 7, "updatedAt": "t7"}},
-    values={"PRODUCT_A_API_HOST": Value("text", b"api.example.com"),
-            "PRODUCT_A_CONFIG": Value("json", b'{"retries": 3}')},
+    keys={
+        "PRODUCT_A_API_HOST": {"format": "text", "version": 3, "updatedAt": "t3"},
+        "PRODUCT_A_CONFIG": {"format": "json", "version": 7, "updatedAt": "t7"},
+    },
+    values={
+        "PRODUCT_A_API_HOST": Value("text", b"api.example.com"),
+        "PRODUCT_A_CONFIG": Value("json", b'{"retries": 3}'),
+    },
 )
 FLOW = FlowSpec("orders-flow", "uid-1", "Secret", "orders-flow-secrets", "1m", True, None)
 
 
 def test_documents_match_the_contract() -> None:
     docs = projection.documents(SPACE, FLOW, "2026-03-01T00:00:00Z")
-    assert json.loads(docs["SECRETS"]) == {"PRODUCT_A_API_HOST": "api.example.com",
-                                           "PRODUCT_A_CONFIG": {"retries": 3}}
+    assert json.loads(docs["SECRETS"]) == {
+        "PRODUCT_A_API_HOST": "api.example.com",
+        "PRODUCT_A_CONFIG": {"retries": 3},
+    }
     assert json.loads(docs["SECRETS_METADATA"]) == {
-        "space": "team-a", "version": 7, "createdAt": "2026-01-01T00:00:00Z",
-        "updatedAt": "2026-02-01T00:00:00Z", "issuedAt": "2026-03-01T00:00:00Z",
-        "autosync": "1m", "syncOnSave": True,
-        "keys": {"PRODUCT_A_API_HOST": {"format": "text", "version": 3, "updatedAt": "t3"},
-                 "PRODUCT_A_CONFIG": {"format": "json", "version": 7, "updatedAt": "t7"}},
+        "space": "team-a",
+        "version": 7,
+        "createdAt": "2026-01-01T00:00:00Z",
+        "updatedAt": "2026-02-01T00:00:00Z",
+        "issuedAt": "2026-03-01T00:00:00Z",
+        "autosync": "1m",
+        "syncOnSave": True,
+        "keys": {
+            "PRODUCT_A_API_HOST": {"format": "text", "version": 3, "updatedAt": "t3"},
+            "PRODUCT_A_CONFIG": {"format": "json", "version": 7, "updatedAt": "t7"},
+        },
     }
 
 
@@ -58,16 +72,21 @@ def test_up_to_date_ignores_issued_at_only() -> None:
     a = projection.desired_target("team-a", FLOW, projection.documents(SPACE, FLOW, "t1"), 7, "t1")
     b = projection.desired_target("team-a", FLOW, projection.documents(SPACE, FLOW, "t2"), 7, "t2")
     assert projection.up_to_date(a, b)
-    other = SpaceView(**{**SPACE.__dict__, "values": {
-        **SPACE.values, "PRODUCT_A_API_HOST": Value("text", b"other")}})
+    other = SpaceView(
+        **{
+            **SPACE.__dict__,
+            "values": {**SPACE.values, "PRODUCT_A_API_HOST": Value("text", b"other")},
+        }
+    )
     c = projection.desired_target("team-a", FLOW, projection.documents(other, FLOW, "t1"), 7, "t1")
     assert not projection.up_to_date(a, c)
 
 
 def test_configmap_target_holds_plain_documents() -> None:
     flow = FlowSpec("f", "u", "ConfigMap", "t", "1m", True, None)
-    target = projection.desired_target("team-a", flow, projection.documents(SPACE, flow, "t"), 7,
-                                       "t")
+    target = projection.desired_target(
+        "team-a", flow, projection.documents(SPACE, flow, "t"), 7, "t"
+    )
     assert target["kind"] == "ConfigMap"
     assert json.loads(target["data"]["SECRETS"])["PRODUCT_A_CONFIG"] == {"retries": 3}
 

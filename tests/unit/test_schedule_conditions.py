@@ -26,7 +26,12 @@ def test_phases_spread_over_the_period() -> None:
 
 def test_autosync_periods() -> None:
     assert [schedule.period_seconds(a) for a in ("1m", "30m", "60m", "12h", "24h")] == [
-        60, 1800, 3600, 43200, 86400]
+        60,
+        1800,
+        3600,
+        43200,
+        86400,
+    ]
     assert schedule.period_seconds("1m", 0.05) == 3.0
 
 

@@ -19,13 +19,18 @@ def ring() -> crypto.KeyRing:
 
 
 def seal(ring: crypto.KeyRing, values: dict[str, tuple[str, bytes]], ns: str = "ns") -> dict:
-    return {k: {"format": f, "sealed": crypto.seal(ring.current.public, ns, k, f, v)}
-            for k, (f, v) in values.items()}
+    return {
+        k: {"format": f, "sealed": crypto.seal(ring.current.public, ns, k, f, v)}
+        for k, (f, v) in values.items()
+    }
 
 
 def test_open_spec_accepts_text_and_json(ring: crypto.KeyRing) -> None:
-    plain, errors = versions.open_spec(ring, "ns", seal(ring, {
-        "HOST": ("text", b"api.example.com"), "CONF": ("json", b'{"retries": 3}')}))
+    plain, errors = versions.open_spec(
+        ring,
+        "ns",
+        seal(ring, {"HOST": ("text", b"api.example.com"), "CONF": ("json", b'{"retries": 3}')}),
+    )
     assert errors == []
     assert plain["HOST"].projected() == "api.example.com"
     assert plain["CONF"].projected() == {"retries": 3}
@@ -50,8 +55,9 @@ def test_errors_name_the_key_never_the_value(ring: crypto.KeyRing) -> None:
 def test_total_size_limit(ring: crypto.KeyRing) -> None:
     chunk = b"y" * (versions.MAX_VALUE_BYTES - 10)
     count = versions.MAX_TOTAL_BYTES // len(chunk) + 1
-    _, errors = versions.open_spec(ring, "ns", seal(ring, {f"K{i}": ("text", chunk)
-                                                           for i in range(count)}))
+    _, errors = versions.open_spec(
+        ring, "ns", seal(ring, {f"K{i}": ("text", chunk) for i in range(count)})
+    )
     assert [e.reason for e in errors] == [versions.TOO_LARGE]
 
 
