@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import functools
 import json
-import time
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -34,19 +34,32 @@ PEERING = "spacesecrets"
 SA_USER = f"system:serviceaccount:{OPERATOR_NAMESPACE}:{SERVICE_ACCOUNT}"
 
 NON_DEFAULT = [
-    "--set", "allowConfigMapTargets=true",
-    "--set-json", 'watchNamespaces=["team-a","team-b"]',
-    "--set", "metrics.serviceMonitor.enabled=true",
-    "--set", "metrics.port=9090",
-    "--set", "health.port=9091",
-    "--set", "rotationPeriod=12h",
-    "--set", "historyRetention=7d",
-    "--set", "logFormat=json",
-    "--set", "replicaCount=3",
-    "--set", "image.tag=1.2.3",
-    "--set-json", 'nodeSelector={"kubernetes.io/os":"linux"}',
-    "--set-json", 'tolerations=[{"key":"dedicated","operator":"Exists","effect":"NoSchedule"}]',
-    "--set-json", 'podAnnotations={"example.com/team":"platform"}',
+    "--set",
+    "allowConfigMapTargets=true",
+    "--set-json",
+    'watchNamespaces=["team-a","team-b"]',
+    "--set",
+    "metrics.serviceMonitor.enabled=true",
+    "--set",
+    "metrics.port=9090",
+    "--set",
+    "health.port=9091",
+    "--set",
+    "rotationPeriod=12h",
+    "--set",
+    "historyRetention=7d",
+    "--set",
+    "logFormat=json",
+    "--set",
+    "replicaCount=3",
+    "--set",
+    "image.tag=1.2.3",
+    "--set-json",
+    'nodeSelector={"kubernetes.io/os":"linux"}',
+    "--set-json",
+    'tolerations=[{"key":"dedicated","operator":"Exists","effect":"NoSchedule"}]',
+    "--set-json",
+    'podAnnotations={"example.com/team":"platform"}',
 ]
 
 # Just enough of prometheus-operator's CRD for a server-side dry run of the ServiceMonitor.
@@ -57,16 +70,27 @@ SERVICE_MONITOR_CRD = {
     "spec": {
         "group": "monitoring.coreos.com",
         "scope": "Namespaced",
-        "names": {"kind": "ServiceMonitor", "plural": "servicemonitors",
-                  "singular": "servicemonitor", "listKind": "ServiceMonitorList"},
-        "versions": [{
-            "name": "v1", "served": True, "storage": True,
-            "schema": {"openAPIV3Schema": {
-                "type": "object",
-                "properties": {"spec": {"type": "object",
-                                        "x-kubernetes-preserve-unknown-fields": True}},
-            }},
-        }],
+        "names": {
+            "kind": "ServiceMonitor",
+            "plural": "servicemonitors",
+            "singular": "servicemonitor",
+            "listKind": "ServiceMonitorList",
+        },
+        "versions": [
+            {
+                "name": "v1",
+                "served": True,
+                "storage": True,
+                "schema": {
+                    "openAPIV3Schema": {
+                        "type": "object",
+                        "properties": {
+                            "spec": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+                        },
+                    }
+                },
+            }
+        ],
     },
 }
 
@@ -77,15 +101,17 @@ def helm_bin() -> str:
 
 
 def helm(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run([helm_bin(), *args], capture_output=True, text=True, check=False,
-                            timeout=120)
+    result = subprocess.run(
+        [helm_bin(), *args], capture_output=True, text=True, check=False, timeout=120
+    )
     if check and result.returncode != 0:
         raise AssertionError(f"helm {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
     return result
 
 
-def render(*values: str, namespace: str = OPERATOR_NAMESPACE,
-           include_crds: bool = False) -> list[dict[str, Any]]:
+def render(
+    *values: str, namespace: str = OPERATOR_NAMESPACE, include_crds: bool = False
+) -> list[dict[str, Any]]:
     args = ["template", RELEASE, str(CHART), "--namespace", namespace, *values]
     if include_crds:
         args.append("--include-crds")
@@ -121,8 +147,14 @@ def test_chart_lints_with_default_and_non_default_values() -> None:
         (["--set", "metrics.serviceMonitor.bogus=1"], "'bogus' not allowed"),
         (["--set-json", 'watchNamespaces=["Not_A_Namespace"]'], "/watchNamespaces/0"),
     ],
-    ids=["unknown-key", "bad-duration", "bad-log-format", "bad-port", "unknown-nested-key",
-         "bad-namespace"],
+    ids=[
+        "unknown-key",
+        "bad-duration",
+        "bad-log-format",
+        "bad-port",
+        "unknown-nested-key",
+        "bad-namespace",
+    ],
 )
 def test_values_schema_rejects_bad_values(values: list[str], phrase: str) -> None:
     result = helm("template", RELEASE, str(CHART), *values, check=False)
@@ -130,15 +162,18 @@ def test_values_schema_rejects_bad_values(values: list[str], phrase: str) -> Non
     assert phrase in result.stderr, result.stderr
 
 
-@pytest.mark.parametrize(("namespace", "service_account"),
-                         [(OPERATOR_NAMESPACE, SERVICE_ACCOUNT), ("ops", "secrets-operator")])
+@pytest.mark.parametrize(
+    ("namespace", "service_account"),
+    [(OPERATOR_NAMESPACE, SERVICE_ACCOUNT), ("ops", "secrets-operator")],
+)
 def test_rbac_and_policies_are_the_builders_output(namespace: str, service_account: str) -> None:
     docs = render("--set", f"serviceAccount.name={service_account}", namespace=namespace)
 
     operator_role = find(docs, "ClusterRole", manifests.OPERATOR_ROLE)
     assert operator_role["rules"] == manifests.operator_rules()
     assert find(docs, "Role", manifests.OPERATOR_ROLE)["rules"] == (
-        manifests.operator_namespace_rules())
+        manifests.operator_namespace_rules()
+    )
     for builder in (manifests.owner_role, manifests.viewer_role):
         want = builder()
         got = find(docs, "ClusterRole", want["metadata"]["name"])
@@ -148,7 +183,8 @@ def test_rbac_and_policies_are_the_builders_output(namespace: str, service_accou
         got = find(docs, want["kind"], want["metadata"]["name"])
         assert got["metadata"]["namespace"] == namespace
         assert {k: v for k, v in got.items() if k in ("rules", "roleRef", "subjects")} == {
-            k: v for k, v in want.items() if k in ("rules", "roleRef", "subjects")}
+            k: v for k, v in want.items() if k in ("rules", "roleRef", "subjects")
+        }
 
     subject = {"kind": "ServiceAccount", "name": service_account, "namespace": namespace}
     assert find(docs, "ClusterRoleBinding", manifests.OPERATOR_ROLE)["subjects"] == [subject]
@@ -180,7 +216,8 @@ def test_deployment_configures_the_operator_from_values() -> None:
     assert container["image"].endswith(":0.1.0")
     assert pod["serviceAccountName"] == SERVICE_ACCOUNT
     assert Settings.from_env(container_env(docs)) == Settings(
-        namespace=OPERATOR_NAMESPACE, peering=PEERING, service_account=SERVICE_ACCOUNT)
+        namespace=OPERATOR_NAMESPACE, peering=PEERING, service_account=SERVICE_ACCOUNT
+    )
 
     # restricted: non-root, read-only root filesystem, nothing to escalate
     assert pod["securityContext"]["runAsNonRoot"] is True
@@ -208,7 +245,8 @@ def test_deployment_configures_the_operator_from_values() -> None:
     assert find(docs, "PodDisruptionBudget", "spacesecrets-operator")["spec"]["minAvailable"] == 1
     service = find(docs, "Service", "spacesecrets-metrics")
     assert service["spec"]["ports"] == [
-        {"name": "metrics", "port": 8080, "targetPort": "metrics", "protocol": "TCP"}]
+        {"name": "metrics", "port": 8080, "targetPort": "metrics", "protocol": "TCP"}
+    ]
     assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
     assert not [d for d in docs if d["kind"] == "ServiceMonitor"]
     assert find(docs, "ClusterKopfPeering", PEERING)
@@ -251,8 +289,16 @@ def installed() -> Iterator[LocalCluster]:
     try:
         cluster.cp.start()
         kubeconfig = str(cluster.kubeconfig)
-        helm("install", RELEASE, str(CHART), "--namespace", OPERATOR_NAMESPACE,
-             "--create-namespace", "--kubeconfig", kubeconfig)
+        helm(
+            "install",
+            RELEASE,
+            str(CHART),
+            "--namespace",
+            OPERATOR_NAMESPACE,
+            "--create-namespace",
+            "--kubeconfig",
+            kubeconfig,
+        )
         yield cluster
     finally:
         cluster.stop()
@@ -261,42 +307,74 @@ def installed() -> Iterator[LocalCluster]:
 def test_helm_install_and_upgrade(installed: LocalCluster) -> None:
     kubectl = installed.cp.kubectl
     kubeconfig = str(installed.kubeconfig)
-    status = json.loads(helm("status", RELEASE, "-n", OPERATOR_NAMESPACE, "--kubeconfig",
-                             kubeconfig, "-o", "json").stdout)
+    status = json.loads(
+        helm(
+            "status", RELEASE, "-n", OPERATOR_NAMESPACE, "--kubeconfig", kubeconfig, "-o", "json"
+        ).stdout
+    )
     assert status["info"]["status"] == "deployed"
-    kubectl("wait", "--for=condition=Established", "--timeout=60s",
-            "crd/spacesecrets.spacesecrets.io", "crd/flowsecretsyncs.spacesecrets.io",
-            "crd/clusterkopfpeerings.kopf.dev")
-    deployment = json.loads(kubectl("get", "deployment", "spacesecrets-operator", "-n",
-                                    OPERATOR_NAMESPACE, "-o", "json").stdout)
+    kubectl(
+        "wait",
+        "--for=condition=Established",
+        "--timeout=60s",
+        "crd/spacesecrets.spacesecrets.io",
+        "crd/flowsecretsyncs.spacesecrets.io",
+        "crd/clusterkopfpeerings.kopf.dev",
+    )
+    deployment = json.loads(
+        kubectl(
+            "get", "deployment", "spacesecrets-operator", "-n", OPERATOR_NAMESPACE, "-o", "json"
+        ).stdout
+    )
     assert deployment["spec"]["replicas"] == 2
     kubectl("get", "clusterkopfpeering", PEERING)
 
     # the peering object, a hook while its kind was new, is adopted by the next upgrade
-    helm("upgrade", RELEASE, str(CHART), "--namespace", OPERATOR_NAMESPACE, "--reuse-values",
-         "--kubeconfig", kubeconfig)
-    manifest = helm("get", "manifest", RELEASE, "-n", OPERATOR_NAMESPACE, "--kubeconfig",
-                    kubeconfig).stdout
+    helm(
+        "upgrade",
+        RELEASE,
+        str(CHART),
+        "--namespace",
+        OPERATOR_NAMESPACE,
+        "--reuse-values",
+        "--kubeconfig",
+        kubeconfig,
+    )
+    manifest = helm(
+        "get", "manifest", RELEASE, "-n", OPERATOR_NAMESPACE, "--kubeconfig", kubeconfig
+    ).stdout
     assert "kind: ClusterKopfPeering" in manifest
     kubectl("get", "clusterkopfpeering", PEERING)
 
 
 def test_rendered_documents_pass_a_server_side_dry_run(installed: LocalCluster) -> None:
     installed.apply([SERVICE_MONITOR_CRD])
-    installed.cp.kubectl("wait", "--for=condition=Established", "--timeout=60s",
-                         f"crd/{SERVICE_MONITOR_CRD['metadata']['name']}")
+    installed.cp.kubectl(
+        "wait",
+        "--for=condition=Established",
+        "--timeout=60s",
+        f"crd/{SERVICE_MONITOR_CRD['metadata']['name']}",
+    )
     # the non-default render goes to a namespace of its own: merged by server-side apply into the
     # installed Deployment, its ports would sit next to the installed ones
     installed.cp.kubectl("create", "namespace", "chart-dry-run")
     for values, namespace in (([], OPERATOR_NAMESPACE), (NON_DEFAULT, "chart-dry-run")):
         docs = render(*values, namespace=namespace, include_crds=True)
         result = installed.cp.kubectl(
-            "apply", "--dry-run=server", "--server-side", "--force-conflicts",
-            "--field-manager=chart-test", "-f", "-",
-            input=yaml.safe_dump_all(docs), check=False)
+            "apply",
+            "--dry-run=server",
+            "--server-side",
+            "--force-conflicts",
+            "--field-manager=chart-test",
+            "-f",
+            "-",
+            input=yaml.safe_dump_all(docs),
+            check=False,
+        )
         assert result.returncode == 0, result.stderr
         assert result.stdout.count("serverside-applied (server dry run)") == len(docs), (
-            result.stdout)
+            result.stdout
+        )
         assert "ServiceMonitor" in {d["kind"] for d in docs} or not values
 
 
@@ -304,22 +382,28 @@ def _audit_denials(cluster: LocalCluster, user: str) -> list[str]:
     denied = []
     for line in cluster.cp.audit_log.read_text().splitlines():
         event = json.loads(line)
-        if event.get("user", {}).get("username") == user and event.get(
-                "responseStatus", {}).get("code") == 403:
+        if (
+            event.get("user", {}).get("username") == user
+            and event.get("responseStatus", {}).get("code") == 403
+        ):
             denied.append(f"{event['verb']} {event['requestURI']}")
     return denied
 
 
 def test_operator_runs_with_exactly_the_chart_rbac(installed: LocalCluster) -> None:
     cp = installed.cp
-    token = cp.kubectl("create", "token", SERVICE_ACCOUNT, "-n", OPERATOR_NAMESPACE,
-                       "--duration=2h").stdout.strip()
+    token = cp.kubectl(
+        "create", "token", SERVICE_ACCOUNT, "-n", OPERATOR_NAMESPACE, "--duration=2h"
+    ).stdout.strip()
     kubeconfig = cp.token_kubeconfig(SA_USER, token)
-    operator = installed.start_operator(kubeconfig=kubeconfig, env={
-        "SPACESECRETS_PEERING": PEERING,
-        "SPACESECRETS_SERVICE_ACCOUNT": SERVICE_ACCOUNT,
-        "SPACESECRETS_AUTOSYNC_SCALE": "0.05",
-    })
+    operator = installed.start_operator(
+        kubeconfig=kubeconfig,
+        env={
+            "SPACESECRETS_PEERING": PEERING,
+            "SPACESECRETS_SERVICE_ACCOUNT": SERVICE_ACCOUNT,
+            "SPACESECRETS_AUTOSYNC_SCALE": "0.05",
+        },
+    )
     try:
         kube = Kube(make_client(str(installed.kubeconfig)))
         cp.kubectl("create", "namespace", "team-chart")
@@ -331,19 +415,27 @@ def test_operator_runs_with_exactly_the_chart_rbac(installed: LocalCluster) -> N
         space.kubectl_apply(space.flow("orders", "orders-secrets"))
         space.wait_condition("Synced", "True", name="orders", plural="flowsecretsyncs")
         assert space.target_documents("orders-secrets")["SECRETS"]["API_HOST"] == (
-            "api.example.com")
+            "api.example.com"
+        )
 
         space.apply({"API_HOST": "api2.example.com", "CONFIG": {"retries": 3}})
         space.wait_version(2)
-        wait_for("the flow target at version 2", lambda: kube.get_custom(
-            "flowsecretsyncs", space.ns, "orders").get("status", {}).get("syncedVersion") == 2)
+        wait_for(
+            "the flow target at version 2",
+            lambda: (
+                kube.get_custom("flowsecretsyncs", space.ns, "orders")
+                .get("status", {})
+                .get("syncedVersion")
+                == 2
+            ),
+        )
         assert space.target_documents("orders-secrets")["SECRETS"]["API_HOST"] == (
-            "api2.example.com")
+            "api2.example.com"
+        )
 
         cp.kubectl("delete", "spacesecrets", space.name, "-n", space.ns, "--timeout=60s")
         # the operator took part in the peering it was given
-        peering = json.loads(cp.kubectl("get", "clusterkopfpeering", PEERING, "-o",
-                                        "json").stdout)
+        peering = json.loads(cp.kubectl("get", "clusterkopfpeering", PEERING, "-o", "json").stdout)
         assert peering.get("status"), peering
     finally:
         operator.stop()
@@ -355,14 +447,25 @@ def test_operator_runs_with_exactly_the_chart_rbac(installed: LocalCluster) -> N
 
 def test_one_of_two_replicas_serves_and_the_other_takes_over(installed: LocalCluster) -> None:
     cp = installed.cp
-    token = cp.kubectl("create", "token", SERVICE_ACCOUNT, "-n", OPERATOR_NAMESPACE,
-                       "--duration=1h").stdout.strip()
+    token = cp.kubectl(
+        "create", "token", SERVICE_ACCOUNT, "-n", OPERATOR_NAMESPACE, "--duration=1h"
+    ).stdout.strip()
     kubeconfig = cp.token_kubeconfig(SA_USER, token)
     env = {"SPACESECRETS_PEERING": PEERING, "SPACESECRETS_SERVICE_ACCOUNT": SERVICE_ACCOUNT}
     replicas = [installed.start_operator(kubeconfig=kubeconfig, env=env) for _ in range(2)]
     try:
-        wait_for("both replicas in the peering", lambda: len(json.loads(cp.kubectl(
-            "get", "clusterkopfpeering", PEERING, "-o", "json").stdout).get("status") or {}) == 2)
+        wait_for(
+            "both replicas in the peering",
+            lambda: (
+                len(
+                    json.loads(
+                        cp.kubectl("get", "clusterkopfpeering", PEERING, "-o", "json").stdout
+                    ).get("status")
+                    or {}
+                )
+                == 2
+            ),
+        )
         cp.kubectl("create", "namespace", "team-replicas")
         space = Space(installed, Kube(make_client(str(installed.kubeconfig))), "team-replicas")
         space.apply({"API_HOST": "api.example.com"})

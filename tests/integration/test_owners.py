@@ -55,15 +55,21 @@ class World:
 
 
 def space_doc(ns: str, name: str, owners: list[dict[str, str]]) -> dict[str, Any]:
-    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "SpaceSecrets",
-            "metadata": {"name": name, "namespace": ns},
-            "spec": {"owners": owners, "data": {}}}
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "SpaceSecrets",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {"owners": owners, "data": {}},
+    }
 
 
 def flow_doc(ns: str, name: str, target: str, kind: str = "Secret") -> dict[str, Any]:
-    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "FlowSecretSync",
-            "metadata": {"name": name, "namespace": ns},
-            "spec": {"target": {"kind": kind, "name": target}}}
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "FlowSecretSync",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {"target": {"kind": kind, "name": target}},
+    }
 
 
 @dataclass(frozen=True)
@@ -92,15 +98,18 @@ def _owners_patch(w: World, subject: str) -> dict[str, Any]:
     return {"spec": {"owners": [*w.space["spec"]["owners"], extra]}}
 
 
-def _create_kubectl(doc: Callable[[World], dict[str, Any]]) -> Callable[
-        [World, str], tuple[list[str], str | None]]:
+def _create_kubectl(
+    doc: Callable[[World], dict[str, Any]],
+) -> Callable[[World, str], tuple[list[str], str | None]]:
     return lambda w, _s: (["create", DRY, "-f", "-"], yaml.safe_dump(doc(w)))
 
 
-def _create_python(plural: str, doc: Callable[[World], dict[str, Any]]) -> Callable[
-        [World, str, kubernetes.client.ApiClient], object]:
+def _create_python(
+    plural: str, doc: Callable[[World], dict[str, Any]]
+) -> Callable[[World, str, kubernetes.client.ApiClient], object]:
     return lambda w, _s, api: _co(api).create_namespaced_custom_object(
-        GROUP, VERSION, w.ns, plural, doc(w), dry_run="All")
+        GROUP, VERSION, w.ns, plural, doc(w), dry_run="All"
+    )
 
 
 def _second_space(w: World) -> dict[str, Any]:
@@ -119,80 +128,185 @@ def _unowned_flow(w: World) -> dict[str, Any]:
     return flow_doc(w.ns, "unowned-flow", "unowned")
 
 
-def _kind_actions(plural: str, short: str, obj: Callable[[World], dict[str, Any]],
-                  new: Callable[[World], dict[str, Any]]) -> list[Action]:
+def _kind_actions(
+    plural: str,
+    short: str,
+    obj: Callable[[World], dict[str, Any]],
+    new: Callable[[World], dict[str, Any]],
+) -> list[Action]:
     def name(w: World) -> str:
         return str(obj(w)["metadata"]["name"])
 
     return [
-        Action(f"{short} get", lambda w, _s: (["get", plural, name(w), "-n", w.ns, "-o", "name"],
-                                              None),
-               lambda w, _s, api: _co(api).get_namespaced_custom_object(
-                   GROUP, VERSION, w.ns, plural, name(w))),
-        Action(f"{short} list", lambda w, _s: (["get", plural, "-n", w.ns, "-o", "name"], None),
-               lambda w, _s, api: _co(api).list_namespaced_custom_object(
-                   GROUP, VERSION, w.ns, plural)),
+        Action(
+            f"{short} get",
+            lambda w, _s: (["get", plural, name(w), "-n", w.ns, "-o", "name"], None),
+            lambda w, _s, api: _co(api).get_namespaced_custom_object(
+                GROUP, VERSION, w.ns, plural, name(w)
+            ),
+        ),
+        Action(
+            f"{short} list",
+            lambda w, _s: (["get", plural, "-n", w.ns, "-o", "name"], None),
+            lambda w, _s, api: _co(api).list_namespaced_custom_object(GROUP, VERSION, w.ns, plural),
+        ),
         Action(f"{short} create", _create_kubectl(new), _create_python(plural, new)),
-        Action(f"{short} update",
-               lambda w, _s: (["replace", DRY, "-f", "-"], yaml.safe_dump(_labelled(obj(w)))),
-               lambda w, _s, api: _co(api).replace_namespaced_custom_object(
-                   GROUP, VERSION, w.ns, plural, name(w), _labelled(obj(w)), dry_run="All")),
-        Action(f"{short} patch",
-               lambda w, _s: (["patch", plural, name(w), "-n", w.ns, DRY, "--type=merge",
-                               "-p", json.dumps(LABEL_PATCH)], None),
-               lambda w, _s, api: _co(api).patch_namespaced_custom_object(
-                   GROUP, VERSION, w.ns, plural, name(w), LABEL_PATCH, dry_run="All",
-                   _content_type=MERGE)),
-        Action(f"{short} delete",
-               lambda w, _s: (["delete", plural, name(w), "-n", w.ns, DRY], None),
-               lambda w, _s, api: _co(api).delete_namespaced_custom_object(
-                   GROUP, VERSION, w.ns, plural, name(w), dry_run="All")),
+        Action(
+            f"{short} update",
+            lambda w, _s: (["replace", DRY, "-f", "-"], yaml.safe_dump(_labelled(obj(w)))),
+            lambda w, _s, api: _co(api).replace_namespaced_custom_object(
+                GROUP, VERSION, w.ns, plural, name(w), _labelled(obj(w)), dry_run="All"
+            ),
+        ),
+        Action(
+            f"{short} patch",
+            lambda w, _s: (
+                [
+                    "patch",
+                    plural,
+                    name(w),
+                    "-n",
+                    w.ns,
+                    DRY,
+                    "--type=merge",
+                    "-p",
+                    json.dumps(LABEL_PATCH),
+                ],
+                None,
+            ),
+            lambda w, _s, api: _co(api).patch_namespaced_custom_object(
+                GROUP,
+                VERSION,
+                w.ns,
+                plural,
+                name(w),
+                LABEL_PATCH,
+                dry_run="All",
+                _content_type=MERGE,
+            ),
+        ),
+        Action(
+            f"{short} delete",
+            lambda w, _s: (["delete", plural, name(w), "-n", w.ns, DRY], None),
+            lambda w, _s, api: _co(api).delete_namespaced_custom_object(
+                GROUP, VERSION, w.ns, plural, name(w), dry_run="All"
+            ),
+        ),
     ]
 
 
 def _bind_owner_role_kubectl(w: World, s: str) -> tuple[list[str], str | None]:
-    return (["create", "rolebinding", "self-owner", "-n", w.ns, DRY,
-             f"--clusterrole={OWNER_CLUSTER_ROLE}", f"--user={w.usernames[s]}"], None)
+    return (
+        [
+            "create",
+            "rolebinding",
+            "self-owner",
+            "-n",
+            w.ns,
+            DRY,
+            f"--clusterrole={OWNER_CLUSTER_ROLE}",
+            f"--user={w.usernames[s]}",
+        ],
+        None,
+    )
 
 
 def _bind_owner_role_python(w: World, s: str, api: kubernetes.client.ApiClient) -> object:
-    body = {"metadata": {"name": "self-owner", "namespace": w.ns},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
-                        "name": OWNER_CLUSTER_ROLE},
-            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User",
-                          "name": w.usernames[s]}]}
+    body = {
+        "metadata": {"name": "self-owner", "namespace": w.ns},
+        "roleRef": {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "ClusterRole",
+            "name": OWNER_CLUSTER_ROLE,
+        },
+        "subjects": [
+            {"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": w.usernames[s]}
+        ],
+    }
     return kubernetes.client.RbacAuthorizationV1Api(api).create_namespaced_role_binding(
-        w.ns, body, dry_run="All")
+        w.ns, body, dry_run="All"
+    )
 
 
 ACTIONS: list[Action] = [
     *_kind_actions(SPACES, "space", lambda w: w.space, _second_space),
-    Action("space owners+=self",
-           lambda w, s: (["patch", SPACES, "secrets", "-n", w.ns, DRY, "--type=merge",
-                          "-p", json.dumps(_owners_patch(w, s))], None),
-           lambda w, s, api: _co(api).patch_namespaced_custom_object(
-               GROUP, VERSION, w.ns, SPACES, "secrets", _owners_patch(w, s), dry_run="All",
-               _content_type=MERGE)),
-    Action("space status",
-           lambda w, _s: (["patch", SPACES, "secrets", "-n", w.ns, DRY, "--subresource=status",
-                           "--type=merge", "-p", '{"status":{"version":99}}'], None),
-           lambda w, _s, api: _co(api).patch_namespaced_custom_object_status(
-               GROUP, VERSION, w.ns, SPACES, "secrets", {"status": {"version": 99}},
-               dry_run="All", _content_type=MERGE)),
+    Action(
+        "space owners+=self",
+        lambda w, s: (
+            [
+                "patch",
+                SPACES,
+                "secrets",
+                "-n",
+                w.ns,
+                DRY,
+                "--type=merge",
+                "-p",
+                json.dumps(_owners_patch(w, s)),
+            ],
+            None,
+        ),
+        lambda w, s, api: _co(api).patch_namespaced_custom_object(
+            GROUP,
+            VERSION,
+            w.ns,
+            SPACES,
+            "secrets",
+            _owners_patch(w, s),
+            dry_run="All",
+            _content_type=MERGE,
+        ),
+    ),
+    Action(
+        "space status",
+        lambda w, _s: (
+            [
+                "patch",
+                SPACES,
+                "secrets",
+                "-n",
+                w.ns,
+                DRY,
+                "--subresource=status",
+                "--type=merge",
+                "-p",
+                '{"status":{"version":99}}',
+            ],
+            None,
+        ),
+        lambda w, _s, api: _co(api).patch_namespaced_custom_object_status(
+            GROUP,
+            VERSION,
+            w.ns,
+            SPACES,
+            "secrets",
+            {"status": {"version": 99}},
+            dry_run="All",
+            _content_type=MERGE,
+        ),
+    ),
     *_kind_actions(FLOWS, "flow", lambda w: w.flow, _new_flow),
     Action("flow create ->ConfigMap", _create_kubectl(_cm_flow), _create_python(FLOWS, _cm_flow)),
-    Action("flow create ->unowned Secret", _create_kubectl(_unowned_flow),
-           _create_python(FLOWS, _unowned_flow)),
+    Action(
+        "flow create ->unowned Secret",
+        _create_kubectl(_unowned_flow),
+        _create_python(FLOWS, _unowned_flow),
+    ),
     Action("bind owner role to self", _bind_owner_role_kubectl, _bind_owner_role_python),
 ]
 
 READS = {"space get", "space list", "flow get", "flow list"}
-OWNER_ROW = {a.column: ALLOW for a in ACTIONS} | {"space status": RBAC,
-                                                   "bind owner role to self": RBAC}
+OWNER_ROW = {a.column: ALLOW for a in ACTIONS} | {
+    "space status": RBAC,
+    "bind owner role to self": RBAC,
+}
 DENIED_ROW = {a.column: RBAC for a in ACTIONS}
 READER_ROW = DENIED_ROW | dict.fromkeys(READS, ALLOW)
-WILDCARD_ROW = ({a.column: POLICY for a in ACTIONS} | dict.fromkeys(READS, ALLOW)
-                | {"bind owner role to self": RBAC})
+WILDCARD_ROW = (
+    {a.column: POLICY for a in ACTIONS}
+    | dict.fromkeys(READS, ALLOW)
+    | {"bind owner role to self": RBAC}
+)
 
 # subject -> (description, expected row)
 EXPECTED: dict[str, tuple[str, dict[str, str]]] = {
@@ -217,9 +331,12 @@ def sa_kubeconfig(cluster: LocalCluster, ns: str, name: str) -> Path:
 
 
 def wildcard_role() -> dict[str, Any]:
-    return {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
-            "metadata": {"name": WILDCARD_ROLE},
-            "rules": [{"apiGroups": [GROUP], "resources": ["*"], "verbs": ["*"]}]}
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRole",
+        "metadata": {"name": WILDCARD_ROLE},
+        "rules": [{"apiGroups": [GROUP], "resources": ["*"], "verbs": ["*"]}],
+    }
 
 
 def owners_binding_subjects(kube: Kube, ns: str) -> set[tuple[str, str]]:
@@ -258,38 +375,72 @@ def world(cluster: LocalCluster, kube: Kube, operator: OperatorProcess) -> Itera
     cp = cluster.cp
     for n in (ns, other_ns):
         cp.kubectl("create", "namespace", n)
-    users = {"owner-user": f"alice-{suffix}", "owner-group": f"gary-{suffix}",
-             "ns-admin": f"adam-{suffix}", "wildcard": f"wendy-{suffix}",
-             "viewer": f"vera-{suffix}", "other-owner": f"oscar-{suffix}"}
+    users = {
+        "owner-user": f"alice-{suffix}",
+        "owner-group": f"gary-{suffix}",
+        "ns-admin": f"adam-{suffix}",
+        "wildcard": f"wendy-{suffix}",
+        "viewer": f"vera-{suffix}",
+        "other-owner": f"oscar-{suffix}",
+    }
     owners_group = f"team-a-owners-{suffix}"
-    kubeconfigs = {s: cp.kubeconfig_for(u, [owners_group] if s == "owner-group" else [])
-                   for s, u in users.items()}
+    kubeconfigs = {
+        s: cp.kubeconfig_for(u, [owners_group] if s == "owner-group" else [])
+        for s, u in users.items()
+    }
     kubeconfigs["owner-sa"] = sa_kubeconfig(cluster, ns, "gitops")
     kubeconfigs["flow-sa"] = sa_kubeconfig(cluster, ns, "node-red")
     users["owner-sa"] = f"system:serviceaccount:{ns}:gitops"
     users["flow-sa"] = f"system:serviceaccount:{ns}:node-red"
 
-    owners = [{"kind": "User", "name": users["owner-user"]},
-              {"kind": "Group", "name": owners_group},
-              {"kind": "ServiceAccount", "name": "gitops"}]
-    cluster.apply([
-        wildcard_role(),
-        space_doc(ns, "secrets", owners),
-        space_doc(other_ns, "secrets", [{"kind": "User", "name": users["other-owner"]}]),
-        flow_doc(ns, "existing", "existing-target"),
-        {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "unowned", "namespace": ns},
-         "stringData": {"password": "hunter2"}},
-    ])
+    owners = [
+        {"kind": "User", "name": users["owner-user"]},
+        {"kind": "Group", "name": owners_group},
+        {"kind": "ServiceAccount", "name": "gitops"},
+    ]
+    cluster.apply(
+        [
+            wildcard_role(),
+            space_doc(ns, "secrets", owners),
+            space_doc(other_ns, "secrets", [{"kind": "User", "name": users["other-owner"]}]),
+            flow_doc(ns, "existing", "existing-target"),
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {"name": "unowned", "namespace": ns},
+                "stringData": {"password": "hunter2"},
+            },
+        ]
+    )
     for subject, role in (("ns-admin", "admin"), ("wildcard", WILDCARD_ROLE), ("viewer", "view")):
-        cp.kubectl("create", "rolebinding", f"{subject}", "-n", ns, f"--clusterrole={role}",
-                   f"--user={users[subject]}")
+        cp.kubectl(
+            "create",
+            "rolebinding",
+            f"{subject}",
+            "-n",
+            ns,
+            f"--clusterrole={role}",
+            f"--user={users[subject]}",
+        )
     want = {("User", users["owner-user"]), ("Group", owners_group), ("ServiceAccount", "gitops")}
     wait_for("the owners RoleBinding", lambda: owners_binding_subjects(kube, ns) == want)
     # the flows policy reads the space from the API server's cache: wait until it is there
     probe = yaml.safe_dump(flow_doc(ns, "probe", "probe"))
-    wait_for("the owners policy to see the space", lambda: cp.kubectl(
-        "create", DRY, "-f", "-", input=probe, kubeconfig=kubeconfigs["owner-user"],
-        check=False).returncode == 0)
+    wait_for(
+        "the owners policy to see the space",
+        lambda: (
+            cp.kubectl(
+                "create",
+                DRY,
+                "-f",
+                "-",
+                input=probe,
+                kubeconfig=kubeconfigs["owner-user"],
+                check=False,
+            ).returncode
+            == 0
+        ),
+    )
     space = kube.get_custom(SPACES, ns, "secrets")
     flow = kube.get_custom(FLOWS, ns, "existing")
     yield World(cluster, ns, other_ns, space, flow, kubeconfigs, users)
@@ -312,15 +463,17 @@ def classify(message: str) -> str:
 
 def run_kubectl(w: World, subject: str, action: Action) -> tuple[str, str]:
     args, stdin = action.kubectl(w, subject)
-    result = w.cluster.cp.kubectl(*args, input=stdin, kubeconfig=w.kubeconfigs[subject],
-                                  check=False)
+    result = w.cluster.cp.kubectl(
+        *args, input=stdin, kubeconfig=w.kubeconfigs[subject], check=False
+    )
     if result.returncode == 0:
         return ALLOW, ""
     return classify(result.stderr), result.stderr.strip()
 
 
-def run_python(w: World, subject: str, action: Action,
-               api: kubernetes.client.ApiClient) -> tuple[str, str]:
+def run_python(
+    w: World, subject: str, action: Action, api: kubernetes.client.ApiClient
+) -> tuple[str, str]:
     try:
         action.python(w, subject, api)
     except kubernetes.client.ApiException as exc:
@@ -358,9 +511,15 @@ def render(rows: dict[str, dict[str, str]], expected: dict[str, dict[str, str]])
             cells.append(f"{mark + ('' if row[c] == expected[subject][c] else '!'):>7}")
         lines.append(f"{subject:<{width}}" + " ".join(cells))
     legend = "  ".join(f"{i + 1}={c}" for i, c in enumerate(cols))
-    return "\n".join([*lines, "", legend,
-                      "allow / x rbac = denied by RBAC / X VAP = denied by the admission policy;"
-                      " ! = not as expected"])
+    return "\n".join(
+        [
+            *lines,
+            "",
+            legend,
+            "allow / x rbac = denied by RBAC / X VAP = denied by the admission policy;"
+            " ! = not as expected",
+        ]
+    )
 
 
 # -- the tests ----------------------------------------------------------------------------------
@@ -385,14 +544,21 @@ def test_matrix_subjects_by_actions(world: World, report: MatrixReport) -> None:
                 if bad:
                     problems.append(f"{via} {action.column}: {bad}")
         api.close()
-    text = "\n".join([
-        f"owners matrix in {world.ns} (kubectl; the Python client agrees unless listed below)",
-        render(kubectl_rows, expected), "",
-        *(f"{s:<12} {d}" for s, (d, _r) in EXPECTED.items()),
-        f"({len(EXPECTED) * len(ACTIONS) * 2} requests in {time.monotonic() - started:.1f}s)",
-    ])
-    diff_py = [f"python {s} {c}: {python_rows[s][c]} != kubectl {kubectl_rows[s][c]}"
-               for s in EXPECTED for c in python_rows[s] if python_rows[s][c] != kubectl_rows[s][c]]
+    text = "\n".join(
+        [
+            f"owners matrix in {world.ns} (kubectl; the Python client agrees unless listed below)",
+            render(kubectl_rows, expected),
+            "",
+            *(f"{s:<12} {d}" for s, (d, _r) in EXPECTED.items()),
+            f"({len(EXPECTED) * len(ACTIONS) * 2} requests in {time.monotonic() - started:.1f}s)",
+        ]
+    )
+    diff_py = [
+        f"python {s} {c}: {python_rows[s][c]} != kubectl {kubectl_rows[s][c]}"
+        for s in EXPECTED
+        for c in python_rows[s]
+        if python_rows[s][c] != kubectl_rows[s][c]
+    ]
     report.text = text + ("\n" + "\n".join(diff_py) if diff_py else "")
     print(report.text)
     assert kubectl_rows == expected, report.text
@@ -404,39 +570,69 @@ def test_policy_denials_read_well_in_kubectl_and_python(world: World) -> None:
     """The exact words a person sees, through both clients."""
     wendy, user = world.kubeconfigs["wildcard"], world.usernames["wildcard"]
     owners = f"User {world.usernames['owner-user']}, Group team-a-owners-"
-    out = world.cluster.cp.kubectl("delete", SPACES, "secrets", "-n", world.ns, DRY,
-                                   kubeconfig=wendy, check=False)
+    out = world.cluster.cp.kubectl(
+        "delete", SPACES, "secrets", "-n", world.ns, DRY, kubeconfig=wendy, check=False
+    )
     assert out.returncode != 0
     assert f"only owners of space {world.ns} ({owners}" in out.stderr, out.stderr
     assert f"may delete its SpaceSecrets secrets; {user} is not one" in out.stderr, out.stderr
 
     api = make_client(str(wendy))
     with pytest.raises(kubernetes.client.ApiException) as err:
-        _co(api).create_namespaced_custom_object(GROUP, VERSION, world.ns, FLOWS,
-                                                 _new_flow(world), dry_run="All")
+        _co(api).create_namespaced_custom_object(
+            GROUP, VERSION, world.ns, FLOWS, _new_flow(world), dry_run="All"
+        )
     api.close()
     assert err.value.status == 403
     message = json.loads(err.value.body)["message"]
     assert f"only owners of space {world.ns} ({owners}" in message, message
     assert f"may create FlowSecretSyncs; {user} is not one" in message, message
 
-    out = world.cluster.cp.kubectl("create", DRY, "-f", "-", kubeconfig=wendy, check=False,
-                                   input=yaml.safe_dump(_second_space(world)))
+    out = world.cluster.cp.kubectl(
+        "create",
+        DRY,
+        "-f",
+        "-",
+        kubeconfig=wendy,
+        check=False,
+        input=yaml.safe_dump(_second_space(world)),
+    )
     assert f"namespace {world.ns} already has the SpaceSecrets secrets; only owners" in out.stderr
 
 
 def test_owner_of_another_space_manages_only_that_one(world: World) -> None:
     oscar = world.kubeconfigs["other-owner"]
-    wait_for("oscar's owner binding", lambda: world.cluster.cp.kubectl(
-        "patch", SPACES, "secrets", "-n", world.other_ns, DRY, "--type=merge",
-        "-p", json.dumps(LABEL_PATCH), kubeconfig=oscar, check=False).returncode == 0)
+    wait_for(
+        "oscar's owner binding",
+        lambda: (
+            world.cluster.cp.kubectl(
+                "patch",
+                SPACES,
+                "secrets",
+                "-n",
+                world.other_ns,
+                DRY,
+                "--type=merge",
+                "-p",
+                json.dumps(LABEL_PATCH),
+                kubeconfig=oscar,
+                check=False,
+            ).returncode
+            == 0
+        ),
+    )
     doc = flow_doc(world.other_ns, "f", "t")
-    assert world.cluster.cp.kubectl("create", DRY, "-f", "-", input=yaml.safe_dump(doc),
-                                    kubeconfig=oscar, check=False).returncode == 0
+    assert (
+        world.cluster.cp.kubectl(
+            "create", DRY, "-f", "-", input=yaml.safe_dump(doc), kubeconfig=oscar, check=False
+        ).returncode
+        == 0
+    )
 
 
-def _can(cluster: LocalCluster, kubeconfig: Path, *args: str,
-         stdin: str | None = None) -> tuple[bool, str]:
+def _can(
+    cluster: LocalCluster, kubeconfig: Path, *args: str, stdin: str | None = None
+) -> tuple[bool, str]:
     """Run kubectl as someone: (allowed, what the API server said)."""
     out = cluster.cp.kubectl(*args, kubeconfig=kubeconfig, input=stdin, check=False)
     return out.returncode == 0, out.stderr
@@ -450,7 +646,8 @@ def denied(result: tuple[bool, str]) -> str:
 
 
 def test_owners_added_or_removed_gain_or_lose_access_at_once(
-        cluster: LocalCluster, kube: Kube, operator: OperatorProcess, ns: str) -> None:
+    cluster: LocalCluster, kube: Kube, operator: OperatorProcess, ns: str
+) -> None:
     cp = cluster.cp
     alice, nina = f"alice-{ns}", f"nina-{ns}"
     alice_kc, nina_kc = cp.kubeconfig_for(alice), cp.kubeconfig_for(nina)
@@ -461,21 +658,40 @@ def test_owners_added_or_removed_gain_or_lose_access_at_once(
     def nina_patch_outcome() -> str:
         """Through the Python client (no GET first): who, if anyone, refuses nina's patch."""
         try:
-            nina_api.patch_namespaced_custom_object(GROUP, VERSION, ns, SPACES, "secrets",
-                                                    LABEL_PATCH, dry_run="All",
-                                                    _content_type=MERGE)
+            nina_api.patch_namespaced_custom_object(
+                GROUP,
+                VERSION,
+                ns,
+                SPACES,
+                "secrets",
+                LABEL_PATCH,
+                dry_run="All",
+                _content_type=MERGE,
+            )
         except kubernetes.client.ApiException as exc:
             return classify(str(json.loads(exc.body)["message"]))
         return ALLOW
 
     def patch_space(kc: Path, body: dict[str, Any], dry: bool = True) -> tuple[bool, str]:
         extra = [DRY] if dry else []
-        return _can(cluster, kc, "patch", SPACES, "secrets", "-n", ns, *extra,
-                    "--type=merge", "-p", json.dumps(body))
+        return _can(
+            cluster,
+            kc,
+            "patch",
+            SPACES,
+            "secrets",
+            "-n",
+            ns,
+            *extra,
+            "--type=merge",
+            "-p",
+            json.dumps(body),
+        )
 
     def create_flow(kc: Path) -> tuple[bool, str]:
-        return _can(cluster, kc, "create", DRY, "-f", "-",
-                    stdin=yaml.safe_dump(flow_doc(ns, "f", "t")))
+        return _can(
+            cluster, kc, "create", DRY, "-f", "-", stdin=yaml.safe_dump(flow_doc(ns, "f", "t"))
+        )
 
     assert " cannot " in denied(patch_space(nina_kc, LABEL_PATCH))  # RBAC: kubectl gets first
 
@@ -486,44 +702,67 @@ def test_owners_added_or_removed_gain_or_lose_access_at_once(
     assert ok, err
     # the policy already counts nina (RBAC may not yet): never a policy denial from here on
     assert nina_patch_outcome() in {ALLOW, RBAC}
-    wait_for("nina in the owners RoleBinding",
-             lambda: owners_binding_subjects(kube, ns) == {("User", alice), ("User", nina)},
-             timeout=15)
+    wait_for(
+        "nina in the owners RoleBinding",
+        lambda: owners_binding_subjects(kube, ns) == {("User", alice), ("User", nina)},
+        timeout=15,
+    )
     assert patch_space(nina_kc, LABEL_PATCH)[0]
     assert nina_patch_outcome() == ALLOW
     wait_for("nina may create a flow", lambda: create_flow(nina_kc)[0], timeout=10)
 
     # nina removes alice: alice is out of the policy with the very next request, while the
     # RoleBinding may still name her
-    ok, err = patch_space(nina_kc, {"spec": {"owners": [{"kind": "User", "name": nina}]}},
-                          dry=False)
+    ok, err = patch_space(
+        nina_kc, {"spec": {"owners": [{"kind": "User", "name": nina}]}}, dry=False
+    )
     assert ok, err
     ok, err = patch_space(alice_kc, LABEL_PATCH)
     assert not ok, "a removed owner could still edit the space"
     assert ("only owners of space" in err and f"(User {nina})" in err) or " cannot " in err, err
-    wait_for("alice out of the owners RoleBinding",
-             lambda: owners_binding_subjects(kube, ns) == {("User", nina)}, timeout=15)
+    wait_for(
+        "alice out of the owners RoleBinding",
+        lambda: owners_binding_subjects(kube, ns) == {("User", nina)},
+        timeout=15,
+    )
     assert "cannot create" in denied(create_flow(alice_kc))
     assert patch_space(nina_kc, LABEL_PATCH)[0]
 
 
 def test_flow_onto_an_unowned_secret_is_admitted_but_left_untouched(
-        cluster: LocalCluster, kube: Kube, operator: OperatorProcess, ns: str) -> None:
+    cluster: LocalCluster, kube: Kube, operator: OperatorProcess, ns: str
+) -> None:
     cp = cluster.cp
     alice = f"alice-{ns}"
     alice_kc = cp.kubeconfig_for(alice)
     space = Space(cluster, kube, ns, owners=[{"kind": "User", "name": alice}])
     space.apply({"TOKEN": "s3cret"})
     space.wait_version(1)
-    cluster.apply([{"apiVersion": "v1", "kind": "Secret",
-                    "metadata": {"name": "db-password", "namespace": ns},
-                    "stringData": {"password": "hunter2"}}])
+    cluster.apply(
+        [
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {"name": "db-password", "namespace": ns},
+                "stringData": {"password": "hunter2"},
+            }
+        ]
+    )
     before = kube.get("Secret", ns, "db-password")
     wait_for("alice's binding", lambda: owners_binding_subjects(kube, ns) == {("User", alice)})
 
     def create() -> bool:
-        return cp.kubectl("create", "-f", "-", input=yaml.safe_dump(
-            flow_doc(ns, "grab", "db-password")), kubeconfig=alice_kc, check=False).returncode == 0
+        return (
+            cp.kubectl(
+                "create",
+                "-f",
+                "-",
+                input=yaml.safe_dump(flow_doc(ns, "grab", "db-password")),
+                kubeconfig=alice_kc,
+                check=False,
+            ).returncode
+            == 0
+        )
 
     wait_for("alice's FlowSecretSync to be admitted", create, timeout=10)
     cond = space.wait_condition("Synced", "False", "TargetNotOwned", name="grab", plural=FLOWS)
@@ -540,8 +779,17 @@ def test_flow_target_is_always_in_the_flows_own_namespace(world: World) -> None:
     """A FlowSecretSync names its target without a namespace: there is none to point elsewhere."""
     doc = _new_flow(world)
     doc["spec"]["target"]["namespace"] = world.other_ns
-    err = denied(_can(world.cluster, world.kubeconfigs["owner-user"], "create", DRY, "-f", "-",
-                      stdin=yaml.safe_dump(doc)))
+    err = denied(
+        _can(
+            world.cluster,
+            world.kubeconfigs["owner-user"],
+            "create",
+            DRY,
+            "-f",
+            "-",
+            stdin=yaml.safe_dump(doc),
+        )
+    )
     assert 'unknown field "spec.target.namespace"' in err, err
 
 
@@ -551,21 +799,35 @@ def test_operator_rbac_binds_only_the_owner_role(world: World) -> None:
     role = operator_role()
     role["metadata"]["name"] = f"owners-test-{role['metadata']['name']}"
     world.cluster.apply([role])
-    cp.kubectl("create", "clusterrolebinding", probe, f"--clusterrole={role['metadata']['name']}",
-               f"--user={probe}")
+    cp.kubectl(
+        "create",
+        "clusterrolebinding",
+        probe,
+        f"--clusterrole={role['metadata']['name']}",
+        f"--user={probe}",
+    )
     kc = cp.kubeconfig_for(probe)
     try:
         for granted, ok in ((OWNER_CLUSTER_ROLE, True), ("admin", False), ("edit", False)):
-            done, err = _can(world.cluster, kc, "create", "rolebinding", f"probe-{granted}",
-                             "-n", world.ns, DRY, f"--clusterrole={granted}", f"--user={probe}")
+            done, err = _can(
+                world.cluster,
+                kc,
+                "create",
+                "rolebinding",
+                f"probe-{granted}",
+                "-n",
+                world.ns,
+                DRY,
+                f"--clusterrole={granted}",
+                f"--user={probe}",
+            )
             assert done is ok, f"{granted}: {err}"
     finally:
         cp.kubectl("delete", "clusterrolebinding", probe, check=False)
         cp.kubectl("delete", "clusterrole", role["metadata"]["name"], check=False)
 
 
-def test_policy_holds_with_the_operator_stopped(
-        fresh_cluster: Callable[[], LocalCluster]) -> None:
+def test_policy_holds_with_the_operator_stopped(fresh_cluster: Callable[[], LocalCluster]) -> None:
     cluster = fresh_cluster()
     cp = cluster.cp
     kube = Kube(make_client(str(cluster.kubeconfig)))
@@ -574,8 +836,9 @@ def test_policy_holds_with_the_operator_stopped(
     cp.kubectl("create", "namespace", ns)
     alice, bob, wendy = (cp.kubeconfig_for(u) for u in ("alice", "bob", "wendy"))
     cluster.apply([wildcard_role(), space_doc(ns, "secrets", [{"kind": "User", "name": "alice"}])])
-    cp.kubectl("create", "rolebinding", "wendy", "-n", ns, f"--clusterrole={WILDCARD_ROLE}",
-               "--user=wendy")
+    cp.kubectl(
+        "create", "rolebinding", "wendy", "-n", ns, f"--clusterrole={WILDCARD_ROLE}", "--user=wendy"
+    )
     wait_for("alice's binding", lambda: owners_binding_subjects(kube, ns) == {("User", "alice")})
     op.stop()
     assert not op.alive()
@@ -588,18 +851,42 @@ def test_policy_holds_with_the_operator_stopped(
     assert "only owners of space team-a (User alice)" in err, err
     err = denied(kubectl(wendy, "create", "-f", "-", doc=flow))
     assert "only owners of space team-a (User alice)" in err, err
-    err = denied(kubectl(wendy, "patch", SPACES, "secrets", "-n", ns, "--type=merge", "-p",
-                         json.dumps({"spec": {"owners": [{"kind": "User", "name": "wendy"}]}})))
+    err = denied(
+        kubectl(
+            wendy,
+            "patch",
+            SPACES,
+            "secrets",
+            "-n",
+            ns,
+            "--type=merge",
+            "-p",
+            json.dumps({"spec": {"owners": [{"kind": "User", "name": "wendy"}]}}),
+        )
+    )
     assert "wendy is not one" in err, err
-    wait_for("alice to create a flow", lambda: kubectl(alice, "create", "-f", "-", doc=flow)[0],
-             timeout=10)
+    wait_for(
+        "alice to create a flow",
+        lambda: kubectl(alice, "create", "-f", "-", doc=flow)[0],
+        timeout=10,
+    )
 
     # alice hands the space to bob while nobody runs the operator: the RoleBinding still names
     # alice (and not bob), yet the policy follows spec.owners from the very next request
-    ok, err = kubectl(alice, "patch", SPACES, "secrets", "-n", ns, "--type=merge", "-p",
-                      json.dumps({"spec": {"owners": [{"kind": "User", "name": "bob"}]}}))
+    ok, err = kubectl(
+        alice,
+        "patch",
+        SPACES,
+        "secrets",
+        "-n",
+        ns,
+        "--type=merge",
+        "-p",
+        json.dumps({"spec": {"owners": [{"kind": "User", "name": "bob"}]}}),
+    )
     assert ok, err
     assert owners_binding_subjects(kube, ns) == {("User", "alice")}
+
     # (the flows policy reads the space from the API server's watch cache: a moment, not an
     # operator, away)
     def refused() -> str:
@@ -620,15 +907,39 @@ def test_no_space_no_owners_no_flows(world: World) -> None:
     cp, ns = world.cluster.cp, f"{world.ns}-empty"
     cp.kubectl("create", "namespace", ns)
     try:
-        cp.kubectl("create", "rolebinding", "wildcard", "-n", ns, f"--clusterrole={WILDCARD_ROLE}",
-                   f"--user={world.usernames['wildcard']}")
-        err = denied(_can(world.cluster, world.kubeconfigs["wildcard"], "create", DRY, "-f", "-",
-                          stdin=yaml.safe_dump(flow_doc(ns, "f", "t"))))
+        cp.kubectl(
+            "create",
+            "rolebinding",
+            "wildcard",
+            "-n",
+            ns,
+            f"--clusterrole={WILDCARD_ROLE}",
+            f"--user={world.usernames['wildcard']}",
+        )
+        err = denied(
+            _can(
+                world.cluster,
+                world.kubeconfigs["wildcard"],
+                "create",
+                DRY,
+                "-f",
+                "-",
+                stdin=yaml.safe_dump(flow_doc(ns, "f", "t")),
+            )
+        )
         assert "spacesecrets-owners-flows" in err, err
         assert "no params found" in err, err
         # the first SpaceSecrets, though, is anyone's whom RBAC lets create it
-        assert _can(world.cluster, world.kubeconfigs["wildcard"], "create", DRY, "-f", "-",
-                    stdin=yaml.safe_dump(space_doc(ns, "secrets", [
-                        {"kind": "User", "name": world.usernames["wildcard"]}])))[0]
+        assert _can(
+            world.cluster,
+            world.kubeconfigs["wildcard"],
+            "create",
+            DRY,
+            "-f",
+            "-",
+            stdin=yaml.safe_dump(
+                space_doc(ns, "secrets", [{"kind": "User", "name": world.usernames["wildcard"]}])
+            ),
+        )[0]
     finally:
         cp.kubectl("delete", "namespace", ns, "--wait=false", check=False)
