@@ -1,0 +1,316 @@
+"""What the benchmarks measure with: fast object creation, watches that time-stamp what the operator
+does, process statistics from /proc, the audit log, and an in-memory API for in-process timings.
+
+Test support, not a test module: importing it needs no cluster.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+import os
+import statistics
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import kubernetes
+
+from spacesecrets import crypto
+from spacesecrets.kube import AlreadyExists, NotFound
+
+GROUP, VERSION = "spacesecrets.io", "v1alpha1"
+WRITE_VERBS = frozenset({"create", "update", "patch", "delete", "deletecollection"})
+
+
+# -- clients ------------------------------------------------------------------------------------
+
+
+def api_client(kubeconfig: Path, pool: int = 32) -> kubernetes.client.ApiClient:
+    """A client whose connection pool is as large as the thread pools that share it."""
+    config = kubernetes.client.Configuration()
+    kubernetes.config.load_kube_config(config_file=str(kubeconfig), client_configuration=config)
+    config.connection_pool_maxsize = pool
+    return kubernetes.client.ApiClient(config)
+
+
+def parallel(fn: Callable[[Any], Any], items: Iterable[Any], workers: int = 16) -> list[Any]:
+    with ThreadPoolExecutor(workers) as pool:
+        return list(pool.map(fn, items))
+
+
+# -- documents ----------------------------------------------------------------------------------
+
+
+def values_for(index: int, keys: int, generation: int = 0) -> dict[str, tuple[str, bytes]]:
+    """`keys` values for space number `index`: mostly text, every fifth a small JSON document."""
+    out: dict[str, tuple[str, bytes]] = {}
+    for k in range(keys):
+        name = f"KEY_{k:03d}"
+        if k % 5 == 4:
+            out[name] = ("json", json.dumps({"space": index, "key": k, "gen": generation,
+                                             "flags": [True, False]}).encode())
+        else:
+            out[name] = ("text", f"bench-{index}-{k}-{generation}-".encode() + b"x" * 24)
+    return out
+
+
+def sealed_data(pub: Any, namespace: str,
+                values: Mapping[str, tuple[str, bytes]]) -> dict[str, dict[str, str]]:
+    return {k: {"format": fmt, "sealed": crypto.seal(pub, namespace, k, fmt, raw)}
+            for k, (fmt, raw) in values.items()}
+
+
+def space_body(pub: Any, namespace: str, values: Mapping[str, tuple[str, bytes]],
+               owners: list[dict[str, str]] | None = None) -> dict[str, Any]:
+    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "SpaceSecrets",
+            "metadata": {"name": "secrets", "namespace": namespace},
+            "spec": {"owners": owners or [{"kind": "User", "name": "owner@example.com"}],
+                     "data": sealed_data(pub, namespace, values)}}
+
+
+def flow_body(namespace: str, name: str, target: str, autosync: str = "1m") -> dict[str, Any]:
+    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "FlowSecretSync",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {"target": {"kind": "Secret", "name": target}, "autosync": autosync}}
+
+
+# -- percentiles --------------------------------------------------------------------------------
+
+
+def percentile(samples: list[float], q: float) -> float | None:
+    if not samples:
+        return None
+    ordered = sorted(samples)
+    rank = max(0, min(len(ordered) - 1, round(q / 100 * len(ordered) + 0.5) - 1))
+    return ordered[rank]
+
+
+def summary(samples: list[float]) -> dict[str, float | int | None]:
+    return {"n": len(samples), "p50": percentile(samples, 50), "p99": percentile(samples, 99),
+            "max": max(samples) if samples else None,
+            "mean": statistics.fmean(samples) if samples else None}
+
+
+# -- watches ------------------------------------------------------------------------------------
+
+
+class Recorder:
+    """Watches spaces, flows and projected Secrets cluster-wide and notes, on this process's
+    monotonic clock, when each first reached a state. Waiters block on a condition variable."""
+
+    def __init__(self, client: kubernetes.client.ApiClient) -> None:
+        self.client = client
+        self.cond = threading.Condition()
+        self.space_ready: dict[str, float] = {}       # ns -> first Ready=True
+        self.space_version: dict[str, int] = {}       # ns -> latest status.version
+        self.version_seen: dict[tuple[str, int], float] = {}  # (ns, version) -> first seen
+        self.flow_synced: dict[tuple[str, str], float] = {}   # (ns, flow) -> first Synced=True
+        self.target_version: dict[tuple[str, str], int] = {}  # (ns, target) -> version annotation
+        self.target_seen: dict[tuple[str, str, int], float] = {}  # (ns, target, version) -> first
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    def start(self) -> None:
+        custom = kubernetes.client.CustomObjectsApi(self.client)
+        core = kubernetes.client.CoreV1Api(self.client)
+        sources: list[tuple[Callable[..., Any], dict[str, Any], Callable[[dict[str, Any]], None]]]
+        sources = [
+            (custom.list_cluster_custom_object,
+             {"group": GROUP, "version": VERSION, "plural": "spacesecrets"}, self._space),
+            (custom.list_cluster_custom_object,
+             {"group": GROUP, "version": VERSION, "plural": "flowsecretsyncs"}, self._flow),
+            (core.list_secret_for_all_namespaces,
+             {"label_selector": "app.kubernetes.io/managed-by=spacesecrets"}, self._target),
+        ]
+        for fn, kwargs, handle in sources:
+            thread = threading.Thread(target=self._watch, args=(fn, kwargs, handle), daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _watch(self, fn: Callable[..., Any], kwargs: dict[str, Any],
+               handle: Callable[[dict[str, Any]], None]) -> None:
+        resource_version = ""
+        while not self._stop.is_set():
+            watch = kubernetes.watch.Watch()
+            try:
+                for event in watch.stream(fn, timeout_seconds=60, allow_watch_bookmarks=True,
+                                          resource_version=resource_version or None, **kwargs):
+                    raw = event.get("raw_object") or {}
+                    resource_version = (raw.get("metadata") or {}).get(
+                        "resourceVersion", resource_version)
+                    if event["type"] in ("ADDED", "MODIFIED"):
+                        handle(raw)
+                    if self._stop.is_set():
+                        break
+            except kubernetes.client.ApiException as exc:
+                if exc.status == 410:
+                    resource_version = ""  # expired: list again
+                time.sleep(0.5)
+            except Exception:
+                time.sleep(0.5)  # the API server restarts in some runs: watch again
+            finally:
+                watch.stop()
+
+    def _space(self, obj: dict[str, Any]) -> None:
+        now = time.monotonic()
+        ns = obj["metadata"]["namespace"]
+        status = obj.get("status") or {}
+        with self.cond:
+            ready = any(c.get("type") == "Ready" and c.get("status") == "True"
+                        for c in status.get("conditions") or [])
+            if ready and ns not in self.space_ready:
+                self.space_ready[ns] = now
+            version = status.get("version")
+            if isinstance(version, int):
+                self.space_version[ns] = version
+                self.version_seen.setdefault((ns, version), now)
+            self.cond.notify_all()
+
+    def _flow(self, obj: dict[str, Any]) -> None:
+        now = time.monotonic()
+        key = (obj["metadata"]["namespace"], obj["metadata"]["name"])
+        synced = any(c.get("type") == "Synced" and c.get("status") == "True"
+                     for c in (obj.get("status") or {}).get("conditions") or [])
+        with self.cond:
+            if synced and key not in self.flow_synced:
+                self.flow_synced[key] = now
+            self.cond.notify_all()
+
+    def _target(self, obj: dict[str, Any]) -> None:
+        now = time.monotonic()
+        meta = obj["metadata"]
+        raw = (meta.get("annotations") or {}).get("spacesecrets.io/version")
+        if raw is None:
+            return
+        ns, name, version = meta["namespace"], meta["name"], int(raw)
+        with self.cond:
+            self.target_version[(ns, name)] = version
+            self.target_seen.setdefault((ns, name, version), now)
+            self.cond.notify_all()
+
+    def wait(self, what: str, predicate: Callable[[], bool], timeout: float) -> None:
+        with self.cond:
+            if not self.cond.wait_for(predicate, timeout):
+                raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+# -- the operator process -----------------------------------------------------------------------
+
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _TICK  # utime, stime
+
+
+def rss_mib(pid: int) -> tuple[float, float]:
+    """(current RSS, peak RSS) in MiB."""
+    status = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text()
+                  .splitlines() if ":" in line)
+    return (int(status["VmRSS"].split()[0]) / 1024, int(status["VmHWM"].split()[0]) / 1024)
+
+
+# -- the audit log ------------------------------------------------------------------------------
+
+
+def _audit_time(text: str) -> float:
+    return dt.datetime.strptime(text[:26].rstrip("Z"), "%Y-%m-%dT%H:%M:%S.%f").replace(
+        tzinfo=dt.UTC).timestamp()
+
+
+def audit_requests(path: Path, user: str, since: float, until: float) -> list[dict[str, Any]]:
+    """The user's completed requests received in [since, until) (wall-clock seconds)."""
+    out = []
+    needle = f'"username":"{user}"'
+    with path.open(errors="replace") as lines:
+        for line in lines:
+            if needle not in line:
+                continue
+            entry = json.loads(line)
+            if entry.get("stage") != "ResponseComplete":
+                continue
+            at = _audit_time(entry["requestReceivedTimestamp"])
+            if since <= at < until:
+                out.append(entry)
+    return out
+
+
+def by_verb_and_resource(entries: list[dict[str, Any]], writes_only: bool = True) -> dict[str, int]:
+    counts: Counter[str] = Counter()
+    for entry in entries:
+        if writes_only and entry["verb"] not in WRITE_VERBS:
+            continue
+        ref = entry.get("objectRef") or {}
+        resource = ref.get("resource", "?") + (f"/{ref['subresource']}"
+                                               if ref.get("subresource") else "")
+        counts[f"{entry['verb']} {resource}"] += 1
+    return dict(counts.most_common())
+
+
+# -- an in-memory API, for in-process reconcile timings -------------------------------------------
+
+
+class MemoryKube:
+    """Just enough of `spacesecrets.kube.Kube` for `Operator.reconcile_space`, in memory."""
+
+    def __init__(self) -> None:
+        self.objects: dict[tuple[str, str, str], dict[str, Any]] = {}
+        self.customs: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        self.writes = 0
+        self._rv = 0
+
+    def _store(self, kind: str, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        self._rv += 1
+        self.writes += 1
+        obj = json.loads(json.dumps(body))
+        obj["metadata"]["resourceVersion"] = str(self._rv)
+        self.objects[(kind, namespace, obj["metadata"]["name"])] = obj
+        return obj
+
+    def get(self, kind: str, namespace: str, name: str) -> dict[str, Any]:
+        try:
+            return json.loads(json.dumps(self.objects[(kind, namespace, name)]))
+        except KeyError:
+            raise NotFound(f"{kind} {namespace}/{name}") from None
+
+    def create(self, kind: str, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        if (kind, namespace, body["metadata"]["name"]) in self.objects:
+            raise AlreadyExists(body["metadata"]["name"])
+        return self._store(kind, namespace, body)
+
+    def replace(self, kind: str, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        return self._store(kind, namespace, body)
+
+    def list_custom(self, plural: str, namespace: str | None = None) -> list[dict[str, Any]]:
+        return list(self.customs.get((plural, namespace or ""), []))
+
+    def patch_status(self, plural: str, namespace: str, name: str,
+                     status: Mapping[str, Any]) -> None:
+        self.writes += 1
+
+    def get_role_binding(self, namespace: str, name: str) -> dict[str, Any]:
+        return self.get("RoleBinding", namespace, name)
+
+    def create_role_binding(self, namespace: str, body: Mapping[str, Any]) -> None:
+        self.create("RoleBinding", namespace, body)
+
+    def replace_role_binding(self, namespace: str, body: Mapping[str, Any]) -> None:
+        self.replace("RoleBinding", namespace, body)
+
+    def event(self, *_: Any, **__: Any) -> None:
+        self.writes += 1
+
+
+def b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()

@@ -1,0 +1,429 @@
+"""Benchmarks: the operator at N spaces (env BENCH_N, default 100), each with 20 keys and one
+FlowSecretSync, on a private real control plane; plus in-process crypto and reconcile timings.
+
+`make bench` (BENCH_N=1000 make bench, ...). The figures are printed as JSON and as a markdown
+table, and written to build/bench/<N>.json. The tests assert behaviour only (everything became
+Ready, Synced and projected; the operator stayed up), never a timing: timings depend on the
+machine, and the figures are for people to read and compare.
+
+What is measured, and how:
+- cold start: objects created with the operator stopped, then the operator started; time from
+  its process start to every space Ready, every flow Synced and every target projected (watches
+  time-stamp each on this process's clock);
+- first projection: new FlowSecretSyncs created at a steady pace among the N spaces; time from the
+  create request to the watch seeing the target Secret;
+- the immediate path, measured in two legs and end to end: a SpaceSecrets change to its new
+  status.version (change -> version), then a save of the flow (a spec change of the
+  FlowSecretSync) to the target holding that version (save -> target);
+- API writes by the operator's user at steady state, from the audit log, over a window after
+  everything converged (the real 1m autosync ticks fall inside it);
+- the operator's RSS and CPU from /proc; unseal and seal per value and the CPU of reconciling a
+  100-key space in-process, against an in-memory API.
+
+BENCH_PYSPY=<path of a py-spy binary> also records sampled profiles of the operator (cold start,
+then the rest) into build/bench/ as collapsed stacks.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import kubernetes
+import pytest
+from tests.bench.harness import (
+    GROUP,
+    VERSION,
+    MemoryKube,
+    Recorder,
+    api_client,
+    audit_requests,
+    by_verb_and_resource,
+    cpu_seconds,
+    flow_body,
+    parallel,
+    rss_mib,
+    sealed_data,
+    space_body,
+    summary,
+    values_for,
+)
+
+from spacesecrets import crypto, versions
+from spacesecrets.dev import OPERATOR_NAMESPACE, LocalCluster, local_cluster, wait_for
+from spacesecrets.reconcile import Operator
+from spacesecrets.settings import Settings
+
+N = int(os.environ.get("BENCH_N", "100"))
+KEYS = 20
+SAMPLES = int(os.environ.get("BENCH_SAMPLES", str(min(N, 100))))
+PACE = float(os.environ.get("BENCH_RATE", "10"))  # new flows per second in the latency probe
+STEADY_SECONDS = float(os.environ.get("BENCH_STEADY_SECONDS", "65"))
+OPERATOR_USER = "spacesecrets-bench-operator"
+BUILD = Path(__file__).resolve().parents[2] / "build" / "bench"
+
+
+def _ns(i: int) -> str:
+    return f"bench-{i:05d}"
+
+
+@pytest.fixture(scope="module")
+def results() -> Iterator[dict[str, Any]]:
+    out: dict[str, Any] = {"N": N, "keysPerSpace": KEYS, "cpus": os.cpu_count()}
+    yield out
+    print("\n" + json.dumps(out, indent=2, sort_keys=True))
+    print("\n" + markdown(out))
+    BUILD.mkdir(parents=True, exist_ok=True)
+    (BUILD / f"{N}.json").write_text(json.dumps(out, indent=2, sort_keys=True) + "\n")
+
+
+@pytest.fixture(scope="module")
+def bench_cluster() -> Iterator[LocalCluster]:
+    env = os.environ.get("SPACESECRETS_CONTROLPLANE_BIN")
+    with local_cluster(Path(env) if env else None) as cluster:
+        yield cluster
+
+
+# =============================================================================================
+# In process: crypto and the reconcile of one 100-key space
+# =============================================================================================
+
+
+def test_in_process_unseal_and_reconcile(results: dict[str, Any]) -> None:
+    ring = crypto.KeyRing.create(dt.datetime.now(dt.UTC))
+    pub = ring.current.public
+    values = values_for(0, 1000)
+    started = time.perf_counter()
+    data = sealed_data(pub, "bench-cpu", values)
+    seal_us = (time.perf_counter() - started) / len(values) * 1e6
+    started = time.perf_counter()
+    opened = {k: ring.unseal("bench-cpu", k, e["format"], e["sealed"]) for k, e in data.items()}
+    unseal_us = (time.perf_counter() - started) / len(values) * 1e6
+    assert opened == {k: raw for k, (_, raw) in values.items()}
+
+    kube = MemoryKube()
+    op = Operator(Settings(), kube)  # type: ignore[arg-type]
+    op.ring = ring
+    ns = "bench-cpu"
+    body: dict[str, Any] = {
+        "apiVersion": f"{GROUP}/{VERSION}", "kind": "SpaceSecrets",
+        "metadata": {"name": "secrets", "namespace": ns, "uid": "u-1", "generation": 1,
+                     "creationTimestamp": "2024-01-01T00:00:00Z"},
+        "spec": {"owners": [{"kind": "User", "name": "owner@example.com"}],
+                 "data": sealed_data(pub, ns, values_for(1, 100))},
+    }
+    kube.customs[("spacesecrets", ns)] = [body]
+
+    def cpu(runs: int, make_body: Any) -> float:
+        total = 0.0
+        for i in range(runs):
+            b = make_body(i)
+            kube.customs[("spacesecrets", ns)] = [b]
+            started = time.process_time()
+            op.reconcile_space(b)
+            total += time.process_time() - started
+        return total / runs * 1000
+
+    first = cpu(1, lambda _: body)
+    unchanged = cpu(20, lambda _: body)
+
+    def changed(i: int) -> dict[str, Any]:
+        data = dict(body["spec"]["data"])
+        data["KEY_000"] = sealed_data(pub, ns, {"KEY_000": ("text", f"changed-{i}".encode())})[
+            "KEY_000"]
+        return {**body, "metadata": {**body["metadata"], "generation": 2 + i},
+                "spec": {**body["spec"], "data": data}}
+
+    change = cpu(10, changed)
+    assert op.spaces[ns].version == 11
+    started = time.process_time()
+    plain, errors = versions.open_spec(ring, ns, body["spec"]["data"])
+    open_ms = (time.process_time() - started) * 1000
+    assert not errors and len(plain) == 100
+
+    flow = flow_body(ns, "f", "f-secrets")
+    flow["metadata"].update(uid="f-1", generation=1, creationTimestamp="2024-01-01T00:00:00Z")
+    entry = op.register_flow(flow)
+    started = time.process_time()
+    op.sync_flow(ns, "f", reason="create")
+    sync_ms = (time.process_time() - started) * 1000
+    assert entry.synced_version == 11
+
+    results["inProcess"] = {
+        "sealMicrosecondsPerValue": round(seal_us, 1),
+        "unsealMicrosecondsPerValue": round(unseal_us, 1),
+        "reconcile100KeysCpuMs": {"firstVersion": round(first, 2),
+                                  "unchanged": round(unchanged, 2),
+                                  "oneKeyChanged": round(change, 2),
+                                  "ofWhichOpenSpec": round(open_ms, 2)},
+        "firstProjection100KeysCpuMs": round(sync_ms, 2),
+    }
+
+
+# =============================================================================================
+# The operator at N spaces on the real control plane
+# =============================================================================================
+
+
+class PySpy:
+    """An optional sampling profile of the operator (BENCH_PYSPY=<py-spy binary>)."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.binary = os.environ.get("BENCH_PYSPY", "")
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, name: str) -> None:
+        if not self.binary:
+            return
+        BUILD.mkdir(parents=True, exist_ok=True)
+        self.proc = subprocess.Popen(
+            [self.binary, "record", "--pid", str(self.pid), "--rate", "50", "--format", "raw",
+             "--nonblocking", "--output", str(BUILD / f"{name}-{N}.txt")],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGINT)
+            self.proc.wait(60)
+            self.proc = None
+
+
+class Sampler(threading.Thread):
+    """Peak RSS of the operator, sampled every half second."""
+
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.pid, self.peak = pid, 0.0
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.wait(0.5):
+            try:
+                self.peak = max(self.peak, rss_mib(self.pid)[0])
+            except (OSError, KeyError):
+                return
+
+
+def _create_all(client: kubernetes.client.ApiClient, pub: Any) -> dict[str, float]:
+    core = kubernetes.client.CoreV1Api(client)
+    custom = kubernetes.client.CustomObjectsApi(client)
+    started = time.monotonic()
+    parallel(lambda i: core.create_namespace({"metadata": {"name": _ns(i)}}), range(N))
+    after_ns = time.monotonic()
+
+    def space(i: int) -> None:
+        body = space_body(pub, _ns(i), values_for(i, KEYS))
+        custom.create_namespaced_custom_object(GROUP, VERSION, _ns(i), "spacesecrets", body)
+
+    parallel(space, range(N))
+    after_spaces = time.monotonic()
+    parallel(lambda i: custom.create_namespaced_custom_object(
+        GROUP, VERSION, _ns(i), "flowsecretsyncs", flow_body(_ns(i), "flow", "flow-secrets")),
+        range(N))
+    done = time.monotonic()
+    return {"namespacesSeconds": round(after_ns - started, 1),
+            "spacesSeconds": round(after_spaces - after_ns, 1),
+            "flowsSeconds": round(done - after_spaces, 1),
+            "objectsPerSecond": round(3 * N / (done - started), 1)}
+
+
+def _probe_first_projection(custom: Any, rec: Recorder) -> list[float]:
+    sent: dict[str, float] = {}
+    start = time.monotonic()
+
+    def create(i: int) -> None:
+        delay = start + i / PACE - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)  # a steady pace, so this measures latency rather than a queue
+        sent[_ns(i)] = time.monotonic()
+        custom.create_namespaced_custom_object(
+            GROUP, VERSION, _ns(i), "flowsecretsyncs",
+            flow_body(_ns(i), "probe", "probe-secrets", autosync="24h"))
+
+    parallel(create, range(SAMPLES), workers=8)
+    rec.wait("every probe flow projected", lambda: all(
+        (ns, "probe-secrets", 1) in rec.target_seen for ns in sent), timeout=300)
+    return [rec.target_seen[(ns, "probe-secrets", 1)] - t for ns, t in sent.items()]
+
+
+def _probe_immediate_path(custom: Any, rec: Recorder, pub: Any) -> dict[str, list[float]]:
+    legs: dict[str, list[float]] = {"changeToVersion": [], "saveToTarget": [],
+                                    "changeToTargetViaSave": []}
+    lock = threading.Lock()
+
+    def sample(i: int) -> None:
+        ns = _ns(i)
+        with rec.cond:
+            version = rec.space_version[ns]
+        changed = sealed_data(pub, ns, {"KEY_000": ("text", f"changed-{i}".encode())})
+        t0 = time.monotonic()
+        custom.patch_namespaced_custom_object(GROUP, VERSION, ns, "spacesecrets", "secrets",
+                                              {"spec": {"data": changed}})
+        rec.wait(f"{ns} version {version + 1}",
+                 lambda: (ns, version + 1) in rec.version_seen, timeout=120)
+        t2 = time.monotonic()
+        custom.patch_namespaced_custom_object(GROUP, VERSION, ns, "flowsecretsyncs", "probe",
+                                              {"spec": {"autosync": "12h"}})
+        key = (ns, "probe-secrets", version + 1)
+        rec.wait(f"{ns} probe target at {version + 1}", lambda: key in rec.target_seen,
+                 timeout=120)
+        with lock:
+            legs["changeToVersion"].append(rec.version_seen[(ns, version + 1)] - t0)
+            legs["saveToTarget"].append(rec.target_seen[key] - t2)
+            legs["changeToTargetViaSave"].append(rec.target_seen[key] - t0)
+
+    parallel(sample, range(SAMPLES), workers=4)
+    return legs
+
+
+def _secs(stats: dict[str, Any]) -> dict[str, Any]:
+    return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in stats.items()}
+
+
+@pytest.mark.timeout(4 * 3600)
+def test_operator_at_scale(bench_cluster: LocalCluster, results: dict[str, Any]) -> None:
+    cluster = bench_cluster
+    # a first start creates and publishes the key ring; the bench seals to it, in process
+    first = cluster.start_operator()
+    pem = wait_for("the published public key", lambda: cluster.cp.kubectl(
+        "get", "configmap", "-n", OPERATOR_NAMESPACE, "spacesecrets-public-keys",
+        "-o", "jsonpath={.data.current\\.pem}", check=False).stdout)
+    first.stop()
+    pub = crypto.load_public_key_pem(pem)
+    client = api_client(cluster.kubeconfig)
+    custom = kubernetes.client.CustomObjectsApi(client)
+
+    results["create"] = _create_all(client, pub)
+    rec = Recorder(api_client(cluster.kubeconfig, pool=4))
+    rec.start()
+    time.sleep(2)  # the watches have listed what exists before the operator starts
+
+    # -- cold start ---------------------------------------------------------------------------
+    operator_kubeconfig = cluster.cp.kubeconfig_for(OPERATOR_USER, ["system:masters"])
+    wall0, t0 = time.time(), time.monotonic()
+    op = cluster.start_operator(kubeconfig=operator_kubeconfig, wait=False)
+    pid = op.popen.pid
+    spy = PySpy(pid)
+    spy.start("cold")
+    sampler = Sampler(pid)
+    sampler.start()
+    op.wait_ready(timeout=600)
+    healthy = time.monotonic() - t0
+    spaces = [_ns(i) for i in range(N)]
+    rec.wait("every space Ready, every flow Synced and projected", lambda: (
+        len(rec.space_ready) >= N and len(rec.flow_synced) >= N
+        and all((ns, "flow-secrets", 1) in rec.target_seen for ns in spaces)
+    ), timeout=3600)
+    with rec.cond:
+        all_ready = max(rec.space_ready.values()) - t0
+        all_synced = max(rec.flow_synced.values()) - t0
+        all_projected = max(rec.target_seen[(ns, "flow-secrets", 1)] for ns in spaces) - t0
+    cold_cpu = cpu_seconds(pid)
+    cold_wall = time.time()
+    spy.stop()
+    cold_rss = rss_mib(pid)[0]
+
+    # -- steady state -------------------------------------------------------------------------
+    spy.start("run")
+    time.sleep(10)  # the last status writes of the cold start land before the window opens
+    steady_from, cpu_from = time.time(), cpu_seconds(pid)
+    time.sleep(STEADY_SECONDS)  # the window is the measurement: every 1m tick falls inside it
+    steady_to, cpu_to = time.time(), cpu_seconds(pid)
+    steady_rss, steady_peak = rss_mib(pid)
+
+    # -- latencies ----------------------------------------------------------------------------
+    first_projection = _probe_first_projection(custom, rec)
+    legs = _probe_immediate_path(custom, rec, pub)
+    spy.stop()
+    sampler.stopped.set()
+    final_rss, final_peak = rss_mib(pid)
+    assert op.alive(), op.log_text()[-3000:]
+    assert "Traceback" not in op.log_text()
+    op.stop()
+    rec.stop()
+
+    time.sleep(2)  # the audit log is written in 1 s batches
+    cold = audit_requests(cluster.cp.audit_log, OPERATOR_USER, wall0, cold_wall)
+    steady = audit_requests(cluster.cp.audit_log, OPERATOR_USER, steady_from, steady_to)
+    steady_writes = by_verb_and_resource(steady)
+    minutes = (steady_to - steady_from) / 60
+    results["coldStart"] = {
+        "healthySeconds": round(healthy, 2),
+        "allReadySeconds": round(all_ready, 2),
+        "allSyncedSeconds": round(all_synced, 2),
+        "allProjectedSeconds": round(all_projected, 2),
+        "cpuSeconds": round(cold_cpu, 1),
+        "rssMiB": round(cold_rss, 1),
+        "apiRequests": len(cold),
+        "apiWrites": by_verb_and_resource(cold),
+        "apiReads": {k: v for k, v in by_verb_and_resource(cold, writes_only=False).items()
+                     if k.split()[0] not in ("create", "update", "patch", "delete")},
+    }
+    results["steadyState"] = {
+        "windowSeconds": round(steady_to - steady_from, 1),
+        "writesPerMinute": round(sum(steady_writes.values()) / minutes, 2),
+        "writes": steady_writes,
+        "requestsPerMinute": round(len(steady) / minutes, 2),
+        "cpuPercent": round((cpu_to - cpu_from) / (steady_to - steady_from) * 100, 2),
+        "rssMiB": round(steady_rss, 1),
+    }
+    results["firstProjectionSeconds"] = _secs(summary(first_projection))
+    results["immediatePathSeconds"] = {k: _secs(summary(v)) for k, v in legs.items()}
+    results["rss"] = {"finalMiB": round(final_rss, 1), "peakMiB": round(final_peak, 1),
+                      "sampledPeakMiB": round(max(sampler.peak, steady_peak), 1)}
+    assert len(first_projection) == SAMPLES
+    assert all(len(v) == SAMPLES for v in legs.values())
+
+
+# =============================================================================================
+# The report
+# =============================================================================================
+
+
+def markdown(r: dict[str, Any]) -> str:
+    def get(*path: str) -> Any:
+        node: Any = r
+        for p in path:
+            node = node.get(p) if isinstance(node, dict) else None
+        return "n/a" if node is None else node
+
+    def pq(*path: str) -> str:
+        return f"{get(*path, 'p50')} / {get(*path, 'p99')}"
+
+    n = r["N"]
+    rows = [
+        ("objects (spaces + flows)", f"{n} + {n}, {r['keysPerSpace']} keys each", ""),
+        ("bench create rate (objects/s)", get("create", "objectsPerSecond"), ""),
+        ("cold start: all Ready (s)", get("coldStart", "allReadySeconds"), ""),
+        ("cold start: all Ready + Synced + projected (s)", get("coldStart",
+         "allProjectedSeconds"), "<= 60 at 5,000"),
+        ("cold start: operator CPU (s)", get("coldStart", "cpuSeconds"), ""),
+        ("first projection p50 / p99 (s)", pq("firstProjectionSeconds"), "p99 <= 2 at 2,000 obj"),
+        ("change -> version p50 / p99 (s)", pq("immediatePathSeconds", "changeToVersion"), ""),
+        ("save -> target p50 / p99 (s)", pq("immediatePathSeconds", "saveToTarget"), ""),
+        ("change -> target via save p50 / p99 (s)",
+         pq("immediatePathSeconds", "changeToTargetViaSave"), ""),
+        ("steady-state writes/min (operator user)", get("steadyState", "writesPerMinute"), "0"),
+        ("steady-state CPU (%)", get("steadyState", "cpuPercent"), ""),
+        ("RSS steady / peak (MiB)",
+         f"{get('steadyState', 'rssMiB')} / {get('rss', 'peakMiB')}", "<= 150 at 5,000"),
+        ("unseal (us/value)", get("inProcess", "unsealMicrosecondsPerValue"), "<= 200"),
+        ("seal, client side (us/value)", get("inProcess", "sealMicrosecondsPerValue"), ""),
+        ("reconcile 100-key space CPU: first / unchanged / 1 key (ms)",
+         " / ".join(str(get("inProcess", "reconcile100KeysCpuMs", k))
+                    for k in ("firstVersion", "unchanged", "oneKeyChanged")), ""),
+        ("first projection of 100 keys CPU (ms)", get("inProcess", "firstProjection100KeysCpuMs"),
+         ""),
+    ]
+    lines = [f"| spacesecrets bench, N = {n} | value | goal |", "| --- | --- | --- |"]
+    lines += [f"| {a} | {b} | {c} |" for a, b, c in rows]
+    return "\n".join(lines)
