@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import datetime as dt
+import json
 import secrets as pysecrets
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
@@ -60,9 +61,18 @@ def _call(what: str, fn: Callable[[], T]) -> T:
             raise AlreadyExists(what) from None
         if status in (409, 429) or status >= 500 or status == 0:
             raise Temporary(f"{what}: HTTP {status} {exc.reason}") from None
-        raise Permanent(f"{what}: HTTP {status} {exc.reason}", status) from None
+        raise Permanent(f"{what}: {_server_message(exc)}", status) from None
     except (HTTPError, OSError) as exc:
         raise Temporary(f"{what}: {type(exc).__name__}") from None
+
+
+def _server_message(exc: ApiException) -> str:
+    """The API server's own explanation (an admission denial says who may do what)."""
+    try:
+        message = json.loads(exc.body or "{}").get("message")
+    except (ValueError, AttributeError):
+        message = None
+    return str(message or f"HTTP {exc.status} {exc.reason}")
 
 
 def make_client(kubeconfig: str | None = None) -> kubernetes.client.ApiClient:

@@ -48,6 +48,8 @@ CONFLICT = "Conflict"
 CONFIGMAP_NOT_ALLOWED = "ConfigMapNotAllowed"
 CONFIGMAP_TARGET = "ConfigMapTarget"
 TARGET_RESTORED = "TargetRestored"
+ISSUED = "Issued"
+ABSENT = "absent"
 SYNC_MESSAGE = "🆗 Synced"
 
 Event = tuple[str, str, str]  # type, reason, message
@@ -622,7 +624,18 @@ class Operator:
         if entry is None or entry.deleting:
             return
         with entry.lock, self.metrics.reconcile_seconds.labels("FlowSecretSync").time():
+            self._seed_template_hash(entry)
             self._sync_flow(entry, reason, existing)
+
+    def _seed_template_hash(self, entry: FlowEntry) -> None:
+        """Remember the flowRef's pod template as it is now, so the next change is a save."""
+        if entry.flow_ref is None or entry.template_hash is not None:
+            return
+        kind, name = entry.flow_ref
+        try:
+            entry.template_hash = template_hash(self.kube.get_workload(kind, entry.namespace, name))
+        except NotFound:
+            entry.template_hash = ABSENT  # its creation will count as a save
 
     def _flow_body(self, entry: FlowEntry) -> dict[str, Any]:
         return {
@@ -711,6 +724,13 @@ class Operator:
             issued_at = projection.issued_at_of(existing) or issued_at
         if written:
             self.metrics.projection_writes.labels(flow.target_kind).inc()
+            if entry.synced_version != space.version:
+                self.kube.event(
+                    self._flow_body(entry),
+                    "Normal",
+                    ISSUED,
+                    f"version {space.version} issued to {flow.target_kind} {flow.target_name}",
+                )
             if reason == "drift":
                 self.kube.event(
                     self._flow_body(entry),
