@@ -57,5 +57,9 @@ demo: venv controlplane
 bench: venv controlplane
 	SPACESECRETS_CONTROLPLANE_BIN=$(CONTROLPLANE) $(PY) -m pytest tests/bench -s $(PYTEST_ARGS)
 
+# The long reliability campaign: 50 SIGKILLs, repeated apiserver and etcd restarts, more rounds.
+soak: venv controlplane
+	SOAK=1 SPACESECRETS_CONTROLPLANE_BIN=$(CONTROLPLANE) $(PY) -m pytest tests/integration/test_campaign.py $(PYTEST_ARGS)
+
 clean:
 	rm -rf $(VENV) $(NODE_RED)/node_modules .mypy_cache .ruff_cache .pytest_cache
