@@ -16,6 +16,7 @@ import yaml
 
 from spacesecrets import crypto
 from spacesecrets.dev import (
+    OPERATOR_USER,
     OPERATOR_NAMESPACE,
     LocalCluster,
     OperatorProcess,
@@ -55,16 +56,15 @@ def cluster() -> Iterator[LocalCluster]:
         yield c
 
 
-OPERATOR_USER = "spacesecrets-operator-under-test"
-
-
 @pytest.fixture(scope="session")
 def operator(cluster: LocalCluster) -> Iterator[OperatorProcess]:
-    """The shared operator, under its own user name so the audit log tells its requests apart."""
-    kubeconfig = cluster.cp.kubeconfig_for(OPERATOR_USER, ["system:masters"])
-    proc = cluster.start_operator(env=FAST_ENV, kubeconfig=kubeconfig)
+    """The shared operator, as its ServiceAccount with exactly the chart's least-privilege RBAC:
+    every test it serves also proves the RBAC suffices; its teardown checks the log for 403s."""
+    proc = cluster.start_operator(env=FAST_ENV)
     yield proc
     proc.stop()
+    denied = [line for line in proc.log_text().splitlines() if "403" in line or "orbidden" in line]
+    assert denied == [], f"the operator was denied with its least-privilege RBAC: {denied[:5]}"
 
 
 @pytest.fixture

@@ -22,10 +22,12 @@ from typing import Any
 
 import yaml
 
-from spacesecrets import crdgen
+from spacesecrets import crdgen, manifests
 from spacesecrets.controlplane import ControlPlane, find_binaries, free_port
 
 OPERATOR_NAMESPACE = "spacesecrets-system"
+OPERATOR_SERVICE_ACCOUNT = "spacesecrets-operator"
+OPERATOR_USER = f"system:serviceaccount:{OPERATOR_NAMESPACE}:{OPERATOR_SERVICE_ACCOUNT}"
 
 
 def public_keys_reader(namespace: str) -> list[dict[str, Any]]:
@@ -168,8 +170,8 @@ class LocalCluster:
         )
 
     def install(self) -> None:
-        manifests = crdgen.all_crds()
-        crds = [yaml.safe_load(t) for n, t in manifests.items() if n.startswith("spacesecrets.io_")]
+        shipped = crdgen.all_crds()
+        crds = [yaml.safe_load(t) for n, t in shipped.items() if n.startswith("spacesecrets.io_")]
         self.apply(crds)
         self.cp.kubectl(
             "wait",
@@ -179,13 +181,26 @@ class LocalCluster:
         )
         rest = [
             d
-            for n, t in manifests.items()
+            for n, t in shipped.items()
             if not n.startswith("spacesecrets.io_")
             for d in yaml.safe_load_all(t)
         ]
         self.apply(rest)
         self.cp.kubectl("create", "namespace", OPERATOR_NAMESPACE, check=False)
         self.apply(public_keys_reader(OPERATOR_NAMESPACE))
+        self.apply(manifests.operator_identity(OPERATOR_NAMESPACE, OPERATOR_SERVICE_ACCOUNT))
+
+    def operator_kubeconfig(self) -> Path:
+        """A kubeconfig for the operator's ServiceAccount: exactly the chart's RBAC."""
+        token = self.cp.kubectl(
+            "create",
+            "token",
+            OPERATOR_SERVICE_ACCOUNT,
+            "-n",
+            OPERATOR_NAMESPACE,
+            "--duration=24h",
+        ).stdout.strip()
+        return self.cp.token_kubeconfig(OPERATOR_USER, token)
 
     def start_operator(
         self,
@@ -199,7 +214,7 @@ class LocalCluster:
         log = log_path.open("ab")
         full_env = {
             **os.environ,
-            "KUBECONFIG": str(kubeconfig or self.kubeconfig),
+            "KUBECONFIG": str(kubeconfig or self.operator_kubeconfig()),
             "SPACESECRETS_NAMESPACE": OPERATOR_NAMESPACE,
             "SPACESECRETS_METRICS_PORT": str(metrics_port),
             "SPACESECRETS_HEALTH_PORT": str(health_port),

@@ -18,7 +18,7 @@ from typing import Any
 import kopf
 
 from spacesecrets import GROUP, schedule
-from spacesecrets.kube import Kube, Permanent, Temporary, make_client
+from spacesecrets.kube import Kube, NamespaceTerminating, Permanent, Temporary, make_client
 from spacesecrets.metrics import Metrics
 from spacesecrets.projection import MANAGED_BY_LABEL
 from spacesecrets.reconcile import Operator
@@ -30,6 +30,7 @@ FINALIZER = f"{GROUP}/finalizer"
 # spacesecrets.io/rollback-to; so kopf's bookkeeping lives under a sub-domain of ours.
 KOPF_PREFIX = f"operator.{GROUP}"
 MANAGED = {MANAGED_BY_LABEL: "spacesecrets"}
+RESCHEDULE_CHECK_SECONDS = 10.0
 
 
 class CompactDiffBase(kopf.AnnotationsDiffBaseStorage):
@@ -59,6 +60,8 @@ async def _run(fn: Callable[[], object]) -> None:
     """Run blocking API work off the event loop, mapping our errors to kopf's."""
     try:
         await asyncio.get_running_loop().run_in_executor(None, fn)
+    except NamespaceTerminating as exc:
+        log.debug("skipped, the namespace is being deleted: %s", exc)
     except Temporary as exc:
         raise kopf.TemporaryError(str(exc), delay=exc.delay) from None
     except Permanent as exc:
@@ -154,21 +157,26 @@ async def autosync(stopped: kopf.DaemonStopped, body: kopf.Body, memo: kopf.Memo
     """Wake at this flow's autosync ticks; act only when the space moved on (no API call else)."""
     op = _operator(memo)
     ns, name, uid = body.metadata["namespace"], body.metadata["name"], body.metadata["uid"]
+
+    def period() -> float:  # the body is kopf's live view: a changed autosync is seen here
+        autosync_every = str((body.get("spec") or {}).get("autosync", "1m"))
+        return schedule.period_seconds(autosync_every, op.settings.autosync_scale)
+
     while not stopped:
-        entry = op.flows.get((ns, name))
-        autosync_every = entry.spec.autosync if entry else "1m"
-        period = schedule.period_seconds(autosync_every, op.settings.autosync_scale)
-        now = time.time()
-        await stopped.wait(schedule.next_tick(uid, period, now) - now)
-        if stopped:
-            break
+        current = period()
+        tick = schedule.next_tick(uid, current, time.time())
+        # sleep in bounded steps so a changed autosync takes effect without waiting out the old
+        while not stopped and (now := time.time()) < tick and period() == current:
+            await stopped.wait(min(tick - now, RESCHEDULE_CHECK_SECONDS))
+        if stopped or period() != current:
+            continue
         if not op.needs_tick(ns, name):
             continue
         try:
             await _run(lambda: op.sync_flow(ns, name, reason="autosync"))
         except kopf.TemporaryError as exc:
             log.warning("autosync of %s/%s failed, retrying: %s", ns, name, exc)
-            await stopped.wait(min(period, exc.delay or 2))
+            await stopped.wait(min(current, exc.delay or 2))
 
 
 @kopf.on.event("", "v1", "secrets", labels=MANAGED)

@@ -50,6 +50,10 @@ class AlreadyExists(Exception):
     pass
 
 
+class NamespaceTerminating(Exception):
+    """The namespace is being deleted: nothing there needs writing any more."""
+
+
 def _call(what: str, fn: Callable[[], T]) -> T:
     try:
         return fn()
@@ -59,6 +63,8 @@ def _call(what: str, fn: Callable[[], T]) -> T:
             raise NotFound(what) from None
         if status == 409 and "AlreadyExists" in str(exc.body or ""):
             raise AlreadyExists(what) from None
+        if status == 403 and "being terminated" in str(exc.body or ""):
+            raise NamespaceTerminating(what) from None
         if status in (409, 429) or status >= 500 or status == 0:
             raise Temporary(f"{what}: HTTP {status} {exc.reason}") from None
         raise Permanent(f"{what}: {_server_message(exc)}", status) from None

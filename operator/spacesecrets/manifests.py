@@ -97,6 +97,41 @@ def operator_role() -> dict[str, Any]:
     return _cluster_role(OPERATOR_ROLE, operator_rules())
 
 
+def operator_identity(namespace: str, service_account: str) -> list[dict[str, Any]]:
+    """The operator's ServiceAccount with exactly its least-privilege roles bound (what the chart
+    installs; the tests run the operator as this identity)."""
+    subject = [{"kind": "ServiceAccount", "name": service_account, "namespace": namespace}]
+    rbac = "rbac.authorization.k8s.io"
+    return [
+        {
+            "apiVersion": "v1",
+            "kind": "ServiceAccount",
+            "metadata": {"name": service_account, "namespace": namespace, "labels": dict(_LABELS)},
+        },
+        operator_role(),
+        {
+            "apiVersion": f"{rbac}/v1",
+            "kind": "ClusterRoleBinding",
+            "metadata": {"name": OPERATOR_ROLE, "labels": dict(_LABELS)},
+            "roleRef": {"apiGroup": rbac, "kind": "ClusterRole", "name": OPERATOR_ROLE},
+            "subjects": subject,
+        },
+        {
+            "apiVersion": f"{rbac}/v1",
+            "kind": "Role",
+            "metadata": {"name": OPERATOR_ROLE, "namespace": namespace, "labels": dict(_LABELS)},
+            "rules": operator_namespace_rules(),
+        },
+        {
+            "apiVersion": f"{rbac}/v1",
+            "kind": "RoleBinding",
+            "metadata": {"name": OPERATOR_ROLE, "namespace": namespace, "labels": dict(_LABELS)},
+            "roleRef": {"apiGroup": rbac, "kind": "Role", "name": OPERATOR_ROLE},
+            "subjects": subject,
+        },
+    ]
+
+
 def _exempt(operator_namespace: str, service_account: str) -> str:
     """CEL: requests the policies do not judge (cluster admins, the operator, the control plane's
     own controllers -- e.g. the namespace controller deleting a namespace)."""
