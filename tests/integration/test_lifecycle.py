@@ -193,3 +193,29 @@ def test_no_plaintext_anywhere_but_the_projection(
     target = decoded_documents(space.kube.get("Secret", "team-p", "f-secrets"))
     assert MARKERS[0] in target["SECRETS"] or MARKERS[2] in target["SECRETS"]
     assert crypto.WIRE_PREFIX  # the scan covered sealed objects as well
+
+
+def test_two_replicas_starting_at_once_share_one_key_ring(
+    fresh_cluster: Callable[[], LocalCluster],
+) -> None:
+    import urllib.request
+
+    cluster = fresh_cluster()
+    first = cluster.start_operator(wait=False)
+    second = cluster.start_operator(wait=False)  # both race to create the ring
+    first.wait_ready()
+    second.wait_ready()
+
+    def kid(op: object) -> str:
+        port = op.health_port  # type: ignore[attr-defined]
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as resp:
+            return str(json.loads(resp.read())["keyring"])
+
+    assert kid(first) == kid(second) == _current_kid(cluster)
+    secret = Kube(make_client(str(cluster.kubeconfig))).get(
+        "Secret", OPERATOR_NAMESPACE, "spacesecrets-keyring"
+    )
+    ring = crypto.KeyRing.from_json(base64.b64decode(secret["data"]["keyring.json"]))
+    assert ring.kids() == [kid(first)]
+    created = [op for op in (first, second) if "created the key ring" in op.log_text()]
+    assert len(created) == 1
