@@ -166,7 +166,9 @@ module.exports = function (RED) {
         let timer = null;
         let reading = null;
         let lastProblem = null;
-        let syncedVersion = null;
+        // A redeploy recreates this node; global context keeps what the previous instance read.
+        const previous = global.get("SECRETS_METADATA");
+        let syncedVersion = previous && Number.isInteger(previous.version) ? previous.version : null;
 
         if (config.autosync && config.autosync !== node.autosync) {
             node.warn(`unknown autosync "${config.autosync}", using ${DEFAULT_AUTOSYNC}`);

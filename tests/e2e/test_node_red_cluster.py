@@ -317,5 +317,7 @@ def test_node_red_follows_a_flow_secret_sync(space: Space, tmp_path: Path) -> No
                 timeout=DEPLOY_TIMEOUT,
             )
             assert "value" not in status
+            # the redeployed node still knows which version it keeps serving
+            assert status.endswith("(keeping v3)"), status
             assert http_get(secret_url) == "value-3"
             assert http_get(version_url) == "3"
