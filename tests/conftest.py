@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,7 +17,6 @@ import yaml
 
 from spacesecrets import crypto
 from spacesecrets.dev import (
-    OPERATOR_USER,
     OPERATOR_NAMESPACE,
     LocalCluster,
     OperatorProcess,
@@ -252,3 +252,29 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         )
         if proc is not None:
             report.sections.append(("operator log (tail)", proc.log_text()[-6000:]))
+
+
+_WORKDIRS_AT_START: set[str] = set()
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    _WORKDIRS_AT_START.update(str(p) for p in Path(tempfile.gettempdir()).glob("spacesecrets-*"))
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Everything a test started is stopped: no child process, no control-plane directory."""
+    children = subprocess.run(
+        ["ps", "-o", "pid=,comm=", "--ppid", str(os.getpid())],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.split("\n")
+    left = [c.strip() for c in children if c.strip() and not c.strip().endswith(" ps")]
+    dirs = sorted(
+        str(p)
+        for p in Path(tempfile.gettempdir()).glob("spacesecrets-*")
+        if str(p) not in _WORKDIRS_AT_START
+    )
+    if left or dirs:
+        print(f"\nleft behind by the tests: processes {left}, directories {dirs}")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

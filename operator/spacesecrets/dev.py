@@ -277,4 +277,20 @@ def run_demo() -> int:
         tempfile.TemporaryDirectory(prefix="spacesecrets-demo-") as tmp,
         local_cluster() as cluster,
     ):
-        return demo(cluster, Path(tmp))
+        code = demo(cluster, Path(tmp))
+        pids = [*cluster.cp.pids().values(), *(op.popen.pid for op in cluster.operators)]
+        workdir = cluster.cp.workdir
+    alive = [pid for pid in pids if _alive(pid)]
+    if alive or workdir.exists():
+        print(f"left behind: processes {alive}, directory exists: {workdir.exists()}")
+        return 1
+    print(f"clean: {len(pids)} processes stopped, {workdir} removed")
+    return code
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True

@@ -102,7 +102,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     await _run(op.load_keyring)
     memo["operator"] = op
     memo["kube"] = kube
-    every = min(3600.0, max(1.0, config.rotation_period / 10))
+    every = min(3600.0, max(1.0, min(config.rotation_period, config.history_retention) / 10))
     memo["maintenance"] = asyncio.create_task(maintenance(op, every))
 
 

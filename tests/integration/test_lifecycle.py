@@ -219,3 +219,26 @@ def test_two_replicas_starting_at_once_share_one_key_ring(
     assert ring.kids() == [kid(first)]
     created = [op for op in (first, second) if "created the key ring" in op.log_text()]
     assert len(created) == 1
+
+
+def test_history_of_a_deleted_space_expires_after_retention(
+    fresh_cluster: Callable[[], LocalCluster],
+) -> None:
+    cluster = fresh_cluster()
+    cluster.start_operator(env={"SPACESECRETS_HISTORY_RETENTION": "3s"})
+    space = _space(cluster, "team-x")
+    space.apply({"A": "1"})
+    space.wait_version(1)
+    assert _history_index(space)[1]["deletedAt"] is None
+    cluster.cp.kubectl("delete", "spacesecrets", "secrets", "-n", "team-x")
+    wait_for("the history to be marked deleted", lambda: _history_index(space)[1]["deletedAt"])
+    wait_for(
+        "the history to expire",
+        lambda: (
+            cluster.cp.kubectl(
+                "get", "secret", "history-team-x", "-n", OPERATOR_NAMESPACE, check=False
+            ).returncode
+            != 0
+        ),
+        timeout=30,
+    )
