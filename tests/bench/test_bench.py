@@ -21,7 +21,8 @@ What is measured, and how:
   100-key space in-process, against an in-memory API.
 
 BENCH_PYSPY=<path of a py-spy binary> also records sampled profiles of the operator (cold start,
-then the rest) into build/bench/ as collapsed stacks.
+then the rest) into build/bench/ as collapsed stacks. BENCH_OPERATOR_ENV='{"NAME": "value"}' adds
+environment variables to the measured operator (settings, or an experiment to compare).
 """
 
 from __future__ import annotations
@@ -310,7 +311,9 @@ def test_operator_at_scale(bench_cluster: LocalCluster, results: dict[str, Any])
     # -- cold start ---------------------------------------------------------------------------
     operator_kubeconfig = cluster.cp.kubeconfig_for(OPERATOR_USER, ["system:masters"])
     wall0, t0 = time.time(), time.monotonic()
-    op = cluster.start_operator(kubeconfig=operator_kubeconfig, wait=False)
+    extra_env = json.loads(os.environ.get("BENCH_OPERATOR_ENV", "{}"))
+    results["operatorEnv"] = extra_env
+    op = cluster.start_operator(env=extra_env, kubeconfig=operator_kubeconfig, wait=False)
     pid = op.popen.pid
     spy = PySpy(pid)
     spy.start("cold")
