@@ -23,6 +23,7 @@ import os
 import random
 import re
 import resource
+import signal
 import subprocess
 import sys
 import threading
@@ -506,6 +507,11 @@ def test_apiserver_and_etcd_restarts(fresh_cluster: Callable[[], LocalCluster]) 
     hits = plaintext_hits(cluster, marker, {(ns, f.target) for f in flows})
     report(f"restarts: {'; '.join(figures)}; plaintext hits {sum(hits.values())} {hits}")
     assert hits == {"objects": 0, "events": 0, "logs": 0, "audit": 0}
+    # done with this control plane: a restarted kube-apiserver takes the full 20 s stop timeout
+    # to go on SIGTERM, so end it at once
+    op.stop()
+    for component in ("kube-controller-manager", "kube-apiserver", "etcd"):
+        cluster.cp.stop_process(component, signal.SIGKILL)
 
 
 # =============================================================================================
