@@ -57,12 +57,14 @@ def desired_role_binding(
     }
 
 
-def role_binding_current(existing: Mapping[str, Any], desired: Mapping[str, Any]) -> bool:
-    def norm(items: Sequence[Mapping[str, Any]]) -> list[tuple[str, str, str]]:
-        return sorted((s["kind"], s["name"], s.get("namespace", "")) for s in items)
+def normalized(items: Sequence[Mapping[str, Any]]) -> list[tuple[str, str, str]]:
+    """Subjects as comparable tuples, order-independent."""
+    return sorted((s["kind"], s["name"], s.get("namespace", "")) for s in items)
 
+
+def role_binding_current(existing: Mapping[str, Any], desired: Mapping[str, Any]) -> bool:
     return bool(
-        norm(existing.get("subjects") or []) == norm(desired["subjects"])
+        normalized(existing.get("subjects") or []) == normalized(desired["subjects"])
         and (existing.get("roleRef") or {}).get("name") == desired["roleRef"]["name"]
     )
 

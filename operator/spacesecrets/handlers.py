@@ -100,6 +100,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
         metrics.serve(config.metrics_port)
     op = Operator(config, kube, metrics)
     await _run(op.load_keyring)
+    await _run(op.prefetch_histories)
     memo["operator"] = op
     memo["kube"] = kube
     every = min(3600.0, max(1.0, min(config.rotation_period, config.history_retention) / 10))
@@ -125,8 +126,9 @@ async def space_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
 
 @kopf.on.event(GROUP, "spacesecrets")
 async def space_event(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    op = _operator(memo)
+    op.observe_space(body, deleted=type == "DELETED")
     if type == "DELETED":
-        op = _operator(memo)
         await _run(lambda: op.space_deleted(body.metadata["namespace"], body.metadata["name"]))
 
 

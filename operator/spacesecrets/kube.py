@@ -23,6 +23,7 @@ from spacesecrets.conditions import now_rfc3339
 
 T = TypeVar("T")
 SPACES = "spacesecrets"
+CONNECTIONS = 32
 FLOWS = "flowsecretsyncs"
 
 
@@ -82,13 +83,17 @@ def _server_message(exc: ApiException) -> str:
 
 
 def make_client(kubeconfig: str | None = None) -> kubernetes.client.ApiClient:
+    config = kubernetes.client.Configuration()
     if kubeconfig:
-        return kubernetes.config.new_client_from_config(config_file=kubeconfig)
-    try:
-        kubernetes.config.load_incluster_config()
-        return kubernetes.client.ApiClient()
-    except kubernetes.config.ConfigException:
-        return kubernetes.config.new_client_from_config()
+        kubernetes.config.load_kube_config(config_file=kubeconfig, client_configuration=config)
+    else:
+        try:
+            kubernetes.config.load_incluster_config(client_configuration=config)
+        except kubernetes.config.ConfigException:
+            kubernetes.config.load_kube_config(client_configuration=config)
+    # one connection per worker thread, so handlers never queue for a socket
+    config.connection_pool_maxsize = CONNECTIONS
+    return kubernetes.client.ApiClient(config)
 
 
 def b64decode_map(data: Mapping[str, str] | None) -> dict[str, str]:

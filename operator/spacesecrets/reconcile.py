@@ -118,6 +118,11 @@ class Operator:
         self.flows: dict[tuple[str, str], FlowEntry] = {}
         self._lock = threading.RLock()
         self._space_locks: dict[str, threading.Lock] = {}
+        # caches that only save reads (see prefetch_histories and _primary_space)
+        self._histories: dict[str, tuple[dict[str, str], str]] = {}
+        self._histories_complete = False
+        self._space_index: dict[str, dict[str, tuple[str, str]]] = {}
+        self._owners_written: dict[str, list[tuple[str, str, str]]] = {}
 
     def now(self) -> str:
         return now_rfc3339(self.clock())
@@ -225,14 +230,47 @@ class Operator:
     def history_name(self, namespace: str) -> str:
         return f"{HISTORY_PREFIX}{namespace}"
 
-    def read_history(self, namespace: str) -> tuple[versions.History | None, str]:
-        try:
-            secret = self.kube.get("Secret", self.settings.namespace, self.history_name(namespace))
-        except NotFound:
-            return None, ""
+    def prefetch_histories(self) -> None:
+        """Read every space's history in one LIST, so reconciles need not GET theirs.
+
+        The cache only saves reads: every write is conditional on the resourceVersion read, and a
+        conflict drops the cached copy, so a stale cache costs a retry, never a lost version."""
+        secrets = self.kube.list_secrets(self.settings.namespace, SPACE_LABEL)
+        with self._lock:
+            for secret in secrets:
+                namespace = (secret["metadata"].get("labels") or {}).get(SPACE_LABEL)
+                if namespace:
+                    self._histories[namespace] = self._cache_entry(secret)
+            self._histories_complete = True
+
+    @staticmethod
+    def _cache_entry(secret: Mapping[str, Any]) -> tuple[dict[str, str], str]:
         data = {k: _unb64(v) for k, v in (secret.get("data") or {}).items()}
-        rv = str(secret["metadata"].get("resourceVersion", ""))
+        return data, str(secret["metadata"].get("resourceVersion", ""))
+
+    def read_history(self, namespace: str) -> tuple[versions.History | None, str]:
+        with self._lock:
+            cached = self._histories.get(namespace)
+            known_absent = cached is None and self._histories_complete
+        if cached is None and not known_absent:
+            try:
+                secret = self.kube.get(
+                    "Secret", self.settings.namespace, self.history_name(namespace)
+                )
+            except NotFound:
+                return None, ""
+            cached = self._cache_entry(secret)
+            with self._lock:
+                self._histories[namespace] = cached
+        if cached is None:
+            return None, ""
+        data, rv = cached
         return versions.History.from_data(namespace, data), rv
+
+    def _forget_history(self, namespace: str) -> None:
+        with self._lock:
+            self._histories.pop(namespace, None)
+            self._histories_complete = False
 
     def write_history(self, history: versions.History, rv: str) -> None:
         body: dict[str, Any] = {
@@ -247,14 +285,23 @@ class Operator:
             "type": "Opaque",
             "data": {k: _b64(v) for k, v in history.to_data().items()},
         }
-        if rv:
-            body["metadata"]["resourceVersion"] = rv
-            self.kube.replace("Secret", self.settings.namespace, body)
-        else:
-            try:
-                self.kube.create("Secret", self.settings.namespace, body)
-            except AlreadyExists:
-                raise Temporary("the history was created concurrently", delay=1) from None
+        try:
+            if rv:
+                body["metadata"]["resourceVersion"] = rv
+                written = self.kube.replace("Secret", self.settings.namespace, body)
+            else:
+                written = self.kube.create("Secret", self.settings.namespace, body)
+        except AlreadyExists:
+            self._forget_history(history.namespace)
+            raise Temporary("the history was created concurrently", delay=1) from None
+        except Temporary:
+            self._forget_history(history.namespace)  # e.g. 409: somebody else wrote it
+            raise
+        with self._lock:
+            self._histories[history.namespace] = (
+                history.to_data(),
+                str(written["metadata"].get("resourceVersion", "")),
+            )
 
     # =========================================================================================
     # SpaceSecrets
@@ -279,6 +326,7 @@ class Operator:
         annotations = meta.get("annotations") or {}
         ring = self.require_ring()
 
+        self.observe_space(body)
         history, rv = self.read_history(ns)
         primary = self._primary_space(ns, history)
         if primary is not None and primary != name:
@@ -373,19 +421,44 @@ class Operator:
             self.kube.event(body, "Normal", VERSION_CREATED, text)
         self._write_status(SPACES, body, status, new_status)
 
+    def observe_space(self, body: Mapping[str, Any], deleted: bool = False) -> None:
+        """Keep the in-memory index of live SpaceSecrets per namespace (from kopf's events)."""
+        meta = body["metadata"]
+        with self._lock:
+            known = self._space_index.setdefault(meta["namespace"], {})
+            if deleted or meta.get("deletionTimestamp"):
+                known.pop(meta["uid"], None)
+            else:
+                known[meta["uid"]] = (str(meta.get("creationTimestamp", "")), str(meta["name"]))
+
     def _primary_space(self, namespace: str, history: versions.History | None = None) -> str | None:
         """The namespace's store: the one the history belongs to, else the oldest; any other
         SpaceSecrets there is a duplicate."""
-        items = self.kube.list_custom(SPACES, namespace)
-        live = [i for i in items if not i["metadata"].get("deletionTimestamp")]
+        owner = history.index.get("spaceUid") if history and not history.deleted_at else None
+        with self._lock:
+            live = dict(self._space_index.get(namespace, {}))
+        if owner and owner not in live:
+            # the history's owner may simply not be indexed yet (e.g. during the first listing
+            # after a restart): ask the API rather than hand its history to another object
+            items = self.kube.list_custom(SPACES, namespace)
+            live = {
+                i["metadata"]["uid"]: (i["metadata"]["creationTimestamp"], i["metadata"]["name"])
+                for i in items
+                if not i["metadata"].get("deletionTimestamp")
+            }
         if not live:
             return None
-        owner = history.index.get("spaceUid") if history and not history.deleted_at else None
-        for item in live:
-            if item["metadata"]["uid"] == owner:
-                return str(item["metadata"]["name"])
-        live.sort(key=lambda i: (i["metadata"]["creationTimestamp"], i["metadata"]["name"]))
-        return str(live[0]["metadata"]["name"])
+        if owner in live:
+            return live[owner][1]
+        return min(live.values())[1]
+
+    def _space_exists(self, namespace: str) -> bool:
+        """Whether the namespace has a live SpaceSecrets. The index answers yes at once; a no is
+        confirmed with the API, as the index may still be filling after a restart."""
+        if self._primary_space(namespace) is not None:
+            return True
+        items = self.kube.list_custom(SPACES, namespace)
+        return any(not i["metadata"].get("deletionTimestamp") for i in items)
 
     def _space_failed(
         self, body: Mapping[str, Any], status: dict[str, Any], reason: str, message: str
@@ -510,6 +583,7 @@ class Operator:
             return  # a duplicate was deleted, the store remains
         with self._lock:
             self.spaces.pop(namespace, None)
+            self._owners_written.pop(namespace, None)  # garbage collection removes the binding
         history, rv = self.read_history(namespace)
         if history is not None and not history.deleted_at:
             history.index["deletedAt"] = self.now()
@@ -521,14 +595,18 @@ class Operator:
         self, namespace: str, owners: list[Mapping[str, Any]], name: str, uid: str
     ) -> None:
         desired = access.desired_role_binding(namespace, owners, name, uid)
+        subjects = access.normalized(desired["subjects"])
+        if self._owners_written.get(namespace) == subjects:
+            return  # unchanged since we last wrote or saw it: no read needed
         try:
             existing = self.kube.get_role_binding(namespace, access.OWNERS_ROLE_BINDING)
         except NotFound:
             self.kube.create_role_binding(namespace, desired)
-            return
-        if not access.role_binding_current(existing, desired):
-            desired["metadata"]["resourceVersion"] = existing["metadata"]["resourceVersion"]
-            self.kube.replace_role_binding(namespace, desired)
+        else:
+            if not access.role_binding_current(existing, desired):
+                desired["metadata"]["resourceVersion"] = existing["metadata"]["resourceVersion"]
+                self.kube.replace_role_binding(namespace, desired)
+        self._owners_written[namespace] = subjects
 
     def load_space(self, namespace: str) -> bool:
         """Load a space's current version from the history (e.g. for a flow before its space's
@@ -647,7 +725,7 @@ class Operator:
     def _sync_flow(self, entry: FlowEntry, reason: str, existing: Mapping[str, Any] | None) -> None:
         flow, ns = entry.spec, entry.namespace
         space = self.spaces.get(ns)
-        if space is None and self._primary_space(ns) is not None:
+        if space is None and self._space_exists(ns):
             if not self.load_space(ns):
                 raise Temporary(f"the space of {ns} is not reconciled yet", delay=1)
             space = self.spaces.get(ns)
