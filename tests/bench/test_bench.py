@@ -376,6 +376,7 @@ def test_operator_at_scale(bench_cluster: LocalCluster, results: dict[str, Any])
         "writesPerMinute": round(sum(steady_writes.values()) / minutes, 2),
         "writes": steady_writes,
         "requestsPerMinute": round(len(steady) / minutes, 2),
+        "requests": by_verb_and_resource(steady, writes_only=False),
         "cpuPercent": round((cpu_to - cpu_from) / (steady_to - steady_from) * 100, 2),
         "rssMiB": round(steady_rss, 1),
     }
