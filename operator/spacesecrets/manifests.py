@@ -202,15 +202,23 @@ def _policy(
     }
 
 
-def _binding(name: str, parameter_not_found: str | None = None) -> dict[str, Any]:
+def _binding(
+    name: str,
+    parameter_not_found: str | None = None,
+    *,
+    binding_name: str | None = None,
+    match: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     spec: dict[str, Any] = {"policyName": name, "validationActions": ["Deny"]}
     if parameter_not_found:
         # no namespace: a namespaced paramKind is looked up in the request's namespace
         spec["paramRef"] = {"selector": {}, "parameterNotFoundAction": parameter_not_found}
+    if match:
+        spec["matchResources"] = match
     return {
         "apiVersion": "admissionregistration.k8s.io/v1",
         "kind": "ValidatingAdmissionPolicyBinding",
-        "metadata": {"name": name, "labels": dict(_LABELS)},
+        "metadata": {"name": binding_name or name, "labels": dict(_LABELS)},
         "spec": spec,
     }
 
@@ -304,6 +312,16 @@ def admission_policies(
         status,
         _binding(POLICY_SPACES),
         _binding(POLICY_NEW_SPACES, "Allow"),
-        _binding(POLICY_FLOWS, "Deny"),
+        # Parameters are resolved before matchConditions, so a missing SpaceSecrets would refuse
+        # even the operator and the namespace controller. Creating a flow needs a space; changing
+        # or deleting one does not -- else a namespace whose space went first could never be
+        # deleted, nor could the operator release its finalizer.
+        _binding(POLICY_FLOWS, "Deny", match=_rules(["flowsecretsyncs"], ["CREATE"])),
+        _binding(
+            POLICY_FLOWS,
+            "Allow",
+            binding_name=f"{POLICY_FLOWS}-changes",
+            match=_rules(["flowsecretsyncs"], ["UPDATE", "DELETE"]),
+        ),
         _binding(POLICY_STATUS),
     ]

@@ -254,6 +254,14 @@ def test_deleted_space_leaves_flows_their_last_projection(space: Space) -> None:
     cond = space.wait_condition("Synced", "False", "SpaceMissing", "orphan", "flowsecretsyncs")
     assert space.ns in cond["message"]
     assert space.target_documents("orphan-secrets")["SECRETS"] == {"A": "kept"}
+    # with its space gone first, the namespace can still be deleted: the operator releases the
+    # flow's finalizer and the namespace controller removes the flow
+    space.cluster.cp.kubectl("delete", "namespace", space.ns, "--wait=false")
+    wait_for(
+        "the namespace to be deleted",
+        lambda: space.cluster.cp.kubectl("get", "namespace", space.ns, check=False).returncode != 0,
+        timeout=60,
+    )
 
 
 def test_configmap_target_is_flagged(space: Space) -> None:
