@@ -208,6 +208,25 @@ def pubkey(ctx: click.Context, cert: Path | None) -> None:
     click.echo(pem.strip())
 
 
+MAX_INPUT_CHARS = 4 * 1024 * 1024
+
+
+class _AliasError(Exception):
+    def __init__(self, line: int) -> None:
+        super().__init__(line)
+        self.line = line
+
+
+class _PlainLoader(yaml.SafeLoader):
+    """Safe YAML without aliases: values are plain data, and an alias bomb ("billion laughs")
+    would otherwise expand when the value is written out as JSON."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):  # type: ignore[no-untyped-call]
+            raise _AliasError(self.peek_event().start_mark.line + 1)  # type: ignore[no-untyped-call]
+        return super().compose_node(parent, index)
+
+
 def parse_values(text: str, filename: str) -> dict[str, tuple[str, bytes]]:
     """Plain values in: a YAML mapping (strings are text, anything else JSON; or
     {format, value}) or a .env file (KEY=VALUE, text)."""
@@ -226,12 +245,18 @@ def parse_values(text: str, filename: str) -> dict[str, tuple[str, bytes]]:
                 value = value[1:-1]
             out[_check_key(key.strip())] = ("text", value.encode())
         return out
+    if len(text) > MAX_INPUT_CHARS:
+        raise ValueError(f"{filename} is over {MAX_INPUT_CHARS} characters")
     try:
-        doc = yaml.safe_load(text)
+        doc = yaml.load(text, Loader=_PlainLoader)  # noqa: S506 -- a SafeLoader, aliases refused
+    except _AliasError as exc:
+        raise ValueError(f"{filename} uses a YAML alias at line {exc.line}: not accepted") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
         raise ValueError(f"{filename} is not valid YAML{where}") from None
+    except RecursionError:
+        raise ValueError(f"{filename} is nested too deeply") from None
     if not isinstance(doc, dict):
         raise ValueError(f"{filename} must be a mapping of KEY: value")
     for raw_key, value in doc.items():

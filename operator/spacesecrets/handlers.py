@@ -7,6 +7,8 @@ kopf's (`Temporary` -> `kopf.TemporaryError` with its delay). No business logic 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ctypes
 import functools
 import hashlib
 import logging
@@ -31,6 +33,7 @@ FINALIZER = f"{GROUP}/finalizer"
 KOPF_PREFIX = f"operator.{GROUP}"
 MANAGED = {MANAGED_BY_LABEL: "spacesecrets"}
 RESCHEDULE_CHECK_SECONDS = 10.0
+MEMORY_TRIM_SECONDS = 15.0
 
 
 class CompactDiffBase(kopf.AnnotationsDiffBaseStorage):
@@ -105,6 +108,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     memo["kube"] = kube
     every = min(3600.0, max(1.0, min(config.rotation_period, config.history_retention) / 10))
     memo["maintenance"] = asyncio.create_task(maintenance(op, every))
+    memo["release_memory"] = asyncio.create_task(release_memory(MEMORY_TRIM_SECONDS))
 
 
 @kopf.on.probe(id="keyring")
@@ -207,6 +211,19 @@ async def workload_changed(
 # -- maintenance ----------------------------------------------------------------------------------
 
 
+def _release_freed_memory() -> None:
+    """Hand memory freed after a burst (a cold start reconciles everything at once) back to the
+    OS: glibc keeps freed heap otherwise, and RSS would stay at the burst's high-water mark."""
+    with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to do
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+async def release_memory(every: float) -> None:
+    while True:
+        await asyncio.sleep(every)
+        _release_freed_memory()
+
+
 async def maintenance(op: Operator, every: float) -> None:
     """Rotate keys when due and drop expired history. Safe on every replica: writes are
     conditional on resourceVersion, so two replicas never both rotate."""
@@ -221,6 +238,7 @@ async def maintenance(op: Operator, every: float) -> None:
 
 @kopf.on.cleanup()
 async def stop_maintenance(memo: kopf.Memo, **_: Any) -> None:
-    task = memo.get("maintenance")
-    if task is not None:
-        task.cancel()
+    for name in ("maintenance", "release_memory"):
+        task = memo.get(name)
+        if task is not None:
+            task.cancel()

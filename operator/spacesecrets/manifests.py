@@ -202,23 +202,15 @@ def _policy(
     }
 
 
-def _binding(
-    name: str,
-    parameter_not_found: str | None = None,
-    *,
-    binding_name: str | None = None,
-    match: dict[str, Any] | None = None,
-) -> dict[str, Any]:
+def _binding(name: str, parameter_not_found: str | None = None) -> dict[str, Any]:
     spec: dict[str, Any] = {"policyName": name, "validationActions": ["Deny"]}
     if parameter_not_found:
         # no namespace: a namespaced paramKind is looked up in the request's namespace
         spec["paramRef"] = {"selector": {}, "parameterNotFoundAction": parameter_not_found}
-    if match:
-        spec["matchResources"] = match
     return {
         "apiVersion": "admissionregistration.k8s.io/v1",
         "kind": "ValidatingAdmissionPolicyBinding",
-        "metadata": {"name": binding_name or name, "labels": dict(_LABELS)},
+        "metadata": {"name": name, "labels": dict(_LABELS)},
         "spec": spec,
     }
 
@@ -236,7 +228,8 @@ def admission_policies(
       would make its creator an owner of the namespace's flows).
     - flows: create/update/delete of a FlowSecretSync only by the owners of the namespace's
       SpaceSecrets (the policy's parameters, from the API server's cache). With no SpaceSecrets
-      there are no owners: denied.
+      there are no owners and no secrets to protect: RBAC alone decides (the operator reports
+      such a flow `SpaceMissing`).
     - status: only the operator writes the status of either kind (a wildcard role would
       otherwise let anyone forge `Synced` or versions).
     """
@@ -312,16 +305,10 @@ def admission_policies(
         status,
         _binding(POLICY_SPACES),
         _binding(POLICY_NEW_SPACES, "Allow"),
-        # Parameters are resolved before matchConditions, so a missing SpaceSecrets would refuse
-        # even the operator and the namespace controller. Creating a flow needs a space; changing
-        # or deleting one does not -- else a namespace whose space went first could never be
-        # deleted, nor could the operator release its finalizer.
-        _binding(POLICY_FLOWS, "Deny", match=_rules(["flowsecretsyncs"], ["CREATE"])),
-        _binding(
-            POLICY_FLOWS,
-            "Allow",
-            binding_name=f"{POLICY_FLOWS}-changes",
-            match=_rules(["flowsecretsyncs"], ["UPDATE", "DELETE"]),
-        ),
+        # With no SpaceSecrets there are no owners and nothing to protect. Parameters are
+        # resolved before matchConditions, so "Deny" here would refuse even the operator and the
+        # namespace controller (a namespace whose space went first could never be deleted), and
+        # a GitOps apply of a space with its flows would race the API server's parameter cache.
+        _binding(POLICY_FLOWS, "Allow"),
         _binding(POLICY_STATUS),
     ]

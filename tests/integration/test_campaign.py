@@ -135,8 +135,12 @@ class FlowDef:
         s: dict[str, Any] = {"target": {"name": self.target}, **spec}
         if self.keys is not None:
             s["keys"] = self.keys
-        return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "FlowSecretSync",
-                "metadata": {"name": self.name, "namespace": ns}, "spec": s}
+        return {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "FlowSecretSync",
+            "metadata": {"name": self.name, "namespace": ns},
+            "spec": s,
+        }
 
 
 def converged(kube: Kube, ns: str, flows: list[FlowDef]) -> int | None:
@@ -146,36 +150,60 @@ def converged(kube: Kube, ns: str, flows: list[FlowDef]) -> int | None:
     obj = kube.get_custom("spacesecrets", ns, "secrets")
     status = obj.get("status") or {}
     ready = [c for c in status.get("conditions") or [] if c["type"] == "Ready"]
-    if status.get("observedGeneration") != obj["metadata"]["generation"] or not ready or ready[
-            0]["status"] != "True":
+    if (
+        status.get("observedGeneration") != obj["metadata"]["generation"]
+        or not ready
+        or ready[0]["status"] != "True"
+    ):
         return None
     spec_plain, errors = versions.open_spec(ring, ns, obj["spec"].get("data") or {})
     assert not errors, [e.message for e in errors]
     history = history_of(kube, ns)
     if status.get("version") != history.version or as_plain(history.values(ring)) != as_plain(
-            spec_plain):
+        spec_plain
+    ):
         return None
     for flow in flows:
         try:
-            docs = {k: json.loads(v) for k, v in decoded_documents(
-                kube.get("Secret", ns, flow.target)).items()}
+            docs = {
+                k: json.loads(v)
+                for k, v in decoded_documents(kube.get("Secret", ns, flow.target)).items()
+            }
         except NotFound:
             return None
-        if docs["SECRETS_METADATA"]["version"] != history.version or docs[
-                "SECRETS"] != projected(as_plain(spec_plain), flow.keys):
+        if docs["SECRETS_METADATA"]["version"] != history.version or docs["SECRETS"] != projected(
+            as_plain(spec_plain), flow.keys
+        ):
             return None
     return history.version
 
 
-def new_space(cluster: LocalCluster, sealer: Sealer, ns: str, plain: Plain,
-              flows: list[FlowDef], owners: list[dict[str, str]] | None = None) -> None:
+def new_space(
+    cluster: LocalCluster,
+    sealer: Sealer,
+    ns: str,
+    plain: Plain,
+    flows: list[FlowDef],
+    owners: list[dict[str, str]] | None = None,
+) -> None:
     cluster.cp.kubectl("create", "namespace", ns)
     custom = _custom(cluster)
-    custom.create_namespaced_custom_object(GROUP, VERSION, ns, "spacesecrets", {
-        "apiVersion": f"{GROUP}/{VERSION}", "kind": "SpaceSecrets",
-        "metadata": {"name": "secrets", "namespace": ns},
-        "spec": {"owners": owners or [{"kind": "User", "name": "alice@example.com"}],
-                 "data": sealer.data(ns, plain), "historyLimit": 100}})
+    custom.create_namespaced_custom_object(
+        GROUP,
+        VERSION,
+        ns,
+        "spacesecrets",
+        {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "SpaceSecrets",
+            "metadata": {"name": "secrets", "namespace": ns},
+            "spec": {
+                "owners": owners or [{"kind": "User", "name": "alice@example.com"}],
+                "data": sealer.data(ns, plain),
+                "historyLimit": 100,
+            },
+        },
+    )
     for flow in flows:
         create_flow(custom, ns, flow.body(ns))
 
@@ -183,6 +211,7 @@ def new_space(cluster: LocalCluster, sealer: Sealer, ns: str, plain: Plain,
 def create_flow(custom: kubernetes.client.CustomObjectsApi, ns: str, body: dict[str, Any]) -> None:
     """Create a FlowSecretSync right after its space. The owners policy takes the space as its
     parameter and refuses ("no params found") until its informer has seen the space: retry."""
+
     def attempt() -> bool:
         try:
             custom.create_namespaced_custom_object(GROUP, VERSION, ns, "flowsecretsyncs", body)
@@ -192,8 +221,9 @@ def create_flow(custom: kubernetes.client.CustomObjectsApi, ns: str, body: dict[
             raise
         return True
 
-    wait_for(f"FlowSecretSync {body['metadata']['name']} admitted", attempt, timeout=30,
-             interval=0.1)
+    wait_for(
+        f"FlowSecretSync {body['metadata']['name']} admitted", attempt, timeout=30, interval=0.1
+    )
 
 
 def _all_objects(cluster: LocalCluster) -> list[dict[str, Any]]:
@@ -210,8 +240,9 @@ def _all_objects(cluster: LocalCluster) -> list[dict[str, Any]]:
         return [item for items in pool.map(dump, names) for item in items]
 
 
-def plaintext_hits(cluster: LocalCluster, marker: str,
-                   projections: set[tuple[str, str]]) -> dict[str, int]:
+def plaintext_hits(
+    cluster: LocalCluster, marker: str, projections: set[tuple[str, str]]
+) -> dict[str, int]:
     """Where `marker` shows up outside the projections flows mount: every object of every
     listable kind (Secrets decoded too; Events among them), every log the control plane and the
     operators wrote, and the audit log."""
@@ -219,8 +250,10 @@ def plaintext_hits(cluster: LocalCluster, marker: str,
     for item in _all_objects(cluster):
         meta = item.get("metadata") or {}
         kind = item.get("kind", "")
-        if kind in ("Secret", "ConfigMap") and (meta.get("namespace"), meta.get(
-                "name")) in projections:
+        if (
+            kind in ("Secret", "ConfigMap")
+            and (meta.get("namespace"), meta.get("name")) in projections
+        ):
             continue
         text = json.dumps(item)
         if kind == "Secret":
@@ -236,8 +269,10 @@ def plaintext_hits(cluster: LocalCluster, marker: str,
 
 
 def operator_tracebacks(cluster: LocalCluster) -> int:
-    return sum(p.read_text(errors="replace").count("Traceback")
-               for p in (cluster.cp.workdir / "logs").glob("operator-*.log"))
+    return sum(
+        p.read_text(errors="replace").count("Traceback")
+        for p in (cluster.cp.workdir / "logs").glob("operator-*.log")
+    )
 
 
 # =============================================================================================
@@ -288,8 +323,10 @@ class Storm:
             return {key: None}, current, False
         key = self.rng.choice(KEYS)
         if self.rng.random() < 0.3:
-            value: tuple[str, bytes] = ("json", json.dumps(
-                {"v": f"{self.marker}-{seq}", "n": seq}).encode())
+            value: tuple[str, bytes] = (
+                "json",
+                json.dumps({"v": f"{self.marker}-{seq}", "n": seq}).encode(),
+            )
         else:
             value = ("text", f"{self.marker}-{seq}".encode())
         current[key] = value
@@ -303,8 +340,13 @@ class Storm:
                 patch, state, reseal = self._next(seq)
                 try:
                     self.custom.patch_namespaced_custom_object(
-                        GROUP, VERSION, self.ns, "spacesecrets", "secrets",
-                        {"spec": {"data": patch}})
+                        GROUP,
+                        VERSION,
+                        self.ns,
+                        "spacesecrets",
+                        "secrets",
+                        {"spec": {"data": patch}},
+                    )
                 except Exception:
                     if not self.tolerant:
                         raise
@@ -344,8 +386,9 @@ class Watcher:
         version = status.get("version")
         if isinstance(version, int):
             if self.seen and version < self.seen[-1]:
-                self.violations.append(f"status.version went back from {self.seen[-1]} to "
-                                       f"{version}")
+                self.violations.append(
+                    f"status.version went back from {self.seen[-1]} to {version}"
+                )
             if not self.seen or version != self.seen[-1]:
                 self.seen.append(version)
         history = status.get("history") or []
@@ -355,14 +398,16 @@ class Watcher:
         for entry in history:
             known = self.entries.setdefault(entry["version"], entry)
             if known != entry:
-                self.violations.append(f"version {entry['version']} shown as {known} and later "
-                                       f"as {entry}")
+                self.violations.append(
+                    f"version {entry['version']} shown as {known} and later as {entry}"
+                )
 
     def _run(self) -> None:
         while not self.stopped.wait(0.15):
             with contextlib.suppress(Exception):
-                self.observe(self.kube.get_custom("spacesecrets", self.ns, "secrets").get(
-                    "status") or {})
+                self.observe(
+                    self.kube.get_custom("spacesecrets", self.ns, "secrets").get("status") or {}
+                )
 
 
 def check_history(kube: Kube, ns: str, states: list[Plain], watcher: Watcher) -> dict[str, int]:
@@ -387,9 +432,10 @@ def check_history(kube: Kube, ns: str, states: list[Plain], watcher: Watcher) ->
             shown = {k: entry.get(k) for k in ("at", "added", "changed", "removed")}
             stored = {k: by_number[number].get(k) for k in ("at", "added", "changed", "removed")}
             assert shown == stored, f"version {number} was shown as {shown}, stored as {stored}"
-    status_history = [h["version"] for h in kube.get_custom("spacesecrets", ns, "secrets")[
-        "status"]["history"]]
-    assert status_history == index_versions[:len(status_history)]
+    status_history = [
+        h["version"] for h in kube.get_custom("spacesecrets", ns, "secrets")["status"]["history"]
+    ]
+    assert status_history == index_versions[: len(status_history)]
     assert not watcher.violations, watcher.violations[:5]
     # the decrypted versions are spec states, in the order they were applied
     position = 0
@@ -397,8 +443,9 @@ def check_history(kube: Kube, ns: str, states: list[Plain], watcher: Watcher) ->
         values = as_plain(history.values(ring, number))
         while position < len(states) and states[position] != values:
             position += 1
-        assert position < len(states), f"version {number} holds no applied state, or one out " \
-                                       "of order"
+        assert position < len(states), (
+            f"version {number} holds no applied state, or one out of order"
+        )
     assert values == states[-1], "the current version is not the last spec"
     # no two VersionCreated Events for one version
     events = kube.core.list_namespaced_event(ns, field_selector="reason=VersionCreated").items
@@ -418,8 +465,11 @@ def test_sigkill_storm(fresh_cluster: Callable[[], LocalCluster]) -> None:
     op = cluster.start_operator(env=STORM_ENV)
     kube = Kube(make_client(str(cluster.kubeconfig)))
     sealer, marker, ns = Sealer(cluster), _marker(), "storm"
-    flows = [FlowDef("all", "all-secrets"), FlowDef("some", "some-secrets", ["K0", "K1"]),
-             FlowDef("other", "other-secrets")]
+    flows = [
+        FlowDef("all", "all-secrets"),
+        FlowDef("some", "some-secrets", ["K0", "K1"]),
+        FlowDef("other", "other-secrets"),
+    ]
     initial: Plain = {k: ("text", f"{marker}-init-{k}".encode()) for k in KEYS[:5]}
     new_space(cluster, sealer, ns, initial, flows)
     wait_for("the first version", lambda: converged(kube, ns, flows) == 1)
@@ -442,18 +492,21 @@ def test_sigkill_storm(fresh_cluster: Callable[[], LocalCluster]) -> None:
     assert storm.error is None, storm.error
     stormed = time.monotonic() - started
     t0 = time.monotonic()
-    version = wait_for("the space and every target to converge",
-                       lambda: converged(kube, ns, flows), timeout=120)
+    version = wait_for(
+        "the space and every target to converge", lambda: converged(kube, ns, flows), timeout=120
+    )
     converge = time.monotonic() - t0
     watcher.stop()
     figures = check_history(kube, ns, storm.states, watcher)
     assert op.alive()
     assert operator_tracebacks(cluster) == 0
     hits = plaintext_hits(cluster, marker, {(ns, f.target) for f in flows})
-    report(f"sigkill storm: {kills} kills survived in {stormed:.0f}s, {storm.changes} changes "
-           f"({storm.reseals} re-seals), {version} versions ({figures['kept']} kept, "
-           f"{figures['shown']} seen in status), converged {converge:.1f}s after the storm, "
-           f"plaintext hits {sum(hits.values())} {hits}")
+    report(
+        f"sigkill storm: {kills} kills survived in {stormed:.0f}s, {storm.changes} changes "
+        f"({storm.reseals} re-seals), {version} versions ({figures['kept']} kept, "
+        f"{figures['shown']} seen in status), converged {converge:.1f}s after the storm, "
+        f"plaintext hits {sum(hits.values())} {hits}"
+    )
     assert hits == {"objects": 0, "events": 0, "logs": 0, "audit": 0}
 
 
@@ -476,8 +529,16 @@ def test_apiserver_and_etcd_restarts(fresh_cluster: Callable[[], LocalCluster]) 
     seq = 0
     for _ in range(RESTARTS):
         for component in ("kube-apiserver", "etcd"):
-            storm = Storm(custom, sealer, ns, marker, random.Random(SEED + seq), [initial],
-                          pace=(0.1, 0.5), tolerant=True)
+            storm = Storm(
+                custom,
+                sealer,
+                ns,
+                marker,
+                random.Random(SEED + seq),
+                [initial],
+                pace=(0.1, 0.5),
+                tolerant=True,
+            )
             storm.start()
             time.sleep(1.5)
             t0 = time.monotonic()
@@ -489,17 +550,29 @@ def test_apiserver_and_etcd_restarts(fresh_cluster: Callable[[], LocalCluster]) 
             assert storm.error is None, storm.error
             # a change after the restart reaches the history and every target
             seq += 1
-            change = {"spec": {"data": {"K0": sealer.entry(
-                ns, "K0", "text", f"{marker}-after-{seq}".encode())}}}
-            wait_for("a change accepted after the restart", lambda c=change: custom.
-                     patch_namespaced_custom_object(GROUP, VERSION, ns, "spacesecrets",
-                                                    "secrets", c), timeout=60)
+            change = {
+                "spec": {
+                    "data": {"K0": sealer.entry(ns, "K0", "text", f"{marker}-after-{seq}".encode())}
+                }
+            }
+            wait_for(
+                "a change accepted after the restart",
+                lambda c=change: custom.patch_namespaced_custom_object(
+                    GROUP, VERSION, ns, "spacesecrets", "secrets", c
+                ),
+                timeout=60,
+            )
             t1 = time.monotonic()
-            wait_for(f"convergence after the {component} restart",
-                     lambda: converged(kube, ns, flows), timeout=180)
-            figures.append(f"{component}: down {outage:.1f}s, {storm.changes} changes "
-                           f"({storm.failed} refused), converged {time.monotonic() - t1:.1f}s "
-                           "after the next change")
+            wait_for(
+                f"convergence after the {component} restart",
+                lambda: converged(kube, ns, flows),
+                timeout=180,
+            )
+            figures.append(
+                f"{component}: down {outage:.1f}s, {storm.changes} changes "
+                f"({storm.failed} refused), converged {time.monotonic() - t1:.1f}s "
+                "after the next change"
+            )
     # the watches are back: a target deleted behind the operator's back is restored
     kube.core.delete_namespaced_secret("all-secrets", ns)
     wait_for("the deleted target restored", lambda: converged(kube, ns, flows), timeout=60)
@@ -519,13 +592,19 @@ def test_apiserver_and_etcd_restarts(fresh_cluster: Callable[[], LocalCluster]) 
 # =============================================================================================
 
 
-def _cli(*args: str, kubeconfig: Path | None = None, stdin: bytes = b"",
-         timeout: float = 60) -> subprocess.Popen[bytes]:
+def _cli(
+    *args: str, kubeconfig: Path | None = None, stdin: bytes = b"", timeout: float = 60
+) -> subprocess.Popen[bytes]:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     if kubeconfig is not None:
         env["KUBECONFIG"] = str(kubeconfig)
-    proc = subprocess.Popen([sys.executable, "-m", "spacesecrets", *args], env=env,
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "spacesecrets", *args],
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     # a hostile input must not take the machine down with the CLI (set from outside: no
     # preexec_fn while the corpus runs threads)
     resource.prlimit(proc.pid, resource.RLIMIT_AS, (1 << 30, 1 << 30))
@@ -546,35 +625,52 @@ def _finish(proc: subprocess.Popen[bytes], timeout: float = 60) -> tuple[int, st
     return proc.returncode, out.decode(errors="replace"), err.decode(errors="replace")
 
 
-def test_two_owners_set_different_keys_at_once(cluster: LocalCluster, kube: Kube,
-                                               operator: OperatorProcess, ns: str) -> None:
-    owners = [{"kind": "User", "name": "alice@example.com"},
-              {"kind": "User", "name": "bob@example.com"}]
+def test_two_owners_set_different_keys_at_once(
+    cluster: LocalCluster, kube: Kube, operator: OperatorProcess, ns: str
+) -> None:
+    owners = [
+        {"kind": "User", "name": "alice@example.com"},
+        {"kind": "User", "name": "bob@example.com"},
+    ]
     space = Space(cluster, kube, ns, owners)
     marker = _marker()
     space.apply({"SHARED": f"{marker}-shared"})
     space.wait_version(1)
     space.kubectl_apply(space.flow("flow", "flow-secrets"))
-    wait_for("both owners bound", lambda: len(kube.get_role_binding(
-        ns, "spacesecrets-owners")["subjects"]) == 2)
-    configs = {"ALICE_KEY": cluster.cp.kubeconfig_for("alice@example.com"),
-               "BOB_KEY": cluster.cp.kubeconfig_for("bob@example.com")}
+    wait_for(
+        "both owners bound",
+        lambda: len(kube.get_role_binding(ns, "spacesecrets-owners")["subjects"]) == 2,
+    )
+    configs = {
+        "ALICE_KEY": cluster.cp.kubeconfig_for("alice@example.com"),
+        "BOB_KEY": cluster.cp.kubeconfig_for("bob@example.com"),
+    }
     flow = FlowDef("flow", "flow-secrets")
     for round_ in range(OWNER_ROUNDS):
         values = {key: f"{marker}-{key.lower()}-{round_}" for key in configs}
-        procs = {key: _cli("set", key, "-n", ns, kubeconfig=cfg, stdin=values[key].encode())
-                 for key, cfg in configs.items()}
+        procs = {
+            key: _cli("set", key, "-n", ns, kubeconfig=cfg, stdin=values[key].encode())
+            for key, cfg in configs.items()
+        }
         for key, proc in procs.items():
             code, out, err = _finish(proc)
             assert code == 0, f"{key}: {err}"
             assert "set in space" in out
-        wait_for(f"round {round_}: both changes in the history and the flow", lambda v=values: (
-            converged(kube, ns, [flow]) and space.target_documents("flow-secrets")["SECRETS"]
-            == {"SHARED": f"{marker}-shared", **v}), timeout=60)
+        wait_for(
+            f"round {round_}: both changes in the history and the flow",
+            lambda v=values: (
+                converged(kube, ns, [flow])
+                and space.target_documents("flow-secrets")["SECRETS"]
+                == {"SHARED": f"{marker}-shared", **v}
+            ),
+            timeout=60,
+        )
     version = space.get()["status"]["version"]
     hits = plaintext_hits(cluster, marker, {(ns, "flow-secrets")})
-    report(f"two owners: {OWNER_ROUNDS} rounds of concurrent `spacesecrets set`, every change "
-           f"landed (version {version}); plaintext hits {sum(hits.values())} {hits}")
+    report(
+        f"two owners: {OWNER_ROUNDS} rounds of concurrent `spacesecrets set`, every change "
+        f"landed (version {version}); plaintext hits {sum(hits.values())} {hits}"
+    )
     assert hits == {"objects": 0, "events": 0, "logs": 0, "audit": 0}
 
 
@@ -627,6 +723,7 @@ class Corpus:
 
 # -- admission: kubectl apply is refused by the API server (schema, CEL) -------------------------
 
+
 def admission_cases(c: Corpus) -> list[tuple[str, Callable[[], Any], str]]:
     ns = "adm"
     good = c.sealer.entry(ns, "GOOD", "text", f"{c.marker}-adm".encode())
@@ -639,17 +736,25 @@ def admission_cases(c: Corpus) -> list[tuple[str, Callable[[], Any], str]]:
                 spec["owners"] = [{"kind": "User", "name": "alice@example.com"}]
             elif owners is not None:
                 spec["owners"] = owners
-            return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "SpaceSecrets",
-                    "metadata": {"name": f"bad-{uuid.uuid4().hex[:6]}", "namespace": ns},
-                    "spec": spec}
+            return {
+                "apiVersion": f"{GROUP}/{VERSION}",
+                "kind": "SpaceSecrets",
+                "metadata": {"name": f"bad-{uuid.uuid4().hex[:6]}", "namespace": ns},
+                "spec": spec,
+            }
+
         return build
 
     def flow(**spec: Any) -> Callable[[], Any]:
         def build() -> dict[str, Any]:
             full = {"target": {"name": "t"}, **spec}
-            return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "FlowSecretSync",
-                    "metadata": {"name": f"bad-{uuid.uuid4().hex[:6]}", "namespace": ns},
-                    "spec": {k: v for k, v in full.items() if v is not None}}
+            return {
+                "apiVersion": f"{GROUP}/{VERSION}",
+                "kind": "FlowSecretSync",
+                "metadata": {"name": f"bad-{uuid.uuid4().hex[:6]}", "namespace": ns},
+                "spec": {k: v for k, v in full.items() if v is not None},
+            }
+
         return build
 
     def with_key(key: str) -> Callable[[], Any]:
@@ -658,9 +763,15 @@ def admission_cases(c: Corpus) -> list[tuple[str, Callable[[], Any], str]]:
     def with_sealed(sealed: str, fmt: str = "text") -> Callable[[], Any]:
         return space({"GOOD": {"format": fmt, "sealed": sealed}})
 
-    laughs = "a: &a [" + ",".join(['"lol"'] * 9) + "]\n" + "".join(
-        f"{n}: &{n} [" + ",".join([f"*{p}"] * 9) + "]\n" for p, n in zip("abcdefgh", "bcdefghi",
-                                                                       strict=True))
+    laughs = (
+        "a: &a ["
+        + ",".join(['"lol"'] * 9)
+        + "]\n"
+        + "".join(
+            f"{n}: &{n} [" + ",".join([f"*{p}"] * 9) + "]\n"
+            for p, n in zip("abcdefgh", "bcdefghi", strict=True)
+        )
+    )
     return [
         ("key starts with a digit", with_key("1KEY"), "spec.data"),
         ("key with a dash", with_key("MY-KEY"), "spec.data"),
@@ -673,11 +784,6 @@ def admission_cases(c: Corpus) -> list[tuple[str, Callable[[], Any], str]]:
         ("format TEXT", with_sealed(good["sealed"], "TEXT"), "format"),
         ("plaintext in sealed", with_sealed(f"{c.typed}-typed-in-plain"), "sealed"),
         ("wire prefix hpke2", with_sealed(good["sealed"].replace("hpke1:", "hpke2:")), "sealed"),
-        ("kid of 8 digits", with_sealed(good["sealed"].replace(kid, kid[:8])), "sealed"),
-        ("kid in upper case", with_sealed(good["sealed"].replace(kid, kid.upper())
-                                          if kid.upper() != kid else "hpke1:ABCDEF0123456789:AA"),
-         "sealed"),
-        ("base64 with stray characters", with_sealed(f"hpke1:{kid}:!!not-base64!!"), "sealed"),
         ("sealed over 90,000 characters", with_sealed(f"hpke1:{kid}:" + "A" * 90_000), "sealed"),
         ("sealed missing", space({"GOOD": {"format": "text"}}), "sealed"),
         ("entry not an object", space({"GOOD": "hpke1:" + kid + ":AAAA"}), "spec.data"),
@@ -689,8 +795,11 @@ def admission_cases(c: Corpus) -> list[tuple[str, Callable[[], Any], str]]:
         ("owner kind Robot", space(owners=[{"kind": "Robot", "name": "r2"}]), "kind"),
         ("owner without name", space(owners=[{"kind": "User"}]), "name"),
         ("owner with empty name", space(owners=[{"kind": "User", "name": ""}]), "name"),
-        ("ServiceAccount owner as a user name", space(owners=[
-            {"kind": "ServiceAccount", "name": "system:serviceaccount:adm:gitops"}]), "name"),
+        (
+            "ServiceAccount owner as a user name",
+            space(owners=[{"kind": "ServiceAccount", "name": "system:serviceaccount:adm:gitops"}]),
+            "name",
+        ),
         ("historyLimit 0", space(historyLimit=0), "historylimit"),
         ("historyLimit 101", space(historyLimit=101), "historylimit"),
         ("historyLimit a string", space(historyLimit="many"), "historylimit"),
@@ -698,8 +807,11 @@ def admission_cases(c: Corpus) -> list[tuple[str, Callable[[], Any], str]]:
         ("flow target kind Pod", flow(target={"kind": "Pod", "name": "t"}), "kind"),
         ("flow target name not DNS", flow(target={"name": "Bad_Name"}), "name"),
         ("flow without target", flow(target=None), "target"),
-        ("flow target in another namespace", flow(target={"name": "t", "namespace": "other"}),
-         "unknown field"),
+        (
+            "flow target in another namespace",
+            flow(target={"name": "t", "namespace": "other"}),
+            "unknown field",
+        ),
         ("flow flowRef DaemonSet", flow(flowRef={"kind": "DaemonSet", "name": "x"}), "kind"),
         ("flow keys with a bad name", flow(keys=["1BAD"]), "keys"),
         ("flow syncOnSave not a boolean", flow(syncOnSave="sometimes"), "synconsave"),
@@ -720,10 +832,10 @@ def run_admission(c: Corpus, name: str, build: Callable[[], Any], fragment: str)
 
 # -- the operator: Ready=False (or Synced=False) with a reason and a message naming the key -------
 
+
 def _namespace_with_good_space(c: Corpus, ns: str) -> FlowDef:
     flow = FlowDef("flow", "flow-secrets")
-    new_space(c.cluster, c.sealer, ns, {"GOOD": ("text", f"{c.marker}-good-{ns}".encode())},
-              [flow])
+    new_space(c.cluster, c.sealer, ns, {"GOOD": ("text", f"{c.marker}-good-{ns}".encode())}, [flow])
     c.projections.add((ns, flow.target))
     wait_for(f"{ns} at version 1", lambda: converged(c.kube, ns, [flow]) == 1, timeout=60)
     return flow
@@ -737,15 +849,23 @@ def _condition(c: Corpus, plural: str, ns: str, name: str, type_: str) -> dict[s
     return {}
 
 
-def run_space_case(c: Corpus, ns: str, data: dict[str, Any], reason: str,
-                   names: list[str]) -> str | None:
+def run_space_case(
+    c: Corpus, ns: str, data: dict[str, Any], reason: str, names: list[str]
+) -> str | None:
     flow = _namespace_with_good_space(c, ns)
-    _custom(c.cluster).patch_namespaced_custom_object(GROUP, VERSION, ns, "spacesecrets",
-                                                      "secrets", {"spec": {"data": data}})
+    _custom(c.cluster).patch_namespaced_custom_object(
+        GROUP, VERSION, ns, "spacesecrets", "secrets", {"spec": {"data": data}}
+    )
     try:
-        cond = wait_for(f"{ns} refused", lambda: (cd := _condition(
-            c, "spacesecrets", ns, "secrets", "Ready")).get("status") == "False" and cd,
-            timeout=60)
+        cond = wait_for(
+            f"{ns} refused",
+            lambda: (
+                (cd := _condition(c, "spacesecrets", ns, "secrets", "Ready")).get("status")
+                == "False"
+                and cd
+            ),
+            timeout=60,
+        )
     except TimeoutError:
         return f"not refused: {_condition(c, 'spacesecrets', ns, 'secrets', 'Ready')}"
     if cond["reason"] != reason:
@@ -753,15 +873,26 @@ def run_space_case(c: Corpus, ns: str, data: dict[str, Any], reason: str,
     missing = [n for n in names if n not in cond["message"]]
     if missing or "version 1 stays current" not in cond["message"]:
         return f"the message does not name {missing} or the kept version: {cond['message']}"
-    if converged(c.kube, ns, []) is not None or c.kube.get_custom(
-            "spacesecrets", ns, "secrets")["status"]["version"] != 1:
+    if (
+        converged(c.kube, ns, []) is not None
+        or c.kube.get_custom("spacesecrets", ns, "secrets")["status"]["version"] != 1
+    ):
         return "the refused spec became a version"
-    docs = {k: json.loads(v) for k, v in decoded_documents(
-        c.kube.get("Secret", ns, flow.target)).items()}
+    docs = {
+        k: json.loads(v)
+        for k, v in decoded_documents(c.kube.get("Secret", ns, flow.target)).items()
+    }
     if docs["SECRETS_METADATA"]["version"] != 1 or list(docs["SECRETS"]) != ["GOOD"]:
         return f"the last good version is no longer projected: {docs['SECRETS_METADATA']}"
-    if not wait_for("the Warning event", lambda: c.kube.core.list_namespaced_event(
-            ns, field_selector=f"reason={reason},type=Warning").items, timeout=20):
+    if not wait_for(
+        "the Warning event",
+        lambda: (
+            c.kube.core.list_namespaced_event(
+                ns, field_selector=f"reason={reason},type=Warning"
+            ).items
+        ),
+        timeout=20,
+    ):
         return "no Warning Event"
     return None
 
@@ -769,8 +900,16 @@ def run_space_case(c: Corpus, ns: str, data: dict[str, Any], reason: str,
 def space_cases(c: Corpus) -> list[tuple[str, Callable[[str], dict[str, Any]], str, list[str]]]:
     s = c.sealer
 
-    def entry(ns: str, key: str, raw: bytes, fmt: str = "text", *, as_key: str | None = None,
-              as_ns: str | None = None, as_fmt: str | None = None) -> dict[str, Any]:
+    def entry(
+        ns: str,
+        key: str,
+        raw: bytes,
+        fmt: str = "text",
+        *,
+        as_key: str | None = None,
+        as_ns: str | None = None,
+        as_fmt: str | None = None,
+    ) -> dict[str, Any]:
         sealed = s.entry(as_ns or ns, as_key or key, as_fmt or fmt, raw)["sealed"]
         return {key: {"format": fmt, "sealed": sealed}}
 
@@ -783,50 +922,151 @@ def space_cases(c: Corpus) -> list[tuple[str, Callable[[str], dict[str, Any]], s
     big = b"x" * (64 * 1024 + 1)
     chunk = b"y" * (60 * 1024)
     return [
-        ("tampered: last byte", sealed_as(lambda ns: _flip(token(ns), -1)), "CannotOpen",
-         ["TOKEN"]),
-        ("tampered: first byte of enc", sealed_as(lambda ns: _flip(token(ns), 0)), "CannotOpen",
-         ["TOKEN"]),
-        ("tampered: middle", sealed_as(lambda ns: _flip(token(ns), 40)), "CannotOpen",
-         ["TOKEN"]),
-        ("truncated below the HPKE overhead", sealed_as(lambda ns: _cut(token(ns), 40)),
-         "MalformedSealedValue", ["TOKEN"]),
-        ("truncated ciphertext", sealed_as(lambda ns: _cut(token(ns), 50)), "CannotOpen",
-         ["TOKEN"]),
-        ("base64 without its padding", sealed_as(lambda ns: token(ns).rstrip("=")[:-1]),
-         "MalformedSealedValue", ["TOKEN"]),
-        ("mis-scoped: sealed for another namespace",
-         lambda ns: entry(ns, "TOKEN", b"x", as_ns="another-space"), "CannotOpen", ["TOKEN"]),
-        ("renamed: sealed for another KEY", lambda ns: entry(ns, "TOKEN", b"x", as_key="OTHER"),
-         "CannotOpen", ["TOKEN"]),
-        ("retyped: sealed as json, declared text",
-         lambda ns: entry(ns, "TOKEN", b'"x"', "text", as_fmt="json"), "CannotOpen", ["TOKEN"]),
-        ("retyped: sealed as text, declared json",
-         lambda ns: entry(ns, "TOKEN", b'"x"', "json", as_fmt="text"), "CannotOpen", ["TOKEN"]),
-        ("unknown kid", sealed_as(lambda ns: "hpke1:00000000deadbeef:" + token(ns).split(":")[2]),
-         "UnknownSealingKey", ["TOKEN"]),
-        ("sealed to another operator's key", sealed_as(lambda ns: _foreign_key_sealed(
-            ns, "TOKEN")), "UnknownSealingKey", ["TOKEN"]),
-        ("invalid JSON: unterminated", lambda ns: entry(ns, "TOKEN", b'{"a": ', "json"),
-         "InvalidJSON", ["TOKEN"]),
-        ("invalid JSON: single quotes", lambda ns: entry(ns, "TOKEN", b"{'a': 1}", "json"),
-         "InvalidJSON", ["TOKEN"]),
-        ("invalid JSON: trailing comma", lambda ns: entry(ns, "TOKEN", b"[1, 2,]", "json"),
-         "InvalidJSON", ["TOKEN"]),
-        ("invalid JSON: empty", lambda ns: entry(ns, "TOKEN", b"", "json"), "InvalidJSON",
-         ["TOKEN"]),
-        ("invalid JSON: plain word", lambda ns: entry(
-            ns, "TOKEN", f"{c.marker}-unquoted".encode(), "json"), "InvalidJSON", ["TOKEN"]),
-        ("text not UTF-8", lambda ns: entry(ns, "TOKEN", b"\xff\xfe\x00bad", "text"),
-         "InvalidText", ["TOKEN"]),
-        ("json not UTF-8", lambda ns: entry(ns, "TOKEN", b'"\xff"', "json"), "InvalidText",
-         ["TOKEN"]),
+        (
+            "tampered: last byte",
+            sealed_as(lambda ns: _flip(token(ns), -1)),
+            "CannotOpen",
+            ["TOKEN"],
+        ),
+        (
+            "tampered: first byte of enc",
+            sealed_as(lambda ns: _flip(token(ns), 0)),
+            "CannotOpen",
+            ["TOKEN"],
+        ),
+        ("tampered: middle", sealed_as(lambda ns: _flip(token(ns), 40)), "CannotOpen", ["TOKEN"]),
+        (
+            "truncated below the HPKE overhead",
+            sealed_as(lambda ns: _cut(token(ns), 40)),
+            "MalformedSealedValue",
+            ["TOKEN"],
+        ),
+        (
+            "truncated ciphertext",
+            sealed_as(lambda ns: _cut(token(ns), 50)),
+            "CannotOpen",
+            ["TOKEN"],
+        ),
+        (
+            "base64 without its padding",
+            sealed_as(lambda ns: token(ns).rstrip("=")[:-1]),
+            "MalformedSealedValue",
+            ["TOKEN"],
+        ),
+        (
+            "mis-scoped: sealed for another namespace",
+            lambda ns: entry(ns, "TOKEN", b"x", as_ns="another-space"),
+            "CannotOpen",
+            ["TOKEN"],
+        ),
+        (
+            "renamed: sealed for another KEY",
+            lambda ns: entry(ns, "TOKEN", b"x", as_key="OTHER"),
+            "CannotOpen",
+            ["TOKEN"],
+        ),
+        (
+            "retyped: sealed as json, declared text",
+            lambda ns: entry(ns, "TOKEN", b'"x"', "text", as_fmt="json"),
+            "CannotOpen",
+            ["TOKEN"],
+        ),
+        (
+            "retyped: sealed as text, declared json",
+            lambda ns: entry(ns, "TOKEN", b'"x"', "json", as_fmt="text"),
+            "CannotOpen",
+            ["TOKEN"],
+        ),
+        # the wire form's details are the operator's to check: a CRD `pattern` would make the
+        # API server quote (and the audit log keep) whatever was pasted into `sealed`
+        (
+            "kid of 8 digits",
+            sealed_as(lambda ns: token(ns).replace(token(ns).split(":")[1], "0123abcd")),
+            "MalformedSealedValue",
+            ["TOKEN"],
+        ),
+        (
+            "kid in upper case",
+            sealed_as(lambda ns: "hpke1:ABCDEF0123456789:" + token(ns).split(":")[2]),
+            "UnknownSealingKey",
+            ["TOKEN"],
+        ),
+        (
+            "base64 with stray characters",
+            sealed_as(lambda ns: "hpke1:" + token(ns).split(":")[1] + ":!!not-base64!!"),
+            "MalformedSealedValue",
+            ["TOKEN"],
+        ),
+        (
+            "unknown kid",
+            sealed_as(lambda ns: "hpke1:00000000deadbeef:" + token(ns).split(":")[2]),
+            "UnknownSealingKey",
+            ["TOKEN"],
+        ),
+        (
+            "sealed to another operator's key",
+            sealed_as(lambda ns: _foreign_key_sealed(ns, "TOKEN")),
+            "UnknownSealingKey",
+            ["TOKEN"],
+        ),
+        (
+            "invalid JSON: unterminated",
+            lambda ns: entry(ns, "TOKEN", b'{"a": ', "json"),
+            "InvalidJSON",
+            ["TOKEN"],
+        ),
+        (
+            "invalid JSON: single quotes",
+            lambda ns: entry(ns, "TOKEN", b"{'a': 1}", "json"),
+            "InvalidJSON",
+            ["TOKEN"],
+        ),
+        (
+            "invalid JSON: trailing comma",
+            lambda ns: entry(ns, "TOKEN", b"[1, 2,]", "json"),
+            "InvalidJSON",
+            ["TOKEN"],
+        ),
+        (
+            "invalid JSON: empty",
+            lambda ns: entry(ns, "TOKEN", b"", "json"),
+            "InvalidJSON",
+            ["TOKEN"],
+        ),
+        (
+            "invalid JSON: plain word",
+            lambda ns: entry(ns, "TOKEN", f"{c.marker}-unquoted".encode(), "json"),
+            "InvalidJSON",
+            ["TOKEN"],
+        ),
+        (
+            "text not UTF-8",
+            lambda ns: entry(ns, "TOKEN", b"\xff\xfe\x00bad", "text"),
+            "InvalidText",
+            ["TOKEN"],
+        ),
+        (
+            "json not UTF-8",
+            lambda ns: entry(ns, "TOKEN", b'"\xff"', "json"),
+            "InvalidText",
+            ["TOKEN"],
+        ),
         ("oversize value", lambda ns: entry(ns, "TOKEN", big), "TooLarge", ["TOKEN"]),
-        ("oversize space", lambda ns: {f"BIG_{i}": s.entry(ns, f"BIG_{i}", "text", chunk)
-                                       for i in range(4)}, "TooLarge", ["196608 bytes"]),
-        ("two bad keys at once", lambda ns: {
-            **sealed_as(lambda n: _flip(token(n), -1))(ns),
-            **entry(ns, "CONFIG", b"{nope", "json")}, "InvalidSecrets", ["TOKEN", "CONFIG"]),
+        (
+            "oversize space",
+            lambda ns: {f"BIG_{i}": s.entry(ns, f"BIG_{i}", "text", chunk) for i in range(4)},
+            "TooLarge",
+            ["196608 bytes"],
+        ),
+        (
+            "two bad keys at once",
+            lambda ns: {
+                **sealed_as(lambda n: _flip(token(n), -1))(ns),
+                **entry(ns, "CONFIG", b"{nope", "json"),
+            },
+            "InvalidSecrets",
+            ["TOKEN", "CONFIG"],
+        ),
     ]
 
 
@@ -837,8 +1077,13 @@ def run_other_operator_case(c: Corpus, name: str, ns: str) -> str | None:
 
     def expect(plural: str, obj: str, type_: str, reason: str, *names: str) -> str | None:
         try:
-            cond = wait_for(f"{obj} {type_}={reason}", lambda: (cd := _condition(
-                c, plural, ns, obj, type_)).get("reason") == reason and cd, timeout=60)
+            cond = wait_for(
+                f"{obj} {type_}={reason}",
+                lambda: (
+                    (cd := _condition(c, plural, ns, obj, type_)).get("reason") == reason and cd
+                ),
+                timeout=60,
+            )
         except TimeoutError:
             return f"no {type_}={reason}: {_condition(c, plural, ns, obj, type_)}"
         missing = [n for n in names if n not in cond["message"]]
@@ -851,23 +1096,37 @@ def run_other_operator_case(c: Corpus, name: str, ns: str) -> str | None:
             custom.create_namespaced_custom_object(GROUP, VERSION, ns, plural, body)
 
     if name == "duplicate space":
-        create("spacesecrets", {"apiVersion": f"{GROUP}/{VERSION}", "kind": "SpaceSecrets",
-                                "metadata": {"name": "second", "namespace": ns},
-                                "spec": {"owners": [{"kind": "User", "name": "x"}],
-                                         "data": c.sealer.data(ns, {"B": ("text", b"b")})}})
+        create(
+            "spacesecrets",
+            {
+                "apiVersion": f"{GROUP}/{VERSION}",
+                "kind": "SpaceSecrets",
+                "metadata": {"name": "second", "namespace": ns},
+                "spec": {
+                    "owners": [{"kind": "User", "name": "x"}],
+                    "data": c.sealer.data(ns, {"B": ("text", b"b")}),
+                },
+            },
+        )
         problem = expect("spacesecrets", "second", "Ready", "DuplicateSpace", "secrets")
     elif name.startswith("rollback to "):
         to = name.removeprefix("rollback to ")
         custom.patch_namespaced_custom_object(
-            GROUP, VERSION, ns, "spacesecrets", "secrets",
-            {"metadata": {"annotations": {"spacesecrets.io/rollback-to": to}}})
+            GROUP,
+            VERSION,
+            ns,
+            "spacesecrets",
+            "secrets",
+            {"metadata": {"annotations": {"spacesecrets.io/rollback-to": to}}},
+        )
         problem = expect("spacesecrets", "secrets", "Rollback", "RollbackFailed", to[:20])
     elif name == "flow keys name a missing key":
         create("flowsecretsyncs", FlowDef("partial", "partial-secrets", ["NOPE"]).body(ns))
         problem = expect("flowsecretsyncs", "partial", "Synced", "MissingKey", "NOPE")
     elif name == "flow target exists, not ours":
-        c.kube.core.create_namespaced_secret(ns, {"metadata": {"name": "theirs"},
-                                                  "stringData": {"x": "y"}})
+        c.kube.core.create_namespaced_secret(
+            ns, {"metadata": {"name": "theirs"}, "stringData": {"x": "y"}}
+        )
         create("flowsecretsyncs", FlowDef("grabby", "theirs").body(ns))
         problem = expect("flowsecretsyncs", "grabby", "Synced", "TargetNotOwned", "theirs")
         if not problem and c.kube.get("Secret", ns, "theirs")["data"] != {"x": "eQ=="}:
@@ -888,10 +1147,16 @@ def run_other_operator_case(c: Corpus, name: str, ns: str) -> str | None:
     return problem
 
 
-OTHER_OPERATOR_CASES = ["duplicate space", "rollback to 99", "rollback to abc",
-                        "rollback to -1", "flow keys name a missing key",
-                        "flow target exists, not ours", "flow ConfigMap target not allowed",
-                        "flow target taken by another flow"]
+OTHER_OPERATOR_CASES = [
+    "duplicate space",
+    "rollback to 99",
+    "rollback to abc",
+    "rollback to -1",
+    "flow keys name a missing key",
+    "flow target exists, not ours",
+    "flow ConfigMap target not allowed",
+    "flow target taken by another flow",
+]
 
 
 def run_space_missing(c: Corpus) -> str | None:
@@ -899,15 +1164,24 @@ def run_space_missing(c: Corpus) -> str | None:
     can't be created where there is no space: the owners policy refuses it.)"""
     ns = "space-gone"
     flow = _namespace_with_good_space(c, ns)
-    _custom(c.cluster).delete_namespaced_custom_object(GROUP, VERSION, ns, "spacesecrets",
-                                                       "secrets")
+    _custom(c.cluster).delete_namespaced_custom_object(
+        GROUP, VERSION, ns, "spacesecrets", "secrets"
+    )
     try:
-        wait_for("SpaceMissing", lambda: _condition(c, "flowsecretsyncs", ns, "flow", "Synced")
-                 .get("reason") == "SpaceMissing", timeout=60)
+        wait_for(
+            "SpaceMissing",
+            lambda: (
+                _condition(c, "flowsecretsyncs", ns, "flow", "Synced").get("reason")
+                == "SpaceMissing"
+            ),
+            timeout=60,
+        )
     except TimeoutError:
         return f"no SpaceMissing: {_condition(c, 'flowsecretsyncs', ns, 'flow', 'Synced')}"
-    docs = {k: json.loads(v) for k, v in decoded_documents(
-        c.kube.get("Secret", ns, flow.target)).items()}
+    docs = {
+        k: json.loads(v)
+        for k, v in decoded_documents(c.kube.get("Secret", ns, flow.target)).items()
+    }
     if docs["SECRETS_METADATA"]["version"] != 1:
         return "the flow lost its projection"
     return None
@@ -917,20 +1191,24 @@ def run_space_missing(c: Corpus) -> str | None:
 
 # Cases the CLI does not handle yet. Each is still run: it must fail the way it is written down
 # here, and once the CLI is fixed the test says to move the case back into the corpus.
-KNOWN_CLI_GAPS = {
-    "seal: billion laughs": "the aliases are expanded by json.dumps after yaml.safe_load: the "
-                            "CLI runs out of memory or time instead of refusing",
-    "seal: lists nested 50,000 deep": "PyYAML's recursive composer raises RecursionError, "
-                                      "which the CLI shows as a traceback",
-}
+KNOWN_CLI_GAPS: dict[str, str] = {}
 
 
 def cli_cases(c: Corpus, files: Path) -> list[tuple[str, list[str], bytes, Path | None]]:
-    laughs = ("a: &a [" + ",".join(['"lol"'] * 9) + "]\n" + "".join(
-        f"{n}: &{n} [" + ",".join([f"*{p}"] * 9) + "]\n"
-        for p, n in zip("abcdefgh", "bcdefghi", strict=True))).encode()
-    rsa_pem = rsa.generate_private_key(public_exponent=65537, key_size=2048).public_key(
-    ).public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    laughs = (
+        "a: &a ["
+        + ",".join(['"lol"'] * 9)
+        + "]\n"
+        + "".join(
+            f"{n}: &{n} [" + ",".join([f"*{p}"] * 9) + "]\n"
+            for p, n in zip("abcdefgh", "bcdefghi", strict=True)
+        )
+    ).encode()
+    rsa_pem = (
+        rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        .public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
     (files / "rsa.pem").write_bytes(rsa_pem)
     (files / "junk.pem").write_text("not a key\n")
     pem = files / "pub.pem"
@@ -939,8 +1217,12 @@ def cli_cases(c: Corpus, files: Path) -> list[tuple[str, list[str], bytes, Path 
     stranger = c.cluster.cp.kubeconfig_for("mallory@example.com")
     return [
         ("seal: billion laughs", seal, laughs, None),
-        ("seal: python/object/apply tag", seal,
-         b'A: !!python/object/apply:os.system ["echo pwned"]\n', None),
+        (
+            "seal: python/object/apply tag",
+            seal,
+            b'A: !!python/object/apply:os.system ["echo pwned"]\n',
+            None,
+        ),
         ("seal: python/object/new tag", seal, b"A: !!python/object/new:os.system [x]\n", None),
         ("seal: python/name tag", seal, b"A: !!python/name:os.system\n", None),
         ("seal: python/module tag", seal, b"A: !!python/module:os\n", None),
@@ -957,28 +1239,36 @@ def cli_cases(c: Corpus, files: Path) -> list[tuple[str, list[str], bytes, Path 
         ("seal: not UTF-8", seal, b"A: \xff\xfe\n", None),
         ("seal: .env line without =", [*seal, "--format", "env"], b"JUST_A_NAME\n", None),
         ("seal: .env bad key", [*seal, "--format", "env"], b"BAD-KEY=v\n", None),
-        ("seal: owner kind Robot", ["seal", "-n", "cli", "--owner", "Robot:r2", "--cert",
-                                    str(pem)], b"A: v\n", None),
+        (
+            "seal: owner kind Robot",
+            ["seal", "-n", "cli", "--owner", "Robot:r2", "--cert", str(pem)],
+            b"A: v\n",
+            None,
+        ),
         ("seal: no owner", ["seal", "-n", "cli", "--cert", str(pem)], b"A: v\n", None),
         ("seal: --cert not a PEM", [*seal[:-1], str(files / "junk.pem")], b"A: v\n", None),
         ("seal: --cert an RSA key", [*seal[:-1], str(files / "rsa.pem")], b"A: v\n", None),
         ("seal: --cert missing", [*seal[:-1], str(files / "missing.pem")], b"A: v\n", None),
         ("set: key starts with a digit", ["set", "1BAD", "-n", "cli"], b"v", None),
-        ("set: --json with invalid JSON", ["set", "CONF", "--json", "-n", "cli"], b"{nope",
-         None),
+        ("set: --json with invalid JSON", ["set", "CONF", "--json", "-n", "cli"], b"{nope", None),
         ("set: namespace without a space", ["set", "A", "-n", "no-space"], b"v", None),
         ("set: not an owner", ["set", "A", "-n", "cli"], b"v", stranger),
         ("unset: no such key", ["unset", "NOPE", "-n", "cli"], b"", None),
         ("rollback: version not kept", ["rollback", "--to", "99", "-n", "cli"], b"", None),
         ("rollback: not a number", ["rollback", "--to", "abc", "-n", "cli"], b"", None),
-        ("set: --from-file missing", ["set", "A", "--from-file", str(files / "missing"), "-n",
-                                      "cli"], b"", None),
+        (
+            "set: --from-file missing",
+            ["set", "A", "--from-file", str(files / "missing"), "-n", "cli"],
+            b"",
+            None,
+        ),
         ("unknown command", ["frobnicate"], b"", None),
     ]
 
 
-def run_cli(c: Corpus, name: str, args: list[str], stdin: bytes,
-            kubeconfig: Path | None) -> str | None:
+def run_cli(
+    c: Corpus, name: str, args: list[str], stdin: bytes, kubeconfig: Path | None
+) -> str | None:
     proc = _cli(*args, kubeconfig=kubeconfig or c.cluster.kubeconfig, stdin=stdin)
     code, _, err = _finish(proc, timeout=10)
     if code == 0:
@@ -1004,20 +1294,35 @@ def test_bad_input_corpus(fresh_cluster: Callable[[], LocalCluster], tmp_path: P
     cli_flow = _namespace_with_good_space(corpus, "cli")
     jobs: list[Callable[[], None]] = []
     for name, build, fragment in admission_cases(corpus):
-        jobs.append(lambda n=name, b=build, f=fragment: corpus.case(
-            "admission", n, lambda: run_admission(corpus, n, b, f)))
+        jobs.append(
+            lambda n=name, b=build, f=fragment: corpus.case(
+                "admission", n, lambda: run_admission(corpus, n, b, f)
+            )
+        )
     for i, (name, data, reason, names) in enumerate(space_cases(corpus)):
         ns = f"op-{i}"
-        jobs.append(lambda n=name, d=data, r=reason, k=names, ns=ns: corpus.case(
-            "operator", n, lambda: run_space_case(corpus, ns, d(ns), r, k)))
+        jobs.append(
+            lambda n=name, d=data, r=reason, k=names, ns=ns: corpus.case(
+                "operator", n, lambda: run_space_case(corpus, ns, d(ns), r, k)
+            )
+        )
     for i, name in enumerate(OTHER_OPERATOR_CASES):
-        jobs.append(lambda n=name, ns=f"other-{i}": corpus.case(
-            "operator", n, lambda: run_other_operator_case(corpus, n, ns)))
-    jobs.append(lambda: corpus.case("operator", "space deleted under its flow",
-                                    lambda: run_space_missing(corpus)))
-    cli_jobs = [lambda n=name, a=args, s=stdin, k=kc: corpus.case(
-        "cli", n, lambda: run_cli(corpus, n, a, s, k))
-        for name, args, stdin, kc in cli_cases(corpus, tmp_path)]
+        jobs.append(
+            lambda n=name, ns=f"other-{i}": corpus.case(
+                "operator", n, lambda: run_other_operator_case(corpus, n, ns)
+            )
+        )
+    jobs.append(
+        lambda: corpus.case(
+            "operator", "space deleted under its flow", lambda: run_space_missing(corpus)
+        )
+    )
+    cli_jobs = [
+        lambda n=name, a=args, s=stdin, k=kc: corpus.case(
+            "cli", n, lambda: run_cli(corpus, n, a, s, k)
+        )
+        for name, args, stdin, kc in cli_cases(corpus, tmp_path)
+    ]
     started = time.monotonic()
     with ThreadPoolExecutor(8) as pool:
         api = [pool.submit(job) for job in jobs]
@@ -1028,8 +1333,7 @@ def test_bad_input_corpus(fresh_cluster: Callable[[], LocalCluster], tmp_path: P
             future.result()
     elapsed = time.monotonic() - started
 
-    known = {k: v for k, v in corpus.failures.items() if k.removeprefix("cli: ") in
-             KNOWN_CLI_GAPS}
+    known = {k: v for k, v in corpus.failures.items() if k.removeprefix("cli: ") in KNOWN_CLI_GAPS}
     fixed = sorted(set(KNOWN_CLI_GAPS) - {k.removeprefix("cli: ") for k in known})
     unexpected = {k: v for k, v in corpus.failures.items() if k not in known}
     assert op.alive(), "the operator crashed"
@@ -1038,20 +1342,20 @@ def test_bad_input_corpus(fresh_cluster: Callable[[], LocalCluster], tmp_path: P
     hits = plaintext_hits(cluster, corpus.marker, corpus.projections)
     echoed = plaintext_hits(cluster, corpus.typed, set())
     total = sum(corpus.tried.values())
-    report(f"bad input: {total} cases ({corpus.tried}) in {elapsed:.0f}s, "
-           f"{total - len(corpus.failures)} refused as they should be, known CLI gaps "
-           f"{sorted(known)}, operator alive, {tracebacks} tracebacks, "
-           f"plaintext hits {sum(hits.values())} {hits}; a value typed in plain into `sealed` "
-           f"is echoed by the API server's pattern check: {echoed}; slowest cases "
-           + ", ".join(f"{k} {v:.1f}s" for k, v in sorted(
-               corpus.seconds.items(), key=lambda kv: -kv[1])[:6]))
+    report(
+        f"bad input: {total} cases ({corpus.tried}) in {elapsed:.0f}s, "
+        f"{total - len(corpus.failures)} refused as they should be, known CLI gaps "
+        f"{sorted(known)}, operator alive, {tracebacks} tracebacks, "
+        f"plaintext hits {sum(hits.values())} {hits}; a value typed in plain into `sealed` "
+        f"is echoed nowhere: {echoed}; slowest cases "
+        + ", ".join(
+            f"{k} {v:.1f}s" for k, v in sorted(corpus.seconds.items(), key=lambda kv: -kv[1])[:6]
+        )
+    )
     assert not unexpected, json.dumps(unexpected, indent=1)
     assert not fixed, f"fixed, move back into the corpus: {fixed}"
     assert total >= 50
     assert tracebacks == 0
     assert hits == {"objects": 0, "events": 0, "logs": 0, "audit": 0}
-    # Known gap: the CRD's OpenAPI `pattern` on `sealed` makes the API server quote the refused
-    # value in its error, which the audit log records. A CEL-only check quotes nothing; once the
-    # CRD drops the pattern this fails: then assert zero like the line above.
-    assert echoed["objects"] == echoed["events"] == echoed["logs"] == 0
-    assert echoed["audit"] > 0, "the echo is fixed: make this assert zero hits"
+    # a value typed in plain into `sealed` is refused by CEL, whose message quotes nothing
+    assert echoed == {"objects": 0, "events": 0, "logs": 0, "audit": 0}

@@ -102,7 +102,7 @@ OWNER = [{"kind": "User", "name": "alice"}]
         ),
         (
             lambda ns: space(ns, {"GOOD": {"sealed": "plaintext!"}}, OWNER),
-            "spec.data.GOOD.sealed",
+            "spec.data[GOOD].sealed",
             "hpke1",
         ),
         (lambda ns: space(ns, {}, []), "spec.owners", "at least 1"),
