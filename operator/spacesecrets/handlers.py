@@ -80,6 +80,10 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     )
     settings.persistence.diffbase_storage = CompactDiffBase(prefix=KOPF_PREFIX, v1=False)
     settings.posting.level = logging.WARNING  # our own Events say what users care about
+    # kopf re-processes an object until it sees its own last patch; under load that wait is long
+    settings.persistence.consistency_timeout = 30
+    # one INFO line per handled object is noise at thousands of objects; warnings stay
+    logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.watching.connect_timeout = 10

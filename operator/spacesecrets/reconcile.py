@@ -116,6 +116,7 @@ class Operator:
         self._ring_rv = ""
         self.spaces: dict[str, SpaceView] = {}
         self.flows: dict[tuple[str, str], FlowEntry] = {}
+        self._flows_by_ns: dict[str, dict[str, FlowEntry]] = {}  # the same, by namespace
         self._lock = threading.RLock()
         self._space_locks: dict[str, threading.Lock] = {}
         # caches that only save reads (see prefetch_histories and _primary_space)
@@ -419,6 +420,7 @@ class Operator:
             if rollback_of is not None:
                 text += f" (restores version {rollback_of})"
             self.kube.event(body, "Normal", VERSION_CREATED, text)
+            log.info("space %s: %s", ns, text)  # key names only, like the Event
         self._write_status(SPACES, body, status, new_status)
 
     def observe_space(self, body: Mapping[str, Any], deleted: bool = False) -> None:
@@ -662,6 +664,7 @@ class Operator:
                     status=dict(body.get("status") or {}),
                 )
                 self.flows[key] = entry
+                self._flows_by_ns.setdefault(key[0], {})[key[1]] = entry
             else:
                 if entry.flow_ref != flow_ref:
                     entry.template_hash = None
@@ -673,12 +676,14 @@ class Operator:
     def forget_flow(self, namespace: str, name: str) -> None:
         with self._lock:
             entry = self.flows.pop((namespace, name), None)
+            self._flows_by_ns.get(namespace, {}).pop(name, None)
         if entry is not None:
             self.metrics.forget_flow(namespace, name)
 
     def flows_in(self, namespace: str) -> list[FlowEntry]:
         with self._lock:
-            return [e for e in self.flows.values() if e.namespace == namespace and not e.deleting]
+            in_namespace = self._flows_by_ns.get(namespace, {}).values()
+            return [e for e in in_namespace if not e.deleting]
 
     def needs_tick(self, namespace: str, name: str) -> bool:
         """At an autosync tick: is there anything to do? Answered from memory alone."""
@@ -862,9 +867,8 @@ class Operator:
         with self._lock:
             rivals = [
                 e
-                for e in self.flows.values()
-                if e.namespace == entry.namespace
-                and e.uid != entry.uid
+                for e in self._flows_by_ns.get(entry.namespace, {}).values()
+                if e.uid != entry.uid
                 and not e.deleting
                 and (e.spec.target_kind, e.spec.target_name)
                 == (entry.spec.target_kind, entry.spec.target_name)
@@ -950,8 +954,8 @@ class Operator:
         with self._lock:
             entries = [
                 e
-                for e in self.flows.values()
-                if e.namespace == ns and e.flow_ref == (kind, name) and not e.deleting
+                for e in self._flows_by_ns.get(str(ns), {}).values()
+                if e.flow_ref == (kind, name) and not e.deleting
             ]
         for entry in entries:
             previous, entry.template_hash = entry.template_hash, digest
