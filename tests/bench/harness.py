@@ -53,31 +53,50 @@ def values_for(index: int, keys: int, generation: int = 0) -> dict[str, tuple[st
     for k in range(keys):
         name = f"KEY_{k:03d}"
         if k % 5 == 4:
-            out[name] = ("json", json.dumps({"space": index, "key": k, "gen": generation,
-                                             "flags": [True, False]}).encode())
+            out[name] = (
+                "json",
+                json.dumps(
+                    {"space": index, "key": k, "gen": generation, "flags": [True, False]}
+                ).encode(),
+            )
         else:
             out[name] = ("text", f"bench-{index}-{k}-{generation}-".encode() + b"x" * 24)
     return out
 
 
-def sealed_data(pub: Any, namespace: str,
-                values: Mapping[str, tuple[str, bytes]]) -> dict[str, dict[str, str]]:
-    return {k: {"format": fmt, "sealed": crypto.seal(pub, namespace, k, fmt, raw)}
-            for k, (fmt, raw) in values.items()}
+def sealed_data(
+    pub: Any, namespace: str, values: Mapping[str, tuple[str, bytes]]
+) -> dict[str, dict[str, str]]:
+    return {
+        k: {"format": fmt, "sealed": crypto.seal(pub, namespace, k, fmt, raw)}
+        for k, (fmt, raw) in values.items()
+    }
 
 
-def space_body(pub: Any, namespace: str, values: Mapping[str, tuple[str, bytes]],
-               owners: list[dict[str, str]] | None = None) -> dict[str, Any]:
-    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "SpaceSecrets",
-            "metadata": {"name": "secrets", "namespace": namespace},
-            "spec": {"owners": owners or [{"kind": "User", "name": "owner@example.com"}],
-                     "data": sealed_data(pub, namespace, values)}}
+def space_body(
+    pub: Any,
+    namespace: str,
+    values: Mapping[str, tuple[str, bytes]],
+    owners: list[dict[str, str]] | None = None,
+) -> dict[str, Any]:
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "SpaceSecrets",
+        "metadata": {"name": "secrets", "namespace": namespace},
+        "spec": {
+            "owners": owners or [{"kind": "User", "name": "owner@example.com"}],
+            "data": sealed_data(pub, namespace, values),
+        },
+    }
 
 
 def flow_body(namespace: str, name: str, target: str, autosync: str = "1m") -> dict[str, Any]:
-    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "FlowSecretSync",
-            "metadata": {"name": name, "namespace": namespace},
-            "spec": {"target": {"kind": "Secret", "name": target}, "autosync": autosync}}
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "FlowSecretSync",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"target": {"kind": "Secret", "name": target}, "autosync": autosync},
+    }
 
 
 # -- percentiles --------------------------------------------------------------------------------
@@ -92,9 +111,13 @@ def percentile(samples: list[float], q: float) -> float | None:
 
 
 def summary(samples: list[float]) -> dict[str, float | int | None]:
-    return {"n": len(samples), "p50": percentile(samples, 50), "p99": percentile(samples, 99),
-            "max": max(samples) if samples else None,
-            "mean": statistics.fmean(samples) if samples else None}
+    return {
+        "n": len(samples),
+        "p50": percentile(samples, 50),
+        "p99": percentile(samples, 99),
+        "max": max(samples) if samples else None,
+        "mean": statistics.fmean(samples) if samples else None,
+    }
 
 
 # -- watches ------------------------------------------------------------------------------------
@@ -107,10 +130,10 @@ class Recorder:
     def __init__(self, client: kubernetes.client.ApiClient) -> None:
         self.client = client
         self.cond = threading.Condition()
-        self.space_ready: dict[str, float] = {}       # ns -> first Ready=True
-        self.space_version: dict[str, int] = {}       # ns -> latest status.version
+        self.space_ready: dict[str, float] = {}  # ns -> first Ready=True
+        self.space_version: dict[str, int] = {}  # ns -> latest status.version
         self.version_seen: dict[tuple[str, int], float] = {}  # (ns, version) -> first seen
-        self.flow_synced: dict[tuple[str, str], float] = {}   # (ns, flow) -> first Synced=True
+        self.flow_synced: dict[tuple[str, str], float] = {}  # (ns, flow) -> first Synced=True
         self.target_version: dict[tuple[str, str], int] = {}  # (ns, target) -> version annotation
         self.target_seen: dict[tuple[str, str, int], float] = {}  # (ns, target, version) -> first
         self._stop = threading.Event()
@@ -121,12 +144,21 @@ class Recorder:
         core = kubernetes.client.CoreV1Api(self.client)
         sources: list[tuple[Callable[..., Any], dict[str, Any], Callable[[dict[str, Any]], None]]]
         sources = [
-            (custom.list_cluster_custom_object,
-             {"group": GROUP, "version": VERSION, "plural": "spacesecrets"}, self._space),
-            (custom.list_cluster_custom_object,
-             {"group": GROUP, "version": VERSION, "plural": "flowsecretsyncs"}, self._flow),
-            (core.list_secret_for_all_namespaces,
-             {"label_selector": "app.kubernetes.io/managed-by=spacesecrets"}, self._target),
+            (
+                custom.list_cluster_custom_object,
+                {"group": GROUP, "version": VERSION, "plural": "spacesecrets"},
+                self._space,
+            ),
+            (
+                custom.list_cluster_custom_object,
+                {"group": GROUP, "version": VERSION, "plural": "flowsecretsyncs"},
+                self._flow,
+            ),
+            (
+                core.list_secret_for_all_namespaces,
+                {"label_selector": "app.kubernetes.io/managed-by=spacesecrets"},
+                self._target,
+            ),
         ]
         for fn, kwargs, handle in sources:
             thread = threading.Thread(target=self._watch, args=(fn, kwargs, handle), daemon=True)
@@ -136,17 +168,27 @@ class Recorder:
     def stop(self) -> None:
         self._stop.set()
 
-    def _watch(self, fn: Callable[..., Any], kwargs: dict[str, Any],
-               handle: Callable[[dict[str, Any]], None]) -> None:
+    def _watch(
+        self,
+        fn: Callable[..., Any],
+        kwargs: dict[str, Any],
+        handle: Callable[[dict[str, Any]], None],
+    ) -> None:
         resource_version = ""
         while not self._stop.is_set():
             watch = kubernetes.watch.Watch()
             try:
-                for event in watch.stream(fn, timeout_seconds=60, allow_watch_bookmarks=True,
-                                          resource_version=resource_version or None, **kwargs):
+                for event in watch.stream(
+                    fn,
+                    timeout_seconds=60,
+                    allow_watch_bookmarks=True,
+                    resource_version=resource_version or None,
+                    **kwargs,
+                ):
                     raw = event.get("raw_object") or {}
                     resource_version = (raw.get("metadata") or {}).get(
-                        "resourceVersion", resource_version)
+                        "resourceVersion", resource_version
+                    )
                     if event["type"] in ("ADDED", "MODIFIED"):
                         handle(raw)
                     if self._stop.is_set():
@@ -165,8 +207,10 @@ class Recorder:
         ns = obj["metadata"]["namespace"]
         status = obj.get("status") or {}
         with self.cond:
-            ready = any(c.get("type") == "Ready" and c.get("status") == "True"
-                        for c in status.get("conditions") or [])
+            ready = any(
+                c.get("type") == "Ready" and c.get("status") == "True"
+                for c in status.get("conditions") or []
+            )
             if ready and ns not in self.space_ready:
                 self.space_ready[ns] = now
             version = status.get("version")
@@ -178,8 +222,10 @@ class Recorder:
     def _flow(self, obj: dict[str, Any]) -> None:
         now = time.monotonic()
         key = (obj["metadata"]["namespace"], obj["metadata"]["name"])
-        synced = any(c.get("type") == "Synced" and c.get("status") == "True"
-                     for c in (obj.get("status") or {}).get("conditions") or [])
+        synced = any(
+            c.get("type") == "Synced" and c.get("status") == "True"
+            for c in (obj.get("status") or {}).get("conditions") or []
+        )
         with self.cond:
             if synced and key not in self.flow_synced:
                 self.flow_synced[key] = now
@@ -216,8 +262,11 @@ def cpu_seconds(pid: int) -> float:
 
 def rss_mib(pid: int) -> tuple[float, float]:
     """(current RSS, peak RSS) in MiB."""
-    status = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text()
-                  .splitlines() if ":" in line)
+    status = dict(
+        line.split(":", 1)
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+        if ":" in line
+    )
     return (int(status["VmRSS"].split()[0]) / 1024, int(status["VmHWM"].split()[0]) / 1024)
 
 
@@ -225,8 +274,11 @@ def rss_mib(pid: int) -> tuple[float, float]:
 
 
 def _audit_time(text: str) -> float:
-    return dt.datetime.strptime(text[:26].rstrip("Z"), "%Y-%m-%dT%H:%M:%S.%f").replace(
-        tzinfo=dt.UTC).timestamp()
+    return (
+        dt.datetime.strptime(text[:26].rstrip("Z"), "%Y-%m-%dT%H:%M:%S.%f")
+        .replace(tzinfo=dt.UTC)
+        .timestamp()
+    )
 
 
 def audit_requests(path: Path, user: str, since: float, until: float) -> list[dict[str, Any]]:
@@ -252,8 +304,9 @@ def by_verb_and_resource(entries: list[dict[str, Any]], writes_only: bool = True
         if writes_only and entry["verb"] not in WRITE_VERBS:
             continue
         ref = entry.get("objectRef") or {}
-        resource = ref.get("resource", "?") + (f"/{ref['subresource']}"
-                                               if ref.get("subresource") else "")
+        resource = ref.get("resource", "?") + (
+            f"/{ref['subresource']}" if ref.get("subresource") else ""
+        )
         counts[f"{entry['verb']} {resource}"] += 1
     return dict(counts.most_common())
 
@@ -295,8 +348,9 @@ class MemoryKube:
     def list_custom(self, plural: str, namespace: str | None = None) -> list[dict[str, Any]]:
         return list(self.customs.get((plural, namespace or ""), []))
 
-    def patch_status(self, plural: str, namespace: str, name: str,
-                     status: Mapping[str, Any]) -> None:
+    def patch_status(
+        self, plural: str, namespace: str, name: str, status: Mapping[str, Any]
+    ) -> None:
         self.writes += 1
 
     def get_role_binding(self, namespace: str, name: str) -> dict[str, Any]:

@@ -115,11 +115,19 @@ def test_in_process_unseal_and_reconcile(results: dict[str, Any]) -> None:
     op.ring = ring
     ns = "bench-cpu"
     body: dict[str, Any] = {
-        "apiVersion": f"{GROUP}/{VERSION}", "kind": "SpaceSecrets",
-        "metadata": {"name": "secrets", "namespace": ns, "uid": "u-1", "generation": 1,
-                     "creationTimestamp": "2024-01-01T00:00:00Z"},
-        "spec": {"owners": [{"kind": "User", "name": "owner@example.com"}],
-                 "data": sealed_data(pub, ns, values_for(1, 100))},
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "SpaceSecrets",
+        "metadata": {
+            "name": "secrets",
+            "namespace": ns,
+            "uid": "u-1",
+            "generation": 1,
+            "creationTimestamp": "2024-01-01T00:00:00Z",
+        },
+        "spec": {
+            "owners": [{"kind": "User", "name": "owner@example.com"}],
+            "data": sealed_data(pub, ns, values_for(1, 100)),
+        },
     }
     kube.customs[("spacesecrets", ns)] = [body]
 
@@ -139,9 +147,13 @@ def test_in_process_unseal_and_reconcile(results: dict[str, Any]) -> None:
     def changed(i: int) -> dict[str, Any]:
         data = dict(body["spec"]["data"])
         data["KEY_000"] = sealed_data(pub, ns, {"KEY_000": ("text", f"changed-{i}".encode())})[
-            "KEY_000"]
-        return {**body, "metadata": {**body["metadata"], "generation": 2 + i},
-                "spec": {**body["spec"], "data": data}}
+            "KEY_000"
+        ]
+        return {
+            **body,
+            "metadata": {**body["metadata"], "generation": 2 + i},
+            "spec": {**body["spec"], "data": data},
+        }
 
     change = cpu(10, changed)
     assert op.spaces[ns].version == 11
@@ -161,10 +173,12 @@ def test_in_process_unseal_and_reconcile(results: dict[str, Any]) -> None:
     results["inProcess"] = {
         "sealMicrosecondsPerValue": round(seal_us, 1),
         "unsealMicrosecondsPerValue": round(unseal_us, 1),
-        "reconcile100KeysCpuMs": {"firstVersion": round(first, 2),
-                                  "unchanged": round(unchanged, 2),
-                                  "oneKeyChanged": round(change, 2),
-                                  "ofWhichOpenSpec": round(open_ms, 2)},
+        "reconcile100KeysCpuMs": {
+            "firstVersion": round(first, 2),
+            "unchanged": round(unchanged, 2),
+            "oneKeyChanged": round(change, 2),
+            "ofWhichOpenSpec": round(open_ms, 2),
+        },
         "firstProjection100KeysCpuMs": round(sync_ms, 2),
     }
 
@@ -187,9 +201,22 @@ class PySpy:
             return
         BUILD.mkdir(parents=True, exist_ok=True)
         self.proc = subprocess.Popen(
-            [self.binary, "record", "--pid", str(self.pid), "--rate", "50", "--format", "raw",
-             "--nonblocking", "--output", str(BUILD / f"{name}-{N}.txt")],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [
+                self.binary,
+                "record",
+                "--pid",
+                str(self.pid),
+                "--rate",
+                "50",
+                "--format",
+                "raw",
+                "--nonblocking",
+                "--output",
+                str(BUILD / f"{name}-{N}.txt"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
 
     def stop(self) -> None:
         if self.proc is not None:
@@ -227,14 +254,19 @@ def _create_all(client: kubernetes.client.ApiClient, pub: Any) -> dict[str, floa
 
     parallel(space, range(N))
     after_spaces = time.monotonic()
-    parallel(lambda i: custom.create_namespaced_custom_object(
-        GROUP, VERSION, _ns(i), "flowsecretsyncs", flow_body(_ns(i), "flow", "flow-secrets")),
-        range(N))
+    parallel(
+        lambda i: custom.create_namespaced_custom_object(
+            GROUP, VERSION, _ns(i), "flowsecretsyncs", flow_body(_ns(i), "flow", "flow-secrets")
+        ),
+        range(N),
+    )
     done = time.monotonic()
-    return {"namespacesSeconds": round(after_ns - started, 1),
-            "spacesSeconds": round(after_spaces - after_ns, 1),
-            "flowsSeconds": round(done - after_spaces, 1),
-            "objectsPerSecond": round(3 * N / (done - started), 1)}
+    return {
+        "namespacesSeconds": round(after_ns - started, 1),
+        "spacesSeconds": round(after_spaces - after_ns, 1),
+        "flowsSeconds": round(done - after_spaces, 1),
+        "objectsPerSecond": round(3 * N / (done - started), 1),
+    }
 
 
 def _probe_first_projection(custom: Any, rec: Recorder) -> list[float]:
@@ -247,18 +279,28 @@ def _probe_first_projection(custom: Any, rec: Recorder) -> list[float]:
             time.sleep(delay)  # a steady pace, so this measures latency rather than a queue
         sent[_ns(i)] = time.monotonic()
         custom.create_namespaced_custom_object(
-            GROUP, VERSION, _ns(i), "flowsecretsyncs",
-            flow_body(_ns(i), "probe", "probe-secrets", autosync="24h"))
+            GROUP,
+            VERSION,
+            _ns(i),
+            "flowsecretsyncs",
+            flow_body(_ns(i), "probe", "probe-secrets", autosync="24h"),
+        )
 
     parallel(create, range(SAMPLES), workers=8)
-    rec.wait("every probe flow projected", lambda: all(
-        (ns, "probe-secrets", 1) in rec.target_seen for ns in sent), timeout=300)
+    rec.wait(
+        "every probe flow projected",
+        lambda: all((ns, "probe-secrets", 1) in rec.target_seen for ns in sent),
+        timeout=300,
+    )
     return [rec.target_seen[(ns, "probe-secrets", 1)] - t for ns, t in sent.items()]
 
 
 def _probe_immediate_path(custom: Any, rec: Recorder, pub: Any) -> dict[str, list[float]]:
-    legs: dict[str, list[float]] = {"changeToVersion": [], "saveToTarget": [],
-                                    "changeToTargetViaSave": []}
+    legs: dict[str, list[float]] = {
+        "changeToVersion": [],
+        "saveToTarget": [],
+        "changeToTargetViaSave": [],
+    }
     lock = threading.Lock()
 
     def sample(i: int) -> None:
@@ -267,16 +309,20 @@ def _probe_immediate_path(custom: Any, rec: Recorder, pub: Any) -> dict[str, lis
             version = rec.space_version[ns]
         changed = sealed_data(pub, ns, {"KEY_000": ("text", f"changed-{i}".encode())})
         t0 = time.monotonic()
-        custom.patch_namespaced_custom_object(GROUP, VERSION, ns, "spacesecrets", "secrets",
-                                              {"spec": {"data": changed}})
-        rec.wait(f"{ns} version {version + 1}",
-                 lambda: (ns, version + 1) in rec.version_seen, timeout=120)
+        custom.patch_namespaced_custom_object(
+            GROUP, VERSION, ns, "spacesecrets", "secrets", {"spec": {"data": changed}}
+        )
+        rec.wait(
+            f"{ns} version {version + 1}",
+            lambda: (ns, version + 1) in rec.version_seen,
+            timeout=120,
+        )
         t2 = time.monotonic()
-        custom.patch_namespaced_custom_object(GROUP, VERSION, ns, "flowsecretsyncs", "probe",
-                                              {"spec": {"autosync": "12h"}})
+        custom.patch_namespaced_custom_object(
+            GROUP, VERSION, ns, "flowsecretsyncs", "probe", {"spec": {"autosync": "12h"}}
+        )
         key = (ns, "probe-secrets", version + 1)
-        rec.wait(f"{ns} probe target at {version + 1}", lambda: key in rec.target_seen,
-                 timeout=120)
+        rec.wait(f"{ns} probe target at {version + 1}", lambda: key in rec.target_seen, timeout=120)
         with lock:
             legs["changeToVersion"].append(rec.version_seen[(ns, version + 1)] - t0)
             legs["saveToTarget"].append(rec.target_seen[key] - t2)
@@ -295,9 +341,21 @@ def test_operator_at_scale(bench_cluster: LocalCluster, results: dict[str, Any])
     cluster = bench_cluster
     # a first start creates and publishes the key ring; the bench seals to it, in process
     first = cluster.start_operator()
-    pem = wait_for("the published public key", lambda: cluster.cp.kubectl(
-        "get", "configmap", "-n", OPERATOR_NAMESPACE, "spacesecrets-public-keys",
-        "-o", "jsonpath={.data.current\\.pem}", check=False).stdout)
+    pem = wait_for(
+        "the published public key",
+        lambda: (
+            cluster.cp.kubectl(
+                "get",
+                "configmap",
+                "-n",
+                OPERATOR_NAMESPACE,
+                "spacesecrets-public-keys",
+                "-o",
+                "jsonpath={.data.current\\.pem}",
+                check=False,
+            ).stdout
+        ),
+    )
     first.stop()
     pub = crypto.load_public_key_pem(pem)
     client = api_client(cluster.kubeconfig)
@@ -322,10 +380,15 @@ def test_operator_at_scale(bench_cluster: LocalCluster, results: dict[str, Any])
     op.wait_ready(timeout=600)
     healthy = time.monotonic() - t0
     spaces = [_ns(i) for i in range(N)]
-    rec.wait("every space Ready, every flow Synced and projected", lambda: (
-        len(rec.space_ready) >= N and len(rec.flow_synced) >= N
-        and all((ns, "flow-secrets", 1) in rec.target_seen for ns in spaces)
-    ), timeout=3600)
+    rec.wait(
+        "every space Ready, every flow Synced and projected",
+        lambda: (
+            len(rec.space_ready) >= N
+            and len(rec.flow_synced) >= N
+            and all((ns, "flow-secrets", 1) in rec.target_seen for ns in spaces)
+        ),
+        timeout=3600,
+    )
     with rec.cond:
         all_ready = max(rec.space_ready.values()) - t0
         all_synced = max(rec.flow_synced.values()) - t0
@@ -368,8 +431,11 @@ def test_operator_at_scale(bench_cluster: LocalCluster, results: dict[str, Any])
         "rssMiB": round(cold_rss, 1),
         "apiRequests": len(cold),
         "apiWrites": by_verb_and_resource(cold),
-        "apiReads": {k: v for k, v in by_verb_and_resource(cold, writes_only=False).items()
-                     if k.split()[0] not in ("create", "update", "patch", "delete")},
+        "apiReads": {
+            k: v
+            for k, v in by_verb_and_resource(cold, writes_only=False).items()
+            if k.split()[0] not in ("create", "update", "patch", "delete")
+        },
     }
     results["steadyState"] = {
         "windowSeconds": round(steady_to - steady_from, 1),
@@ -382,8 +448,11 @@ def test_operator_at_scale(bench_cluster: LocalCluster, results: dict[str, Any])
     }
     results["firstProjectionSeconds"] = _secs(summary(first_projection))
     results["immediatePathSeconds"] = {k: _secs(summary(v)) for k, v in legs.items()}
-    results["rss"] = {"finalMiB": round(final_rss, 1), "peakMiB": round(final_peak, 1),
-                      "sampledPeakMiB": round(max(sampler.peak, steady_peak), 1)}
+    results["rss"] = {
+        "finalMiB": round(final_rss, 1),
+        "peakMiB": round(final_peak, 1),
+        "sampledPeakMiB": round(max(sampler.peak, steady_peak), 1),
+    }
     assert len(first_projection) == SAMPLES
     assert all(len(v) == SAMPLES for v in legs.values())
 
@@ -408,25 +477,42 @@ def markdown(r: dict[str, Any]) -> str:
         ("objects (spaces + flows)", f"{n} + {n}, {r['keysPerSpace']} keys each", ""),
         ("bench create rate (objects/s)", get("create", "objectsPerSecond"), ""),
         ("cold start: all Ready (s)", get("coldStart", "allReadySeconds"), ""),
-        ("cold start: all Ready + Synced + projected (s)", get("coldStart",
-         "allProjectedSeconds"), "<= 60 at 5,000"),
+        (
+            "cold start: all Ready + Synced + projected (s)",
+            get("coldStart", "allProjectedSeconds"),
+            "<= 60 at 5,000",
+        ),
         ("cold start: operator CPU (s)", get("coldStart", "cpuSeconds"), ""),
         ("first projection p50 / p99 (s)", pq("firstProjectionSeconds"), "p99 <= 2 at 2,000 obj"),
         ("change -> version p50 / p99 (s)", pq("immediatePathSeconds", "changeToVersion"), ""),
         ("save -> target p50 / p99 (s)", pq("immediatePathSeconds", "saveToTarget"), ""),
-        ("change -> target via save p50 / p99 (s)",
-         pq("immediatePathSeconds", "changeToTargetViaSave"), ""),
+        (
+            "change -> target via save p50 / p99 (s)",
+            pq("immediatePathSeconds", "changeToTargetViaSave"),
+            "",
+        ),
         ("steady-state writes/min (operator user)", get("steadyState", "writesPerMinute"), "0"),
         ("steady-state CPU (%)", get("steadyState", "cpuPercent"), ""),
-        ("RSS steady / peak (MiB)",
-         f"{get('steadyState', 'rssMiB')} / {get('rss', 'peakMiB')}", "<= 150 at 5,000"),
+        (
+            "RSS steady / peak (MiB)",
+            f"{get('steadyState', 'rssMiB')} / {get('rss', 'peakMiB')}",
+            "<= 150 at 5,000",
+        ),
         ("unseal (us/value)", get("inProcess", "unsealMicrosecondsPerValue"), "<= 200"),
         ("seal, client side (us/value)", get("inProcess", "sealMicrosecondsPerValue"), ""),
-        ("reconcile 100-key space CPU: first / unchanged / 1 key (ms)",
-         " / ".join(str(get("inProcess", "reconcile100KeysCpuMs", k))
-                    for k in ("firstVersion", "unchanged", "oneKeyChanged")), ""),
-        ("first projection of 100 keys CPU (ms)", get("inProcess", "firstProjection100KeysCpuMs"),
-         ""),
+        (
+            "reconcile 100-key space CPU: first / unchanged / 1 key (ms)",
+            " / ".join(
+                str(get("inProcess", "reconcile100KeysCpuMs", k))
+                for k in ("firstVersion", "unchanged", "oneKeyChanged")
+            ),
+            "",
+        ),
+        (
+            "first projection of 100 keys CPU (ms)",
+            get("inProcess", "firstProjection100KeysCpuMs"),
+            "",
+        ),
     ]
     lines = [f"| spacesecrets bench, N = {n} | value | goal |", "| --- | --- | --- |"]
     lines += [f"| {a} | {b} | {c} |" for a, b, c in rows]
