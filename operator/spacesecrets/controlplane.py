@@ -16,6 +16,7 @@ import datetime as dt
 import ipaddress
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -36,6 +37,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
+START_ATTEMPTS = 3
 BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kubectl", "helm")
 CONTROLLERS = (
     "garbage-collector-controller",
@@ -90,10 +92,23 @@ def _checkout_root() -> Path:
     return Path.cwd()
 
 
+# Listen ports come from below Linux's ephemeral range (32768-60999): a port the kernel handed out
+# would be free now, but the next outgoing connection of any process may take it before the
+# server binds it.
+_PORTS = range(20000, 32000)
+
+
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A loopback port nothing listens on now, outside the ephemeral range."""
+    for _ in range(100):
+        port = random.choice(_PORTS)  # noqa: S311 -- not for security
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise ControlPlaneError("no free loopback port found")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -246,12 +261,21 @@ class ControlPlane:
 
     def start(self, timeout: float = 120.0) -> None:
         try:
-            self.etcd_port = self.etcd_port or free_port()
-            self.apiserver_port = self.apiserver_port or free_port()
-            self._write_pki()
-            self.start_etcd()
-            self.start_apiserver()
-            self.wait_ready(timeout)
+            for attempt in range(START_ATTEMPTS):
+                self.etcd_port, self.apiserver_port = free_port(), free_port()
+                self._write_pki()
+                try:
+                    self.start_etcd()
+                    self.start_apiserver()
+                    self.wait_ready(timeout)
+                    break
+                except ControlPlaneError as exc:
+                    # another process took a port between our check and the server's bind
+                    if "address already in use" not in str(exc) or attempt + 1 == START_ATTEMPTS:
+                        raise
+                    for name in list(self._procs)[::-1]:
+                        self.stop_process(name)
+                    shutil.rmtree(self.workdir / "etcd", ignore_errors=True)
             self.start_controller_manager()
         except BaseException:
             self.stop()
