@@ -57,9 +57,10 @@ from tests.bench.harness import (
     summary,
     values_for,
 )
+from tests.conftest import public_key
 
 from spacesecrets import crypto, versions
-from spacesecrets.dev import OPERATOR_NAMESPACE, LocalCluster, local_cluster, wait_for
+from spacesecrets.dev import LocalCluster, local_cluster
 from spacesecrets.reconcile import Operator
 from spacesecrets.settings import Settings
 
@@ -341,23 +342,8 @@ def test_operator_at_scale(bench_cluster: LocalCluster, results: dict[str, Any])
     cluster = bench_cluster
     # a first start creates and publishes the key ring; the bench seals to it, in process
     first = cluster.start_operator()
-    pem = wait_for(
-        "the published public key",
-        lambda: (
-            cluster.cp.kubectl(
-                "get",
-                "configmap",
-                "-n",
-                OPERATOR_NAMESPACE,
-                "spacesecrets-public-keys",
-                "-o",
-                "jsonpath={.data.current\\.pem}",
-                check=False,
-            ).stdout
-        ),
-    )
+    pub = public_key(cluster)
     first.stop()
-    pub = crypto.load_public_key_pem(pem)
     client = api_client(cluster.kubeconfig)
     custom = kubernetes.client.CustomObjectsApi(client)
 
