@@ -117,6 +117,10 @@ class Operator:
         self.spaces: dict[str, SpaceView] = {}
         self.flows: dict[tuple[str, str], FlowEntry] = {}
         self._flows_by_ns: dict[str, dict[str, FlowEntry]] = {}  # the same, by namespace
+        # read at scrape time, so the age moves between rotations without anyone writing it
+        self.metrics.key_ring_age.set_function(
+            lambda: self.ring.age(self.clock()) if self.ring else 0.0
+        )
         self._lock = threading.RLock()
         self._space_locks: dict[str, threading.Lock] = {}
         # caches that only save reads (see prefetch_histories and _primary_space)
@@ -162,7 +166,6 @@ class Operator:
         data = (secret.get("data") or {}).get("keyring.json", "")
         self.ring = crypto.KeyRing.from_json(_unb64(data))
         self._ring_rv = str((secret.get("metadata") or {}).get("resourceVersion", ""))
-        self.metrics.key_ring_age.set(self.ring.age(self.clock()))
 
     def require_ring(self) -> crypto.KeyRing:
         if self.ring is None:
@@ -173,7 +176,6 @@ class Operator:
     def rotate_if_due(self) -> bool:
         ring = self.require_ring()
         now = self.clock()
-        self.metrics.key_ring_age.set(ring.age(now))
         if not ring.needs_rotation(now, self.settings.rotation_period):
             return False
         new = ring.rotated(now)
