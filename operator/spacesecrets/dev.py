@@ -260,8 +260,9 @@ def run_dev() -> int:
         print(f"control plane {cluster.cp.version()} at {cluster.cp.server}")
         print(f"operator log: {op.log_path}")
         print(
-            f"\n  export KUBECONFIG={cluster.kubeconfig}\n  kubectl get spacesecrets,"
-            "flowsecretsyncs -A\n\nCtrl-C stops everything."
+            f"\n  export KUBECONFIG={cluster.kubeconfig}"
+            f"\n  export PATH={cluster.cp.bin_dir}:$PATH   # kubectl and helm of the same version"
+            "\n  kubectl get spacesecrets,flowsecretsyncs -A\n\nCtrl-C stops everything."
         )
         with contextlib.suppress(KeyboardInterrupt):
             while op.alive():
