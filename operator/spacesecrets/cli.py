@@ -373,6 +373,13 @@ def _space(ctx: click.Context, client: Any, namespace: str) -> dict[str, Any]:
     return dict(items[0])
 
 
+def _current_space(ctx: click.Context) -> tuple[Any, str, dict[str, Any]]:
+    """The client, the namespace the user means, and that namespace's SpaceSecrets."""
+    client = _client(ctx)
+    namespace = _namespace(ctx)
+    return client, namespace, _space(ctx, client, namespace)
+
+
 @main.command(name="set")
 @namespaced
 @click.argument("key")
@@ -392,9 +399,7 @@ def set_(ctx: click.Context, key: str, from_file: Path | None, as_json: bool) ->
     fmt = "json" if as_json else "text"
     if as_json:
         _check_json(key, data.decode())
-    client = _client(ctx)
-    namespace = _namespace(ctx)
-    space = _space(ctx, client, namespace)
+    client, namespace, space = _current_space(ctx)
     pub, _ = _public_key(ctx, None)
     sealed = crypto.seal(pub, namespace, key, fmt, data)
     # A merge patch of this one key: a concurrent change of another key by another owner is kept.
@@ -413,9 +418,7 @@ def set_(ctx: click.Context, key: str, from_file: Path | None, as_json: bool) ->
 @click.pass_context
 def unset(ctx: click.Context, key: str) -> None:
     """Remove KEY from the space."""
-    client = _client(ctx)
-    namespace = _namespace(ctx)
-    space = _space(ctx, client, namespace)
+    client, namespace, space = _current_space(ctx)
     if key not in (space.get("spec") or {}).get("data", {}):
         raise UserError(f"space {namespace} has no key {key}")
     client.patch_custom(
@@ -443,9 +446,7 @@ def _ready(status: Mapping[str, Any], type_: str) -> str:
 @click.pass_context
 def list_(ctx: click.Context) -> None:
     """The space's keys with version and dates (never values), and what each flow was issued."""
-    client = _client(ctx)
-    namespace = _namespace(ctx)
-    space = _space(ctx, client, namespace)
+    client, namespace, space = _current_space(ctx)
     status = space.get("status") or {}
     click.echo(
         f"space {namespace}  version {status.get('version', '-')}  "
@@ -491,9 +492,7 @@ def _flow_table(flows: list[dict[str, Any]], version: Any) -> str:
 @click.pass_context
 def history(ctx: click.Context) -> None:
     """Versions of the space: what each added, changed and removed (key names only)."""
-    client = _client(ctx)
-    namespace = _namespace(ctx)
-    status = _space(ctx, client, namespace).get("status") or {}
+    status = _current_space(ctx)[2].get("status") or {}
     rows: list[tuple[Any, ...]] = [("VERSION", "AT", "ADDED", "CHANGED", "REMOVED", "NOTE")]
     for h in status.get("history") or []:
         note = f"rollback of {h['rollbackOf']}" if h.get("rollbackOf") else ""
@@ -518,9 +517,7 @@ def history(ctx: click.Context) -> None:
 @click.pass_context
 def rollback(ctx: click.Context, to: int, wait: bool, timeout: float) -> None:
     """Restore version N as a new version."""
-    client = _client(ctx)
-    namespace = _namespace(ctx)
-    space = _space(ctx, client, namespace)
+    client, namespace, space = _current_space(ctx)
     kept = [h["version"] for h in (space.get("status") or {}).get("history") or []]
     if kept and to not in kept:
         raise UserError(f"version {to} is not in the history of {namespace} (kept: {kept})")
@@ -563,9 +560,8 @@ def _message(status: Mapping[str, Any], type_: str = "Ready") -> str:
 @click.pass_context
 def status(ctx: click.Context) -> None:
     """Flows of the space: the version each holds, how far behind, when issued."""
-    client = _client(ctx)
-    namespace = _namespace(ctx)
-    st = _space(ctx, client, namespace).get("status") or {}
+    client, namespace, space = _current_space(ctx)
+    st = space.get("status") or {}
     click.echo(f"space {namespace}  version {st.get('version', '-')}  ready {_ready(st, 'Ready')}")
     flows = client.list_custom("flowsecretsyncs", namespace)
     click.echo(_flow_table(flows, st.get("version")) if flows else "no FlowSecretSyncs")

@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 
 import yaml
 from tests.conftest import Space
-from tests.support.nodered import deploy_flows, run_node_red
+from tests.support.nodered import deploy_flows, run_node_red, secret_manager_node
 
 from spacesecrets.kube import Kube, NotFound, make_client
 from spacesecrets.kubelet import write_projection
@@ -145,18 +145,7 @@ def _http_endpoint(suffix: str, y: int, func: str) -> list[dict[str, Any]]:
 def flows_for(volume: Path) -> list[dict[str, Any]]:
     return [
         {"id": "tab1", "type": "tab", "label": "secrets", "disabled": False, "info": ""},
-        {
-            "id": "secret-manager",
-            "type": "spacesecrets",
-            "z": "tab1",
-            "name": "",
-            "path": str(volume),
-            "autosync": "1m",
-            "syncOnSave": True,
-            "x": 120,
-            "y": 40,
-            "wires": [],
-        },
+        secret_manager_node(volume),
         # GET /secret -> SECRETS.KEY; GET /version -> SECRETS_METADATA.version
         *_http_endpoint("secret", 100, 'msg.payload = global.get("SECRETS")["KEY"]; return msg;'),
         *_http_endpoint(

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from tests.support.nodered import deploy_flows, run_node_red
+from tests.support.nodered import deploy_flows, run_node_red, secret_manager_node
 
 from spacesecrets.kubelet import write_projection
 
@@ -54,18 +54,7 @@ def flows_for(volume: Path) -> list[dict[str, Any]]:
     }
     return [
         {"id": "tab1", "type": "tab", "label": "secrets", "disabled": False, "info": ""},
-        {
-            "id": "secret-manager",
-            "type": "spacesecrets",
-            "z": "tab1",
-            "name": "",
-            "path": str(volume),
-            "autosync": "1m",
-            "syncOnSave": True,
-            "x": 120,
-            "y": 40,
-            "wires": [],
-        },
+        secret_manager_node(volume),
         # GET /secret -> the value of A_KEY from global SECRETS
         {
             "id": "get-secret",

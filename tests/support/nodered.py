@@ -29,6 +29,7 @@ __all__ = [
     "deploy_flows",
     "ensure_node_red_installed",
     "run_node_red",
+    "secret_manager_node",
 ]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -222,3 +223,19 @@ def _log_tail(log_path: Path, size: int = 4000) -> str:
         return log_path.read_text(errors="replace")[-size:]
     except OSError:
         return ""
+
+
+def secret_manager_node(volume: Path) -> dict[str, Any]:
+    """The spacesecrets node as a flows file holds it, reading the volume at ``volume``."""
+    return {
+        "id": "secret-manager",
+        "type": "spacesecrets",
+        "z": "tab1",
+        "name": "",
+        "path": str(volume),
+        "autosync": "1m",
+        "syncOnSave": True,
+        "x": 120,
+        "y": 40,
+        "wires": [],
+    }
