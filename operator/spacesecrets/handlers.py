@@ -10,16 +10,15 @@ import asyncio
 import contextlib
 import ctypes
 import functools
-import hashlib
 import logging
 import secrets
-import time
 from collections.abc import Callable
 from typing import Any
 
 import kopf
 
-from spacesecrets import GROUP, schedule
+from spacesecrets import GROUP
+from spacesecrets.controller import Controller
 from spacesecrets.kube import Kube, NamespaceTerminating, Permanent, Temporary, make_client
 from spacesecrets.metrics import Metrics
 from spacesecrets.projection import MANAGED_BY_LABEL
@@ -32,31 +31,18 @@ FINALIZER = f"{GROUP}/finalizer"
 # spacesecrets.io/rollback-to; so kopf's bookkeeping lives under a sub-domain of ours.
 KOPF_PREFIX = f"operator.{GROUP}"
 MANAGED = {MANAGED_BY_LABEL: "spacesecrets"}
-RESCHEDULE_CHECK_SECONDS = 10.0
+WORKERS = 16  # reconciles at once: each holds one of the client's connections while it waits
 MEMORY_TRIM_SECONDS = 15.0
-
-
-class CompactDiffBase(kopf.AnnotationsDiffBaseStorage):
-    """kopf's last-handled configuration, with each sealed value replaced by a short digest.
-
-    The handlers are level-based and never read kopf's field diffs, but kopf needs the essence to
-    notice a change; digests keep that working while the annotation stays small (annotations share
-    256 KiB with kubectl's own copy of the spec).
-    """
-
-    def build(self, *, body: Any, extra_fields: Any = None) -> Any:
-        essence = super().build(body=body, extra_fields=extra_fields)
-        data = (essence.get("spec") or {}).get("data")
-        if isinstance(data, dict):
-            for entry in data.values():
-                if isinstance(entry, dict) and "sealed" in entry:
-                    entry["sealed"] = hashlib.sha256(str(entry["sealed"]).encode()).hexdigest()[:16]
-        return essence
 
 
 def _operator(memo: Any) -> Operator:
     op: Operator = memo["operator"]
     return op
+
+
+def _controller(memo: Any) -> Controller:
+    controller: Controller = memo["controller"]
+    return controller
 
 
 async def _run(fn: Callable[[], object]) -> None:
@@ -74,22 +60,15 @@ async def _run(fn: Callable[[], object]) -> None:
 @kopf.on.startup()
 async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     config = Settings.from_env()
-    settings.persistence.finalizer = FINALIZER
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
-        prefix=KOPF_PREFIX, v1=False
-    )
-    settings.persistence.diffbase_storage = CompactDiffBase(prefix=KOPF_PREFIX, v1=False)
     settings.posting.level = logging.WARNING  # our own Events say what users care about
-    # kopf re-processes an object until it sees its own last patch; under load that wait is long
-    settings.persistence.consistency_timeout = 30
     # one INFO line per handled object is noise at thousands of objects; warnings stay
     logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.watching.connect_timeout = 10
     settings.networking.request_timeout = 30
-    settings.batching.error_delays = [1, 2, 5, 10, 20, 30]
-    settings.execution.max_workers = 16
+    settings.execution.max_workers = 4  # kopf's own pool; reconciles run in the controller's
+    priority = 0
     if config.peering:
         settings.peering.name = config.peering
         settings.peering.mandatory = True
@@ -97,19 +76,28 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
         # kopf pauses every operator that sees a peer of equal or higher priority: a distinct
         # random priority per replica makes exactly one active. A short lifetime lets a standby
         # take over within seconds when the active replica dies without saying goodbye.
-        settings.peering.priority = secrets.randbelow(1_000_000) + 1
+        settings.peering.priority = priority = secrets.randbelow(1_000_000) + 1
         settings.peering.lifetime = 15
         settings.peering.stealth = True
 
     kube = Kube(make_client())
+    kube.post_events_in_background()
     metrics = Metrics()
+    metrics.events_dropped.set_function(lambda: kube.events_dropped)
     if config.metrics_port:
         metrics.serve(config.metrics_port)
     op = Operator(config, kube, metrics)
     await _run(op.load_keyring)
     await _run(op.prefetch_histories)
+    await _run(lambda: op.seed_space_index(config.watch_namespaces))
+    controller = Controller(op, workers=WORKERS)
+    if config.peering:
+        controller.start(functools.partial(kube.get_peering, config.peering), priority)
+    else:
+        controller.start()
     memo["operator"] = op
     memo["kube"] = kube
+    memo["controller"] = controller
     every = min(3600.0, max(1.0, min(config.rotation_period, config.history_retention) / 10))
     memo["maintenance"] = asyncio.create_task(maintenance(op, every))
     memo["release_memory"] = asyncio.create_task(release_memory(MEMORY_TRIM_SECONDS))
@@ -124,78 +112,28 @@ def probe_keyring(memo: kopf.Memo, **_: Any) -> str:
 # -- SpaceSecrets ---------------------------------------------------------------------------------
 
 
-@kopf.on.resume(GROUP, "spacesecrets")
-@kopf.on.create(GROUP, "spacesecrets")
-@kopf.on.update(GROUP, "spacesecrets")
-async def space_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    op = _operator(memo)
-    await _run(lambda: op.reconcile_space(body))
-
-
 @kopf.on.event(GROUP, "spacesecrets")
 async def space_event(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    op = _operator(memo)
-    op.observe_space(body, deleted=type == "DELETED")
-    if type == "DELETED":
-        await _run(lambda: op.space_deleted(body.metadata["namespace"], body.metadata["name"]))
+    _controller(memo).space_event(str(type), body)
 
 
 # -- FlowSecretSync -------------------------------------------------------------------------------
 
 
-@kopf.on.resume(GROUP, "flowsecretsyncs")
-@kopf.on.create(GROUP, "flowsecretsyncs")
-@kopf.on.update(GROUP, "flowsecretsyncs")
-async def flow_saved(body: kopf.Body, memo: kopf.Memo, reason: str, **_: Any) -> None:
-    """Created, changed (a "save"), or seen again after a restart: sync at once."""
-    op = _operator(memo)
-    entry = op.register_flow(body)
-    await _run(lambda: op.sync_flow(entry.namespace, entry.name, reason=str(reason)))
-
-
 @kopf.on.event(GROUP, "flowsecretsyncs")
 async def flow_event(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    op = _operator(memo)
-    if type == "DELETED":
-        op.forget_flow(body.metadata["namespace"], body.metadata["name"])
-    elif body.metadata.get("deletionTimestamp"):
-        op.register_flow(body)  # marks it deleting: its target is left to garbage collection
-
-
-@kopf.daemon(GROUP, "flowsecretsyncs", cancellation_timeout=5)
-async def autosync(stopped: kopf.DaemonStopped, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    """Wake at this flow's autosync ticks; act only when the space moved on (no API call else)."""
-    op = _operator(memo)
-    ns, name, uid = body.metadata["namespace"], body.metadata["name"], body.metadata["uid"]
-
-    def period() -> float:  # the body is kopf's live view: a changed autosync is seen here
-        autosync_every = str((body.get("spec") or {}).get("autosync", "1m"))
-        return schedule.period_seconds(autosync_every, op.settings.autosync_scale)
-
-    while not stopped:
-        current = period()
-        tick = schedule.next_tick(uid, current, time.time())
-        # sleep in bounded steps so a changed autosync takes effect without waiting out the old
-        while not stopped and (now := time.time()) < tick and period() == current:
-            await stopped.wait(min(tick - now, RESCHEDULE_CHECK_SECONDS))
-        if stopped or period() != current:
-            continue
-        if not op.needs_tick(ns, name):
-            continue
-        try:
-            await _run(lambda: op.sync_flow(ns, name, reason="autosync"))
-        except kopf.TemporaryError as exc:
-            log.warning("autosync of %s/%s failed, retrying: %s", ns, name, exc)
-            await stopped.wait(min(current, exc.delay or 2))
+    """Created, changed (a "save"), or seen again after a restart: synced at once. Deleted: its
+    target is left to garbage collection."""
+    _controller(memo).flow_event(str(type), body)
 
 
 @kopf.on.event("", "v1", "secrets", labels=MANAGED)
 @kopf.on.event("", "v1", "configmaps", labels=MANAGED)
 async def target_changed(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """A projected target changed: restore it if someone else edited or deleted it."""
-    op = _operator(memo)
-    obj = dict(body)
-    await _run(lambda: op.target_event(str(type), obj))
+    flow = _operator(memo).target_event(str(type), body)
+    if flow is not None:
+        _controller(memo).target_drifted(*flow)
 
 
 @kopf.on.event("apps", "v1", "deployments")
@@ -206,10 +144,9 @@ async def workload_changed(
     """Sync on save: a flowRef workload's pod template changed."""
     if type == "DELETED":
         return
-    op = _operator(memo)
     kind = "Deployment" if resource.plural == "deployments" else "StatefulSet"
-    for ns, name in op.workload_event(kind, body):
-        await _run(functools.partial(op.sync_flow, ns, name, reason="save"))
+    for ns, name in _operator(memo).workload_event(kind, body):
+        _controller(memo).flow_saved(ns, name)
 
 
 # -- maintenance ----------------------------------------------------------------------------------
@@ -246,3 +183,6 @@ async def stop_maintenance(memo: kopf.Memo, **_: Any) -> None:
         task = memo.get(name)
         if task is not None:
             task.cancel()
+    controller = memo.get("controller")
+    if controller is not None:
+        await controller.stop()

@@ -10,7 +10,10 @@ import base64
 import contextlib
 import datetime as dt
 import json
+import logging
+import queue
 import secrets as pysecrets
+import threading
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
@@ -22,6 +25,7 @@ from spacesecrets import GROUP, MANAGED_BY, VERSION
 from spacesecrets.conditions import now_rfc3339
 
 T = TypeVar("T")
+log = logging.getLogger("spacesecrets")
 SPACES = "spacesecrets"
 CONNECTIONS = 32
 FLOWS = "flowsecretsyncs"
@@ -114,6 +118,25 @@ class Kube:
         self.rbac = kubernetes.client.RbacAuthorizationV1Api(client)
         self.apps = kubernetes.client.AppsV1Api(client)
         self.writes = 0  # write requests made, for metrics and benchmarks
+        self.events_dropped = 0
+        self._events: queue.Queue[tuple[str, dict[str, Any]]] | None = None
+
+    def post_events_in_background(self, capacity: int = 1000) -> None:
+        """Post Events from one background thread, so a reconcile never waits for one. Like
+        client-go's recorder, a full queue drops the Event (and counts it) rather than block."""
+        self._events = queue.Queue(capacity)
+        threading.Thread(target=self._post_events, name="events", daemon=True).start()
+
+    def _post_events(self) -> None:
+        assert self._events is not None
+        while True:
+            namespace, body = self._events.get()
+            try:
+                self._post_event(namespace, body)
+            except (NotFound, NamespaceTerminating):
+                pass  # the namespace is gone or going: nobody will read the Event
+            except Exception:  # an Event is never worth the thread that posts them
+                log.exception("posting an Event failed")
 
     def _sanitize(self, obj: Any) -> dict[str, Any]:
         return dict(self.client.sanitize_for_serialization(obj))
@@ -194,6 +217,38 @@ class Kube:
                 lambda: self.custom.list_cluster_custom_object(GROUP, VERSION, plural),
             )
         return list(res.get("items", []))
+
+    def list_custom_metadata(
+        self, plural: str, namespace: str | None = None
+    ) -> list[dict[str, Any]]:
+        """The metadata of every object (names, uids, timestamps): a small fraction of a full
+        LIST, as the API server leaves out spec and status."""
+        scope = f"/namespaces/{namespace}" if namespace else ""
+        path = f"/apis/{GROUP}/{VERSION}{scope}/{plural}"
+        accept = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
+        response = _call(
+            f"list {plural} metadata",
+            lambda: self.client.call_api(
+                path,
+                "GET",
+                header_params={"Accept": accept},
+                auth_settings=["BearerToken"],
+                _preload_content=False,
+                _return_http_data_only=True,
+            ),
+        )
+        return [item["metadata"] for item in json.loads(response.data).get("items") or []]
+
+    def get_peering(self, name: str) -> dict[str, Any]:
+        """kopf's ClusterKopfPeering object: which replicas are alive, with their priorities."""
+        return dict(
+            _call(
+                f"get clusterkopfpeering {name}",
+                lambda: self.custom.get_cluster_custom_object(
+                    "kopf.dev", "v1", "clusterkopfpeerings", name
+                ),
+            )
+        )
 
     def patch_status(
         self, plural: str, namespace: str, name: str, status: Mapping[str, Any]
@@ -319,6 +374,16 @@ class Kube:
             "action": reason,
             "count": 1,
         }
+        if self._events is None:
+            self._post_event(namespace, body)
+            return
+        try:
+            self._events.put_nowait((namespace, body))
+        except queue.Full:
+            self.events_dropped += 1
+            log.debug("event queue full: dropped %s %s", type_, reason)
+
+    def _post_event(self, namespace: str, body: dict[str, Any]) -> None:
         self.writes += 1
         with contextlib.suppress(Temporary, Permanent):
             _call("post Event", lambda: self.core.create_namespaced_event(namespace, body))

@@ -49,6 +49,11 @@ class Metrics:
         self.projection_writes = Counter(
             "spacesecrets_projection_writes_total", "Writes of flow targets.", ["kind"], registry=r
         )
+        self.events_dropped = Gauge(
+            "spacesecrets_events_dropped",
+            "Events not posted because the posting queue was full.",
+            registry=r,
+        )
         self.key_ring_age = Gauge(
             "spacesecrets_key_ring_age_seconds", "Age of the current sealing key.", registry=r
         )

@@ -50,9 +50,17 @@ CONFIGMAP_TARGET = "ConfigMapTarget"
 TARGET_RESTORED = "TargetRestored"
 ISSUED = "Issued"
 ABSENT = "absent"
+# Why a flow is synced. Only a drift restore and a first sync after its space was accepted
+# behave differently from the rest.
+DRIFT = "drift"
+SPACE_READY = "space ready"
 SYNC_MESSAGE = "🆗 Synced"
 
 Event = tuple[str, str, str]  # type, reason, message
+
+
+class SpaceNotReady(Temporary):
+    """A flow's space exists but has no accepted version yet: the flow waits for it."""
 
 
 @dataclass
@@ -386,7 +394,7 @@ class Operator:
             self.write_history(history, rv)
 
         self._remember_space(history, plain)
-        self.ensure_owners(ns, spec.get("owners") or [], name, uid)
+        self.ensure_owners(ns, spec.get("owners") or [], name, uid, fresh=not status)
 
         new_status = {
             **status,
@@ -434,6 +442,13 @@ class Operator:
                 known.pop(meta["uid"], None)
             else:
                 known[meta["uid"]] = (str(meta.get("creationTimestamp", "")), str(meta["name"]))
+
+    def seed_space_index(self, namespaces: tuple[str, ...] = ()) -> None:
+        """Index every live SpaceSecrets before the first event arrives (one metadata-only LIST
+        per watched scope), so a flow seen before its space knows the space exists."""
+        for ns in namespaces or (None,):
+            for meta in self.kube.list_custom_metadata(SPACES, ns):
+                self.observe_space({"metadata": meta})
 
     def _primary_space(self, namespace: str, history: versions.History | None = None) -> str | None:
         """The namespace's store: the one the history belongs to, else the oldest; any other
@@ -596,20 +611,33 @@ class Operator:
             self.sync_flow(entry.namespace, entry.name, reason="space deleted")
 
     def ensure_owners(
-        self, namespace: str, owners: list[Mapping[str, Any]], name: str, uid: str
+        self,
+        namespace: str,
+        owners: list[Mapping[str, Any]],
+        name: str,
+        uid: str,
+        fresh: bool = False,
     ) -> None:
+        """Write the owners' RoleBinding if it differs. `fresh`: the space was never reconciled,
+        so the binding most likely does not exist yet and is created without a read first."""
         desired = access.desired_role_binding(namespace, owners, name, uid)
         subjects = access.normalized(desired["subjects"])
         if self._owners_written.get(namespace) == subjects:
             return  # unchanged since we last wrote or saw it: no read needed
-        try:
-            existing = self.kube.get_role_binding(namespace, access.OWNERS_ROLE_BINDING)
-        except NotFound:
-            self.kube.create_role_binding(namespace, desired)
-        else:
-            if not access.role_binding_current(existing, desired):
-                desired["metadata"]["resourceVersion"] = existing["metadata"]["resourceVersion"]
-                self.kube.replace_role_binding(namespace, desired)
+        if fresh:
+            try:
+                self.kube.create_role_binding(namespace, desired)
+            except AlreadyExists:
+                fresh = False
+        if not fresh:
+            try:
+                existing = self.kube.get_role_binding(namespace, access.OWNERS_ROLE_BINDING)
+            except NotFound:
+                self.kube.create_role_binding(namespace, desired)
+            else:
+                if not access.role_binding_current(existing, desired):
+                    desired["metadata"]["resourceVersion"] = existing["metadata"]["resourceVersion"]
+                    self.kube.replace_role_binding(namespace, desired)
         self._owners_written[namespace] = subjects
 
     def load_space(self, namespace: str) -> bool:
@@ -709,6 +737,8 @@ class Operator:
         if entry is None or entry.deleting:
             return
         with entry.lock, self.metrics.reconcile_seconds.labels("FlowSecretSync").time():
+            if reason == SPACE_READY and entry.synced:
+                return  # synced already: a new version waits for the flow's tick or save
             self._seed_template_hash(entry)
             self._sync_flow(entry, reason, existing)
 
@@ -734,7 +764,7 @@ class Operator:
         space = self.spaces.get(ns)
         if space is None and self._space_exists(ns):
             if not self.load_space(ns):
-                raise Temporary(f"the space of {ns} is not reconciled yet", delay=1)
+                raise SpaceNotReady(f"the space of {ns} is not reconciled yet", delay=1)
             space = self.spaces.get(ns)
         if space is None:
             self._flow_failed(
@@ -769,11 +799,31 @@ class Operator:
             )
             return
 
-        if existing is None:
-            try:
-                existing = self.kube.get(flow.target_kind, ns, flow.target_name)
-            except NotFound:
-                existing = None
+        # A flow never issued anything has most likely no target yet: create it without a read
+        # first; if one exists after all, the create fails and it is read.
+        never_written = entry.synced_version is None and entry.target_fingerprint is None
+        if existing is None and not never_written:
+            existing = self._read_target(entry)
+        try:
+            self._project(entry, space, existing, reason)
+        except AlreadyExists:
+            self._project(entry, space, self._read_target(entry), reason)
+
+    def _read_target(self, entry: FlowEntry) -> dict[str, Any] | None:
+        try:
+            return self.kube.get(entry.spec.target_kind, entry.namespace, entry.spec.target_name)
+        except NotFound:
+            return None
+
+    def _project(
+        self,
+        entry: FlowEntry,
+        space: SpaceView,
+        existing: Mapping[str, Any] | None,
+        reason: str,
+    ) -> None:
+        """Write the target if it differs from the space's current version, then the status."""
+        flow, ns = entry.spec, entry.namespace
         if existing is not None:
             owner = projection.ownership(existing, entry.uid)
             if owner is Ownership.FOREIGN:
@@ -816,7 +866,7 @@ class Operator:
                     ISSUED,
                     f"version {space.version} issued to {flow.target_kind} {flow.target_name}",
                 )
-            if reason == "drift":
+            if reason == DRIFT:
                 self.kube.event(
                     self._flow_body(entry),
                     "Normal",
@@ -931,21 +981,21 @@ class Operator:
 
     # -- events from outside ------------------------------------------------------------------
 
-    def target_event(self, event_type: str, obj: Mapping[str, Any]) -> None:
-        """A managed target changed: restore it when someone else changed or deleted it."""
+    def target_event(self, event_type: str, obj: Mapping[str, Any]) -> tuple[str, str] | None:
+        """A managed target changed: the flow to sync when someone else changed or deleted it
+        (our own writes match the fingerprint we kept of them)."""
         meta = obj.get("metadata") or {}
         flow_name = (meta.get("labels") or {}).get(projection.FLOW_LABEL)
         entry = self.flows.get((meta.get("namespace", ""), str(flow_name)))
         if entry is None or entry.deleting or not entry.synced:
-            return
+            return None
         if entry.spec.target_name != meta.get("name") or entry.spec.target_kind != obj.get(
             "kind", entry.spec.target_kind
         ):
-            return
-        if event_type == "DELETED":
-            self.sync_flow(entry.namespace, entry.name, reason="drift")
-        elif fingerprint(obj) != entry.target_fingerprint:
-            self.sync_flow(entry.namespace, entry.name, reason="drift", existing=obj)
+            return None
+        if event_type == "DELETED" or fingerprint(obj) != entry.target_fingerprint:
+            return entry.namespace, entry.name
+        return None
 
     def workload_event(self, kind: str, obj: Mapping[str, Any]) -> list[tuple[str, str]]:
         """A Deployment or StatefulSet changed: the flows it saved (pod template changed)."""

@@ -1,0 +1,260 @@
+"""From kopf's events to reconciles: what changed, what to queue, when to retry, when to tick.
+
+Edge (asyncio and a thread pool; no kopf). The kopf handlers pass every event here. Changes are
+level-based: a SpaceSecrets is reconciled when its uid, generation or rollback annotations differ
+from what its last successful reconcile saw, and a FlowSecretSync when its uid or generation do.
+Nothing is written to the objects for this bookkeeping -- kopf's own per-object annotations cost
+a patch per object -- so a restart simply reconciles everything once, and an unchanged object
+costs no write. Retries and every flow's autosync ticks are timers in the work queue's heap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from spacesecrets import schedule
+from spacesecrets.kube import NamespaceTerminating, Permanent, Temporary
+from spacesecrets.reconcile import (
+    DRIFT,
+    RESTORED_ANNOTATION,
+    ROLLBACK_ANNOTATION,
+    SPACE_READY,
+    Operator,
+    SpaceNotReady,
+)
+from spacesecrets.workqueue import Key, WorkQueue
+
+log = logging.getLogger("spacesecrets")
+
+SPACE, FLOW = "space", "flow"
+TICK = "autosync"
+DELETED = "deleted"
+MAX_RETRY_SECONDS = 30.0
+PEERING_CHECK_SECONDS = 5.0
+
+
+def _key(kind: str, body: Mapping[str, Any]) -> Key:
+    meta = body["metadata"]
+    return kind, str(meta["namespace"]), str(meta["name"])
+
+
+def space_essence(body: Mapping[str, Any]) -> tuple[object, ...]:
+    """What a reconcile of a SpaceSecrets depends on, besides its history."""
+    meta = body["metadata"]
+    annotations = meta.get("annotations") or {}
+    return (
+        meta.get("uid"),
+        meta.get("generation"),
+        annotations.get(ROLLBACK_ANNOTATION),
+        annotations.get(RESTORED_ANNOTATION),
+    )
+
+
+class Controller:
+    def __init__(self, op: Operator, workers: int = 16) -> None:
+        self.op = op
+        self.workers = workers
+        self.queue = WorkQueue(rank=lambda key: 0 if key[0] == SPACE else 1, ranks=2)
+        self.executor = ThreadPoolExecutor(workers, thread_name_prefix="reconcile")
+        self.active = True  # False while a peer with a higher priority serves (peering mode)
+        self._bodies: dict[Key, Mapping[str, Any]] = {}  # spaces waiting for a reconcile
+        self._handled: dict[Key, tuple[object, ...]] = {}
+        self._ticks: dict[Key, tuple[float, float, str]] = {}  # flow -> period, next, uid
+        self._failures: dict[Key, int] = {}
+        self._waiting: dict[str, set[Key]] = {}  # namespace -> flows waiting for its space
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # -- events, on the event loop ------------------------------------------------------------
+
+    def space_event(self, event_type: str, body: Mapping[str, Any]) -> None:
+        key = _key(SPACE, body)
+        gone = event_type == "DELETED"
+        self.op.observe_space(body, deleted=gone)
+        if gone or body["metadata"].get("deletionTimestamp"):
+            self._bodies.pop(key, None)
+            self._handled.pop(key, None)
+            self.queue.forget(key)
+            if gone:
+                self.queue.add(key, DELETED)
+            return
+        if self._handled.get(key) == space_essence(body):
+            return  # our own status write, or nothing that matters
+        self._bodies[key] = body
+        self.queue.add(key, "change")
+
+    def flow_event(self, event_type: str, body: Mapping[str, Any]) -> None:
+        key = _key(FLOW, body)
+        _, ns, name = key
+        if event_type == "DELETED":
+            self.op.forget_flow(ns, name)
+            self._forget(key)
+            return
+        before = self.op.flows.get((ns, name))
+        seen = (before.uid, before.generation) if before else None
+        entry = self.op.register_flow(body)
+        if entry.deleting:  # its target is left to garbage collection
+            self._forget(key)
+            return
+        if seen != (entry.uid, entry.generation):
+            if before is not None:
+                reason = "update"
+            else:
+                reason = "resume" if entry.synced_version is not None else "create"
+            self.queue.add(key, reason)
+        autosync = str((body.get("spec") or {}).get("autosync", "1m"))
+        period = schedule.period_seconds(autosync, self.op.settings.autosync_scale)
+        self._arm_tick(key, entry.uid, period)
+
+    def flow_saved(self, namespace: str, name: str) -> None:
+        self.queue.add((FLOW, namespace, name), "save")
+
+    def target_drifted(self, namespace: str, name: str) -> None:
+        self.queue.add((FLOW, namespace, name), DRIFT)
+
+    def _forget(self, key: Key) -> None:
+        self.queue.forget(key)
+        self._ticks.pop(key, None)
+        self._failures.pop(key, None)
+
+    # -- ticks --------------------------------------------------------------------------------
+
+    def _arm_tick(self, key: Key, uid: str, period: float, after: float | None = None) -> None:
+        armed = self._ticks.get(key)
+        if after is None and armed is not None and armed[0] == period and armed[2] == uid:
+            return  # already ticking at this period
+        when = schedule.next_tick(uid, period, time.time() if after is None else after)
+        self._ticks[key] = (period, when, uid)
+        self.queue.add_at(when, key, TICK)
+
+    def _fire(self, when: float, key: Key, reason: str) -> None:
+        if reason != TICK:
+            if self.active:
+                self.queue.add(key, reason)  # a retry
+            return
+        armed = self._ticks.get(key)
+        if armed is None or armed[1] != when:
+            return  # re-armed at another period, or the flow is gone
+        period, _, uid = armed
+        self._arm_tick(key, uid, period, after=when)
+        _, ns, name = key
+        if self.active and self.op.needs_tick(ns, name):
+            self.queue.add(key, TICK)
+
+    # -- running ------------------------------------------------------------------------------
+
+    def start(
+        self, peering: Callable[[], Mapping[str, Any]] | None = None, priority: int = 0
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._worker()) for _ in range(self.workers)]
+        self._tasks.append(loop.create_task(self._timers()))
+        if peering is not None:
+            self._tasks.append(loop.create_task(self._follow_peering(peering, priority)))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
+    async def _timers(self) -> None:
+        while True:
+            await self.queue.wait_for_timers(60.0)
+            for when, key, reason in self.queue.due(time.time()):
+                self._fire(when, key, reason)
+
+    async def _worker(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            key, reason = await self.queue.get()
+            body = self._bodies.get(key)
+            if body is not None:  # the event of our own status write must not queue it again
+                self._handled[key] = space_essence(body)
+            try:
+                await loop.run_in_executor(self.executor, self._reconcile, key, reason, body)
+            except Exception as exc:
+                self._failed(key, reason, exc)
+            else:
+                self._succeeded(key, body)
+            finally:
+                self.queue.done(key)
+
+    def _reconcile(self, key: Key, reason: str, body: Mapping[str, Any] | None) -> None:
+        kind, ns, name = key
+        if kind == FLOW:
+            self.op.sync_flow(ns, name, reason=reason)
+        elif body is not None:
+            self.op.reconcile_space(body)
+        elif reason == DELETED:
+            self.op.space_deleted(ns, name)
+
+    def _failed(self, key: Key, reason: str, exc: Exception) -> None:
+        self._handled.pop(key, None)  # the next event of this object is worth a reconcile
+        kind, ns, name = key
+        if isinstance(exc, SpaceNotReady):
+            self._waiting.setdefault(ns, set()).add(key)
+            self.queue.add_after(MAX_RETRY_SECONDS, key, reason)  # in case no space comes
+            return
+        if isinstance(exc, NamespaceTerminating):
+            log.debug("skipped, the namespace is being deleted: %s", exc)
+            return
+        if isinstance(exc, Temporary):
+            delay, why = exc.delay, str(exc)
+        elif isinstance(exc, Permanent):
+            delay, why = MAX_RETRY_SECONDS, str(exc)
+        else:  # a bug must not stop the worker: logged, and retried like the rest
+            log.error("reconcile of %s %s/%s failed", kind, ns, name, exc_info=exc)
+            delay, why = 5.0, type(exc).__name__
+        failures = self._failures[key] = self._failures.get(key, 0) + 1
+        delay = max(delay, min(MAX_RETRY_SECONDS, 0.5 * 2**failures))
+        log.warning("%s %s/%s: %s; retrying in %.0fs", kind, ns, name, why, delay)
+        self.queue.add_after(delay, key, reason)
+
+    def _succeeded(self, key: Key, body: Mapping[str, Any] | None) -> None:
+        self._failures.pop(key, None)
+        kind, ns, _ = key
+        if kind != SPACE or body is None:
+            return
+        self._handled[key] = space_essence(body)
+        if self._bodies.get(key) is body:
+            del self._bodies[key]
+        # flows waiting for this space, or failing, get another chance now rather than next tick
+        waiting = self._waiting.pop(ns, set())
+        for entry in self.op.flows_in(ns):
+            flow = (FLOW, ns, entry.name)
+            if flow in waiting or not entry.synced:
+                self.queue.add(flow, SPACE_READY)
+
+    # -- peering ------------------------------------------------------------------------------
+
+    async def _follow_peering(self, read: Callable[[], Mapping[str, Any]], priority: int) -> None:
+        """kopf pauses its watches when a peer of higher priority is alive; our timers follow."""
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                peers = await loop.run_in_executor(self.executor, read)
+                self.active = not _outranked(peers, priority, dt.datetime.now(dt.UTC))
+            except (Temporary, Permanent) as exc:
+                log.debug("cannot read the peering object: %s", exc)
+            await asyncio.sleep(PEERING_CHECK_SECONDS)
+
+
+def _outranked(peering: Mapping[str, Any], priority: int, now: dt.datetime) -> bool:
+    for peer in (peering.get("status") or {}).values():
+        if not isinstance(peer, Mapping) or int(peer.get("priority", 0)) <= priority:
+            continue
+        try:
+            seen = dt.datetime.fromisoformat(str(peer["lastseen"]))
+        except (KeyError, ValueError):
+            continue
+        if seen.tzinfo is None:
+            seen = seen.replace(tzinfo=dt.UTC)
+        if seen + dt.timedelta(seconds=int(peer.get("lifetime", 60))) > now:
+            return True
+    return False

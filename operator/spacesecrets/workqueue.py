@@ -1,0 +1,118 @@
+"""A work queue in the manner of client-go's: keys, not events.
+
+Edge (asyncio only). A key waits in the queue at most once, and no two workers ever hold the same
+key: a key added again while a worker holds it runs once more when that worker is done. Delayed
+adds (retries, autosync ticks) wait in one heap, which is what makes thousands of objects cost one
+timer instead of one task each. Keys of a lower rank are handed out first, so a cold start
+reconciles the spaces before the flows that wait for them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import itertools
+import time
+from collections import deque
+from collections.abc import Callable
+
+Key = tuple[str, str, str]  # kind, namespace, name
+
+
+class WorkQueue:
+    def __init__(self, rank: Callable[[Key], int] = lambda _: 0, ranks: int = 1) -> None:
+        self._rank = rank
+        self._ready: list[deque[Key]] = [deque() for _ in range(ranks)]
+        self._reasons: dict[Key, str] = {}  # queued keys, with why they are queued
+        self._held: set[Key] = set()
+        self._again: dict[Key, str] = {}  # added while held: queued when released
+        self._timers: list[tuple[float, int, Key, str]] = []
+        self._seq = itertools.count()
+        self._ready_event = asyncio.Event()
+        self._timer_event = asyncio.Event()
+
+    def __len__(self) -> int:
+        return len(self._reasons)
+
+    @property
+    def delayed(self) -> int:
+        return len(self._timers)
+
+    def add(self, key: Key, reason: str) -> None:
+        if key in self._held:
+            self._again[key] = merge(self._again.get(key), reason)
+        elif key in self._reasons:
+            self._reasons[key] = merge(self._reasons[key], reason)
+        else:
+            self._reasons[key] = reason
+            self._ready[self._rank(key)].append(key)
+            self._ready_event.set()
+
+    def add_at(self, when: float, key: Key, reason: str) -> None:
+        """Add `key` at wall-clock time `when` (epoch seconds)."""
+        heapq.heappush(self._timers, (when, next(self._seq), key, reason))
+        if self._timers[0][2] == key:
+            self._timer_event.set()  # an earlier deadline than the one the timer loop sleeps for
+
+    def add_after(self, delay: float, key: Key, reason: str) -> None:
+        self.add_at(time.time() + delay, key, reason)
+
+    def forget(self, key: Key) -> None:
+        """Drop a queued key (its object is gone). Timers for it fire and are ignored upstream."""
+        if self._reasons.pop(key, None) is not None:
+            self._ready[self._rank(key)].remove(key)
+        self._again.pop(key, None)
+
+    async def get(self) -> tuple[Key, str]:
+        while True:
+            for ready in self._ready:
+                if ready:
+                    key = ready.popleft()
+                    self._held.add(key)
+                    return key, self._reasons.pop(key)
+            self._ready_event.clear()
+            await self._ready_event.wait()
+
+    def done(self, key: Key) -> None:
+        self._held.discard(key)
+        again = self._again.pop(key, None)
+        if again is not None:
+            self.add(key, again)
+        elif any(self._ready):
+            self._ready_event.set()  # another worker may be waiting while keys are ready
+
+    def due(self, now: float) -> list[tuple[float, Key, str]]:
+        """Pop the timers due at `now`: (when, key, reason) each."""
+        out = []
+        while self._timers and self._timers[0][0] <= now:
+            when, _, key, reason = heapq.heappop(self._timers)
+            out.append((when, key, reason))
+        return out
+
+    def next_due(self) -> float | None:
+        return self._timers[0][0] if self._timers else None
+
+    async def wait_for_timers(self, timeout: float) -> None:
+        """Sleep until the earliest timer, `timeout` at most, or until an earlier one is added."""
+        self._timer_event.clear()
+        first = self.next_due()
+        delay = timeout if first is None else max(0.0, min(timeout, first - time.time()))
+        if delay > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._timer_event.wait(), delay)
+
+
+# Strongest first. A drift restore says so in an Event; "space ready" only syncs a flow that is not
+# synced yet, so any other reason must win over it.
+_STRONGER = ("drift", "save", "update", "create", "resume", "autosync")
+
+
+def merge(old: str | None, new: str) -> str:
+    """The reason to keep when a queued key is added again."""
+    if old is None:
+        return new
+    for reason in _STRONGER:
+        if reason in (old, new):
+            return reason
+    return old

@@ -1,0 +1,107 @@
+"""The work queue: each key queued once, never held twice, ranks first, timers in order."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import time
+
+import pytest
+
+from spacesecrets.controller import _outranked
+from spacesecrets.workqueue import WorkQueue, merge
+
+SPACE = ("space", "ns", "secrets")
+FLOW = ("flow", "ns", "f")
+
+
+def run(coro):  # type: ignore[no-untyped-def]
+    return asyncio.run(coro)
+
+
+def test_a_key_added_twice_is_handed_out_once_with_the_stronger_reason() -> None:
+    async def go() -> None:
+        q = WorkQueue()
+        q.add(FLOW, "autosync")
+        q.add(FLOW, "drift")
+        q.add(FLOW, "autosync")
+        assert len(q) == 1
+        assert await q.get() == (FLOW, "drift")
+        assert len(q) == 0
+
+    run(go())
+
+
+def test_a_key_added_while_held_runs_again_after_release_not_before() -> None:
+    async def go() -> None:
+        q = WorkQueue()
+        q.add(FLOW, "create")
+        key, _ = await q.get()
+        q.add(FLOW, "save")
+        assert len(q) == 0  # not handed to a second worker while the first holds it
+        with pytest.raises(TimeoutError):  # a held key is not handed out twice
+            await asyncio.wait_for(q.get(), 0.05)
+        q.done(key)
+        assert await asyncio.wait_for(q.get(), 1) == (FLOW, "save")
+
+    run(go())
+
+
+def test_lower_ranks_first() -> None:
+    async def go() -> None:
+        q = WorkQueue(rank=lambda k: 0 if k[0] == "space" else 1, ranks=2)
+        q.add(FLOW, "create")
+        q.add(SPACE, "change")
+        assert (await q.get())[0] == SPACE
+        assert (await q.get())[0] == FLOW
+
+    run(go())
+
+
+def test_forget_drops_a_queued_key() -> None:
+    async def go() -> None:
+        q = WorkQueue()
+        q.add(FLOW, "create")
+        q.add(SPACE, "change")
+        q.forget(FLOW)
+        assert await q.get() == (SPACE, "change")
+        assert len(q) == 0
+
+    run(go())
+
+
+def test_timers_fire_in_order_and_an_earlier_one_wakes_the_sleeper() -> None:
+    async def go() -> None:
+        q = WorkQueue()
+        now = time.time()
+        q.add_at(now + 3600, SPACE, "retry")
+        sleeper = asyncio.ensure_future(q.wait_for_timers(3600))
+        await asyncio.sleep(0)
+        q.add_at(now - 1, FLOW, "autosync")
+        await asyncio.wait_for(sleeper, 1)  # woken by the earlier deadline, not after an hour
+        assert q.due(time.time()) == [(now - 1, FLOW, "autosync")]
+        assert q.delayed == 1
+        assert q.due(now + 3600) == [(now + 3600, SPACE, "retry")]
+
+    run(go())
+
+
+def test_reasons_merge_toward_the_one_with_consequences() -> None:
+    assert merge(None, "autosync") == "autosync"
+    assert merge("autosync", "drift") == "drift"
+    assert merge("save", "autosync") == "save"
+    assert merge("resume", "space ready") == "resume"
+
+
+def test_a_live_peer_of_higher_priority_outranks_us_a_dead_one_does_not() -> None:
+    now = dt.datetime(2026, 1, 1, 12, 0, tzinfo=dt.UTC)
+
+    def peering(priority: int, seconds_ago: int) -> dict[str, object]:
+        seen = (now - dt.timedelta(seconds=seconds_ago)).isoformat()
+        return {"status": {"peer-a": {"priority": priority, "lifetime": 15, "lastseen": seen}}}
+
+    assert _outranked(peering(200, 5), 100, now)
+    assert not _outranked(peering(200, 60), 100, now)  # its lifetime ran out
+    assert not _outranked(peering(50, 5), 100, now)
+    assert not _outranked(peering(100, 5), 100, now)  # that is us
+    assert not _outranked({"status": {"peer-a": "garbage"}}, 100, now)
