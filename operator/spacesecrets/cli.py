@@ -85,6 +85,10 @@ def operator(ctx: click.Context, watch: Sequence[str], verbose: bool) -> None:
     """Run the operator (kopf)."""
     import asyncio
 
+    # kopf imports the official client whenever it is installed, only to recognise its model
+    # objects, which spacesecrets never hands it; refusing the import keeps 58 MiB out of the
+    # operator. kopf then logs in with its own kubeconfig and ServiceAccount readers.
+    sys.modules.setdefault("kubernetes", None)  # type: ignore[arg-type]
     import kopf
 
     from spacesecrets import handlers  # noqa: F401 -- registers the handlers

@@ -133,9 +133,11 @@ class Controller:
         self.queue.add_at(when, key, TICK)
 
     def _fire(self, when: float, key: Key, reason: str) -> None:
-        if reason != TICK:
+        if reason != TICK:  # a retry: kopf decides when a standby takes over, our view may lag
             if self.active:
-                self.queue.add(key, reason)  # a retry
+                self.queue.add(key, reason)
+            else:
+                self.queue.add_after(PEERING_CHECK_SECONDS, key, reason)
             return
         armed = self._ticks.get(key)
         if armed is None or armed[1] != when:

@@ -19,10 +19,11 @@ import kopf
 
 from spacesecrets import GROUP
 from spacesecrets.controller import Controller
-from spacesecrets.kube import Kube, NamespaceTerminating, Permanent, Temporary, make_client
+from spacesecrets.kube import CONNECTIONS, Kube, NamespaceTerminating, Permanent, Temporary
 from spacesecrets.metrics import Metrics
 from spacesecrets.projection import MANAGED_BY_LABEL
 from spacesecrets.reconcile import Operator
+from spacesecrets.rest import Rest
 from spacesecrets.settings import Settings
 
 log = logging.getLogger("spacesecrets")
@@ -80,7 +81,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
         settings.peering.lifetime = 15
         settings.peering.stealth = True
 
-    kube = Kube(make_client())
+    kube = Kube(Rest.from_environment(connections=CONNECTIONS))
     kube.post_events_in_background()
     metrics = Metrics()
     metrics.events_dropped.set_function(lambda: kube.events_dropped)

@@ -1,12 +1,12 @@
 """The only module that talks to the Kubernetes API (besides kopf's own watching).
 
-Edge. Wraps the official client; maps API errors to `Temporary` (409 conflicts, 429, 5xx, timeouts:
-retry later) and `Permanent` (anything a retry cannot fix). Objects go in and out as plain dicts.
+Edge. Reads and writes the objects spacesecrets touches, as plain dicts, over a `rest.Transport`;
+maps API errors to `Temporary` (409 conflicts, 429, 5xx, timeouts: retry later) and `Permanent`
+(anything a retry cannot fix).
 """
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import datetime as dt
 import json
@@ -14,21 +14,20 @@ import logging
 import queue
 import secrets as pysecrets
 import threading
-from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
-
-import kubernetes
-from kubernetes.client.exceptions import ApiException
-from urllib3.exceptions import HTTPError
+from collections.abc import Mapping
+from typing import Any
 
 from spacesecrets import GROUP, MANAGED_BY, VERSION
 from spacesecrets.conditions import now_rfc3339
+from spacesecrets.rest import MERGE_PATCH, ClientTransport, Transport, Unreachable
 
-T = TypeVar("T")
 log = logging.getLogger("spacesecrets")
 SPACES = "spacesecrets"
 CONNECTIONS = 32
 FLOWS = "flowsecretsyncs"
+METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
+_CORE = {"Secret": "secrets", "ConfigMap": "configmaps"}
+_APPS = {"Deployment": "deployments", "StatefulSet": "statefulsets"}
 
 
 class Temporary(Exception):
@@ -59,34 +58,29 @@ class NamespaceTerminating(Exception):
     """The namespace is being deleted: nothing there needs writing any more."""
 
 
-def _call(what: str, fn: Callable[[], T]) -> T:
+def _error(what: str, status: int, data: bytes) -> Exception:
     try:
-        return fn()
-    except ApiException as exc:
-        status = int(exc.status or 0)
-        if status == 404:
-            raise NotFound(what) from None
-        if status == 409 and "AlreadyExists" in str(exc.body or ""):
-            raise AlreadyExists(what) from None
-        if status == 403 and "being terminated" in str(exc.body or ""):
-            raise NamespaceTerminating(what) from None
-        if status in (409, 429) or status >= 500 or status == 0:
-            raise Temporary(f"{what}: HTTP {status} {exc.reason}") from None
-        raise Permanent(f"{what}: {_server_message(exc)}", status) from None
-    except (HTTPError, OSError) as exc:
-        raise Temporary(f"{what}: {type(exc).__name__}") from None
+        body = json.loads(data or b"{}")
+    except ValueError:
+        body = {}
+    body = body if isinstance(body, dict) else {}
+    reason, message = str(body.get("reason") or ""), str(body.get("message") or "")
+    if status == 404:
+        return NotFound(what)
+    if status == 409 and reason == "AlreadyExists":
+        return AlreadyExists(what)
+    if status == 403 and "being terminated" in message:
+        return NamespaceTerminating(what)
+    if status in (409, 429) or status >= 500 or status == 0:
+        return Temporary(f"{what}: HTTP {status} {reason}".rstrip())
+    # the API server's own explanation (an admission denial says who may do what)
+    return Permanent(f"{what}: {message or f'HTTP {status} {reason}'.rstrip()}", status)
 
 
-def _server_message(exc: ApiException) -> str:
-    """The API server's own explanation (an admission denial says who may do what)."""
-    try:
-        message = json.loads(exc.body or "{}").get("message")
-    except (ValueError, AttributeError):
-        message = None
-    return str(message or f"HTTP {exc.status} {exc.reason}")
+def make_client(kubeconfig: str | None = None) -> Any:
+    """The official client, for the CLI and tests: it loads every kind of kubeconfig."""
+    import kubernetes
 
-
-def make_client(kubeconfig: str | None = None) -> kubernetes.client.ApiClient:
     config = kubernetes.client.Configuration()
     if kubeconfig:
         kubernetes.config.load_kube_config(config_file=kubeconfig, client_configuration=config)
@@ -100,26 +94,36 @@ def make_client(kubeconfig: str | None = None) -> kubernetes.client.ApiClient:
     return kubernetes.client.ApiClient(config)
 
 
-def b64decode_map(data: Mapping[str, str] | None) -> dict[str, str]:
-    return {k: base64.b64decode(v).decode() for k, v in (data or {}).items()}
-
-
-def b64encode_map(data: Mapping[str, str]) -> dict[str, str]:
-    return {k: base64.b64encode(v.encode()).decode() for k, v in data.items()}
-
-
 class Kube:
     """Typed-enough access to the objects spacesecrets reads and writes."""
 
-    def __init__(self, client: kubernetes.client.ApiClient) -> None:
-        self.client = client
-        self.core = kubernetes.client.CoreV1Api(client)
-        self.custom = kubernetes.client.CustomObjectsApi(client)
-        self.rbac = kubernetes.client.RbacAuthorizationV1Api(client)
-        self.apps = kubernetes.client.AppsV1Api(client)
+    def __init__(self, client: Transport | Any) -> None:
+        """`client`: a `rest.Transport`, or the official client's ApiClient (see `make_client`)."""
+        self.http = client if isinstance(client, Transport) else ClientTransport(client)
         self.writes = 0  # write requests made, for metrics and benchmarks
         self.events_dropped = 0
         self._events: queue.Queue[tuple[str, dict[str, Any]]] | None = None
+
+    def _request(
+        self,
+        what: str,
+        method: str,
+        path: str,
+        body: Any = None,
+        query: Mapping[str, str] | None = None,
+        content_type: str = "application/json",
+        accept: str = "application/json",
+    ) -> dict[str, Any]:
+        if method != "GET":
+            self.writes += 1
+        try:
+            response = self.http.request(method, path, body, query, content_type, accept)
+        except Unreachable as exc:
+            raise Temporary(f"{what}: {exc}") from None
+        if not 200 <= response.status < 300:
+            raise _error(what, response.status, response.data)
+        out = json.loads(response.data) if response.data else {}
+        return out if isinstance(out, dict) else {}
 
     def post_events_in_background(self, capacity: int = 1000) -> None:
         """Post Events from one background thread, so a reconcile never waits for one. Like
@@ -138,208 +142,159 @@ class Kube:
             except Exception:  # an Event is never worth the thread that posts them
                 log.exception("posting an Event failed")
 
-    def _sanitize(self, obj: Any) -> dict[str, Any]:
-        return dict(self.client.sanitize_for_serialization(obj))
+    # -- core objects ---------------------------------------------------------------------------
 
-    # -- core objects as dicts ------------------------------------------------------------------
+    @staticmethod
+    def _core(kind: str, namespace: str, name: str = "") -> str:
+        return f"/api/v1/namespaces/{namespace}/{_CORE[kind]}" + (f"/{name}" if name else "")
 
     def get(self, kind: str, namespace: str, name: str) -> dict[str, Any]:
-        read = {
-            "Secret": self.core.read_namespaced_secret,
-            "ConfigMap": self.core.read_namespaced_config_map,
-        }[kind]
-        obj = _call(f"get {kind} {namespace}/{name}", lambda: read(name, namespace))
-        out = self._sanitize(obj)
+        out = self._request(
+            f"get {kind} {namespace}/{name}", "GET", self._core(kind, namespace, name)
+        )
         out.setdefault("kind", kind)
         return out
 
     def create(self, kind: str, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
-        create = {
-            "Secret": self.core.create_namespaced_secret,
-            "ConfigMap": self.core.create_namespaced_config_map,
-        }[kind]
-        self.writes += 1
         name = body["metadata"]["name"]
-        return self._sanitize(
-            _call(f"create {kind} {namespace}/{name}", lambda: create(namespace, body))
+        return self._request(
+            f"create {kind} {namespace}/{name}", "POST", self._core(kind, namespace), dict(body)
         )
 
     def replace(self, kind: str, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
         """Replace with the resourceVersion in `body` (a conflict raises Temporary)."""
-        replace = {
-            "Secret": self.core.replace_namespaced_secret,
-            "ConfigMap": self.core.replace_namespaced_config_map,
-        }[kind]
-        self.writes += 1
         name = body["metadata"]["name"]
-        return self._sanitize(
-            _call(f"replace {kind} {namespace}/{name}", lambda: replace(name, namespace, body))
+        return self._request(
+            f"replace {kind} {namespace}/{name}",
+            "PUT",
+            self._core(kind, namespace, name),
+            dict(body),
         )
 
     def delete(self, kind: str, namespace: str, name: str) -> None:
-        delete = {
-            "Secret": self.core.delete_namespaced_secret,
-            "ConfigMap": self.core.delete_namespaced_config_map,
-        }[kind]
-        self.writes += 1
-        _call(f"delete {kind} {namespace}/{name}", lambda: delete(name, namespace))
+        self._request(
+            f"delete {kind} {namespace}/{name}", "DELETE", self._core(kind, namespace, name)
+        )
 
     def list_secrets(self, namespace: str, selector: str) -> list[dict[str, Any]]:
-        res = _call(
+        res = self._request(
             f"list Secrets {namespace}",
-            lambda: self.core.list_namespaced_secret(namespace, label_selector=selector),
+            "GET",
+            self._core("Secret", namespace),
+            query={"labelSelector": selector},
         )
-        return [self._sanitize(s) for s in res.items]
+        return list(res.get("items") or [])
 
     # -- custom resources -----------------------------------------------------------------------
 
+    @staticmethod
+    def _custom(plural: str, namespace: str | None, name: str = "") -> str:
+        scope = f"/namespaces/{namespace}" if namespace else ""
+        return f"/apis/{GROUP}/{VERSION}{scope}/{plural}" + (f"/{name}" if name else "")
+
     def get_custom(self, plural: str, namespace: str, name: str) -> dict[str, Any]:
-        return dict(
-            _call(
-                f"get {plural} {namespace}/{name}",
-                lambda: self.custom.get_namespaced_custom_object(
-                    GROUP, VERSION, namespace, plural, name
-                ),
-            )
+        return self._request(
+            f"get {plural} {namespace}/{name}", "GET", self._custom(plural, namespace, name)
         )
 
     def list_custom(self, plural: str, namespace: str | None = None) -> list[dict[str, Any]]:
-        if namespace:
-            res = _call(
-                f"list {plural}",
-                lambda: self.custom.list_namespaced_custom_object(
-                    GROUP, VERSION, namespace, plural
-                ),
-            )
-        else:
-            res = _call(
-                f"list {plural}",
-                lambda: self.custom.list_cluster_custom_object(GROUP, VERSION, plural),
-            )
-        return list(res.get("items", []))
+        res = self._request(f"list {plural}", "GET", self._custom(plural, namespace))
+        return list(res.get("items") or [])
 
     def list_custom_metadata(
         self, plural: str, namespace: str | None = None
     ) -> list[dict[str, Any]]:
         """The metadata of every object (names, uids, timestamps): a small fraction of a full
         LIST, as the API server leaves out spec and status."""
-        scope = f"/namespaces/{namespace}" if namespace else ""
-        path = f"/apis/{GROUP}/{VERSION}{scope}/{plural}"
-        accept = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
-        response = _call(
-            f"list {plural} metadata",
-            lambda: self.client.call_api(
-                path,
-                "GET",
-                header_params={"Accept": accept},
-                auth_settings=["BearerToken"],
-                _preload_content=False,
-                _return_http_data_only=True,
-            ),
+        res = self._request(
+            f"list {plural} metadata", "GET", self._custom(plural, namespace), accept=METADATA_LIST
         )
-        return [item["metadata"] for item in json.loads(response.data).get("items") or []]
+        return [item["metadata"] for item in res.get("items") or []]
 
     def get_peering(self, name: str) -> dict[str, Any]:
         """kopf's ClusterKopfPeering object: which replicas are alive, with their priorities."""
-        return dict(
-            _call(
-                f"get clusterkopfpeering {name}",
-                lambda: self.custom.get_cluster_custom_object(
-                    "kopf.dev", "v1", "clusterkopfpeerings", name
-                ),
-            )
+        return self._request(
+            f"get clusterkopfpeering {name}",
+            "GET",
+            f"/apis/kopf.dev/v1/clusterkopfpeerings/{name}",
         )
 
     def patch_status(
         self, plural: str, namespace: str, name: str, status: Mapping[str, Any]
     ) -> None:
-        self.writes += 1
-        _call(
+        self._request(
             f"patch {plural} {namespace}/{name} status",
-            lambda: self.custom.patch_namespaced_custom_object_status(
-                GROUP, VERSION, namespace, plural, name, {"status": dict(status)}
-            ),
+            "PATCH",
+            self._custom(plural, namespace, name) + "/status",
+            {"status": dict(status)},
+            content_type=MERGE_PATCH,
         )
 
     def patch_custom(
         self, plural: str, namespace: str, name: str, patch: Mapping[str, Any]
     ) -> dict[str, Any]:
-        self.writes += 1
-        return dict(
-            _call(
-                f"patch {plural} {namespace}/{name}",
-                lambda: self.custom.patch_namespaced_custom_object(
-                    GROUP, VERSION, namespace, plural, name, dict(patch)
-                ),
-            )
+        return self._request(
+            f"patch {plural} {namespace}/{name}",
+            "PATCH",
+            self._custom(plural, namespace, name),
+            dict(patch),
+            content_type=MERGE_PATCH,
         )
 
     def replace_custom(
         self, plural: str, namespace: str, body: Mapping[str, Any]
     ) -> dict[str, Any]:
-        self.writes += 1
         name = body["metadata"]["name"]
-        return dict(
-            _call(
-                f"replace {plural} {namespace}/{name}",
-                lambda: self.custom.replace_namespaced_custom_object(
-                    GROUP, VERSION, namespace, plural, name, dict(body)
-                ),
-            )
+        return self._request(
+            f"replace {plural} {namespace}/{name}",
+            "PUT",
+            self._custom(plural, namespace, name),
+            dict(body),
         )
 
     def create_custom(self, plural: str, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
-        self.writes += 1
-        return dict(
-            _call(
-                f"create {plural} {namespace}",
-                lambda: self.custom.create_namespaced_custom_object(
-                    GROUP, VERSION, namespace, plural, dict(body)
-                ),
-            )
+        return self._request(
+            f"create {plural} {namespace}", "POST", self._custom(plural, namespace), dict(body)
         )
 
     # -- RBAC -----------------------------------------------------------------------------------
 
+    @staticmethod
+    def _bindings(namespace: str, name: str = "") -> str:
+        path = f"/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}/rolebindings"
+        return path + (f"/{name}" if name else "")
+
     def get_role_binding(self, namespace: str, name: str) -> dict[str, Any]:
-        return self._sanitize(
-            _call(
-                f"get RoleBinding {namespace}/{name}",
-                lambda: self.rbac.read_namespaced_role_binding(name, namespace),
-            )
+        return self._request(
+            f"get RoleBinding {namespace}/{name}", "GET", self._bindings(namespace, name)
         )
 
     def create_role_binding(self, namespace: str, body: Mapping[str, Any]) -> None:
-        self.writes += 1
-        _call(
-            f"create RoleBinding {namespace}",
-            lambda: self.rbac.create_namespaced_role_binding(namespace, body),
+        self._request(
+            f"create RoleBinding {namespace}", "POST", self._bindings(namespace), dict(body)
         )
 
     def replace_role_binding(self, namespace: str, body: Mapping[str, Any]) -> None:
-        self.writes += 1
         name = body["metadata"]["name"]
-        _call(
+        self._request(
             f"replace RoleBinding {namespace}/{name}",
-            lambda: self.rbac.replace_namespaced_role_binding(name, namespace, body),
+            "PUT",
+            self._bindings(namespace, name),
+            dict(body),
         )
 
     def delete_role_binding(self, namespace: str, name: str) -> None:
-        self.writes += 1
-        _call(
-            f"delete RoleBinding {namespace}/{name}",
-            lambda: self.rbac.delete_namespaced_role_binding(name, namespace),
+        self._request(
+            f"delete RoleBinding {namespace}/{name}", "DELETE", self._bindings(namespace, name)
         )
 
     # -- workloads ------------------------------------------------------------------------------
 
     def get_workload(self, kind: str, namespace: str, name: str) -> dict[str, Any]:
-        read = {
-            "Deployment": self.apps.read_namespaced_deployment,
-            "StatefulSet": self.apps.read_namespaced_stateful_set,
-        }[kind]
-        return self._sanitize(
-            _call(f"get {kind} {namespace}/{name}", lambda: read(name, namespace))
+        return self._request(
+            f"get {kind} {namespace}/{name}",
+            "GET",
+            f"/apis/apps/v1/namespaces/{namespace}/{_APPS[kind]}/{name}",
         )
 
     # -- events ---------------------------------------------------------------------------------
@@ -384,6 +339,5 @@ class Kube:
             log.debug("event queue full: dropped %s %s", type_, reason)
 
     def _post_event(self, namespace: str, body: dict[str, Any]) -> None:
-        self.writes += 1
         with contextlib.suppress(Temporary, Permanent):
-            _call("post Event", lambda: self.core.create_namespaced_event(namespace, body))
+            self._request("post Event", "POST", f"/api/v1/namespaces/{namespace}/events", body)

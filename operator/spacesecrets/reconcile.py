@@ -134,6 +134,7 @@ class Operator:
         # caches that only save reads (see prefetch_histories and _primary_space)
         self._histories: dict[str, tuple[dict[str, str], str]] = {}
         self._histories_complete = False
+        self._history_exists: set[str] = set()
         self._space_index: dict[str, dict[str, tuple[str, str]]] = {}
         self._owners_written: dict[str, list[tuple[str, str, str]]] = {}
 
@@ -242,16 +243,19 @@ class Operator:
         return f"{HISTORY_PREFIX}{namespace}"
 
     def prefetch_histories(self) -> None:
-        """Read every space's history in one LIST, so reconciles need not GET theirs.
+        """Read every space's history in one LIST, so the first reconciles need not GET theirs.
 
-        The cache only saves reads: every write is conditional on the resourceVersion read, and a
-        conflict drops the cached copy, so a stale cache costs a retry, never a lost version."""
+        Each prefetched history is handed out once and then dropped: afterwards a history is read
+        when its space changes, which is rare, instead of thousands being held in memory. Every
+        write is conditional on the resourceVersion read, so a stale copy costs a retry, never a
+        lost version."""
         secrets = self.kube.list_secrets(self.settings.namespace, SPACE_LABEL)
         with self._lock:
             for secret in secrets:
                 namespace = (secret["metadata"].get("labels") or {}).get(SPACE_LABEL)
                 if namespace:
                     self._histories[namespace] = self._cache_entry(secret)
+                    self._history_exists.add(namespace)
             self._histories_complete = True
 
     @staticmethod
@@ -259,10 +263,18 @@ class Operator:
         data = {k: _unb64(v) for k, v in (secret.get("data") or {}).items()}
         return data, str(secret["metadata"].get("resourceVersion", ""))
 
-    def read_history(self, namespace: str) -> tuple[versions.History | None, str]:
+    def read_history(
+        self, namespace: str, keep: bool = False
+    ) -> tuple[versions.History | None, str]:
+        """The history and its resourceVersion. A prefetched copy is handed out once, unless
+        `keep` (a read that writes nothing leaves it for the space's reconcile)."""
         with self._lock:
-            cached = self._histories.get(namespace)
-            known_absent = cached is None and self._histories_complete
+            cached = (self._histories.get if keep else self._histories.pop)(namespace, None)
+            known_absent = (
+                cached is None
+                and self._histories_complete
+                and namespace not in self._history_exists
+            )
         if cached is None and not known_absent:
             try:
                 secret = self.kube.get(
@@ -271,17 +283,16 @@ class Operator:
             except NotFound:
                 return None, ""
             cached = self._cache_entry(secret)
-            with self._lock:
-                self._histories[namespace] = cached
         if cached is None:
             return None, ""
         data, rv = cached
         return versions.History.from_data(namespace, data), rv
 
     def _forget_history(self, namespace: str) -> None:
+        """Whatever we hold of this history may be stale: the next read asks the API."""
         with self._lock:
             self._histories.pop(namespace, None)
-            self._histories_complete = False
+            self._history_exists.add(namespace)
 
     def write_history(self, history: versions.History, rv: str) -> None:
         body: dict[str, Any] = {
@@ -299,9 +310,9 @@ class Operator:
         try:
             if rv:
                 body["metadata"]["resourceVersion"] = rv
-                written = self.kube.replace("Secret", self.settings.namespace, body)
+                self.kube.replace("Secret", self.settings.namespace, body)
             else:
-                written = self.kube.create("Secret", self.settings.namespace, body)
+                self.kube.create("Secret", self.settings.namespace, body)
         except AlreadyExists:
             self._forget_history(history.namespace)
             raise Temporary("the history was created concurrently", delay=1) from None
@@ -309,10 +320,7 @@ class Operator:
             self._forget_history(history.namespace)  # e.g. 409: somebody else wrote it
             raise
         with self._lock:
-            self._histories[history.namespace] = (
-                history.to_data(),
-                str(written["metadata"].get("resourceVersion", "")),
-            )
+            self._history_exists.add(history.namespace)
 
     # =========================================================================================
     # SpaceSecrets
@@ -643,7 +651,7 @@ class Operator:
     def load_space(self, namespace: str) -> bool:
         """Load a space's current version from the history (e.g. for a flow before its space's
         first reconcile after a restart). False when there is nothing to load."""
-        history, _ = self.read_history(namespace)
+        history, _ = self.read_history(namespace, keep=True)
         if history is None or history.deleted_at or not history.version:
             return False
         self._remember_space(history, history.values(self.require_ring()))
@@ -663,6 +671,8 @@ class Operator:
                 < cutoff
             ):
                 self.kube.delete("Secret", self.settings.namespace, secret["metadata"]["name"])
+                with self._lock:
+                    self._history_exists.discard(secret["metadata"]["labels"].get(SPACE_LABEL))
                 log.info(
                     "dropped the history of %s (deleted %s)",
                     secret["metadata"]["labels"].get(SPACE_LABEL),

@@ -101,6 +101,11 @@ class Sealer:
         return {k: self.entry(ns, k, fmt, raw) for k, (fmt, raw) in plain.items()}
 
 
+def _core(kube: Kube) -> kubernetes.client.CoreV1Api:
+    """The official client's core API over the connection of a test's `Kube`."""
+    return kubernetes.client.CoreV1Api(kube.http.api)  # type: ignore[attr-defined]
+
+
 def _custom(cluster: LocalCluster) -> kubernetes.client.CustomObjectsApi:
     return kubernetes.client.CustomObjectsApi(make_client(str(cluster.kubeconfig)))
 
@@ -448,7 +453,7 @@ def check_history(kube: Kube, ns: str, states: list[Plain], watcher: Watcher) ->
         )
     assert values == states[-1], "the current version is not the last spec"
     # no two VersionCreated Events for one version
-    events = kube.core.list_namespaced_event(ns, field_selector="reason=VersionCreated").items
+    events = _core(kube).list_namespaced_event(ns, field_selector="reason=VersionCreated").items
     numbers = [int(m.group(1)) for e in events if (m := re.match(r"version (\d+):", e.message))]
     assert len(numbers) == len(set(numbers)), "an Event announced a version twice"
     return {"versions": history.version, "kept": len(kept), "shown": len(watcher.seen)}
@@ -574,7 +579,7 @@ def test_apiserver_and_etcd_restarts(fresh_cluster: Callable[[], LocalCluster]) 
                 "after the next change"
             )
     # the watches are back: a target deleted behind the operator's back is restored
-    kube.core.delete_namespaced_secret("all-secrets", ns)
+    _core(kube).delete_namespaced_secret("all-secrets", ns)
     wait_for("the deleted target restored", lambda: converged(kube, ns, flows), timeout=60)
     assert op.alive(), "the operator died instead of recovering"
     hits = plaintext_hits(cluster, marker, {(ns, f.target) for f in flows})
@@ -887,9 +892,9 @@ def run_space_case(
     if not wait_for(
         "the Warning event",
         lambda: (
-            c.kube.core.list_namespaced_event(
-                ns, field_selector=f"reason={reason},type=Warning"
-            ).items
+            _core(c.kube)
+            .list_namespaced_event(ns, field_selector=f"reason={reason},type=Warning")
+            .items
         ),
         timeout=20,
     ):
@@ -1124,7 +1129,7 @@ def run_other_operator_case(c: Corpus, name: str, ns: str) -> str | None:
         create("flowsecretsyncs", FlowDef("partial", "partial-secrets", ["NOPE"]).body(ns))
         problem = expect("flowsecretsyncs", "partial", "Synced", "MissingKey", "NOPE")
     elif name == "flow target exists, not ours":
-        c.kube.core.create_namespaced_secret(
+        _core(c.kube).create_namespaced_secret(
             ns, {"metadata": {"name": "theirs"}, "stringData": {"x": "y"}}
         )
         create("flowsecretsyncs", FlowDef("grabby", "theirs").body(ns))

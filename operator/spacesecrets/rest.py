@@ -1,0 +1,242 @@
+"""How spacesecrets reaches the API server: one `request` method, two ways to make it.
+
+Edge. The operator uses `Rest`: urllib3 with in-cluster or kubeconfig credentials (a token or a
+client certificate), JSON in and out. The official client builds a generated model for every
+object it reads and costs 58 MiB of resident memory just to import, more than the state of
+thousands of spaces; the operator's handful of calls need neither. The CLI and the tests wrap the
+official client instead (`ClientTransport`), which knows every kind of kubeconfig authentication
+people use at their desks (exec plugins, auth providers).
+"""
+
+from __future__ import annotations
+
+import abc
+import base64
+import json
+import os
+import ssl
+import tempfile
+import threading
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, NamedTuple
+from urllib.parse import urlencode
+
+import urllib3
+import yaml
+
+JSON = "application/json"
+MERGE_PATCH = "application/merge-patch+json"
+SERVICE_ACCOUNT = Path("/var/run/secrets/kubernetes.io/serviceaccount")
+TOKEN_REREAD_SECONDS = 60.0
+
+
+class Response(NamedTuple):
+    status: int
+    data: bytes
+
+
+class Unreachable(Exception):
+    """No answer: the connection failed or timed out."""
+
+
+class ConfigError(Exception):
+    """The credentials cannot be loaded."""
+
+
+class Transport(abc.ABC):
+    @abc.abstractmethod
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        query: Mapping[str, str] | None = None,
+        content_type: str = JSON,
+        accept: str = JSON,
+    ) -> Response: ...
+
+
+class Rest(Transport):
+    """A pooled HTTPS client for one API server."""
+
+    def __init__(
+        self,
+        server: str,
+        context: ssl.SSLContext,
+        *,
+        token: str | None = None,
+        token_file: Path | None = None,
+        connections: int = 32,
+        timeout: float = 30.0,
+    ) -> None:
+        self.server = server.rstrip("/")
+        self._token, self._token_file, self._token_read = token, token_file, 0.0
+        self._lock = threading.Lock()
+        self._pool = urllib3.PoolManager(
+            maxsize=connections,
+            ssl_context=context,
+            retries=False,
+            timeout=urllib3.Timeout(connect=10.0, read=timeout),
+        )
+
+    @classmethod
+    def from_environment(cls, kubeconfig: str | None = None, connections: int = 32) -> Rest:
+        """The ServiceAccount inside a pod; else the kubeconfig (given, $KUBECONFIG, or
+        ~/.kube/config), as the official client would choose."""
+        in_pod = os.environ.get("KUBERNETES_SERVICE_HOST") and (SERVICE_ACCOUNT / "token").exists()
+        if kubeconfig is None and in_pod:
+            return cls.in_cluster(connections)
+        path = kubeconfig or os.environ.get("KUBECONFIG", "").split(os.pathsep)[0]
+        return cls.from_kubeconfig(Path(path or Path.home() / ".kube" / "config"), connections)
+
+    @classmethod
+    def in_cluster(cls, connections: int = 32) -> Rest:
+        host = os.environ["KUBERNETES_SERVICE_HOST"]
+        port = os.environ.get("KUBERNETES_SERVICE_PORT", "443")
+        host = f"[{host}]" if ":" in host else host
+        context = ssl.create_default_context(cafile=str(SERVICE_ACCOUNT / "ca.crt"))
+        return cls(
+            f"https://{host}:{port}",
+            context,
+            token_file=SERVICE_ACCOUNT / "token",  # projected and rotated: read again hourly
+            connections=connections,
+        )
+
+    @classmethod
+    def from_kubeconfig(cls, path: Path, connections: int = 32) -> Rest:
+        try:
+            doc = yaml.safe_load(path.read_text()) or {}
+            context = _named(doc, "contexts", str(doc["current-context"]))
+            cluster = _named(doc, "clusters", str(context["cluster"]))
+            user = _named(doc, "users", str(context["user"]))
+        except (OSError, yaml.YAMLError, KeyError, TypeError) as exc:
+            raise ConfigError(f"cannot read the kubeconfig {path}: {exc!s:.200}") from None
+        if "exec" in user or "auth-provider" in user:
+            raise ConfigError(
+                "the operator authenticates with a token or a client certificate; "
+                f"{path} uses an exec plugin or auth provider"
+            )
+        base = path.parent
+        ssl_context = _context(cluster, user, base)
+        token_file = user.get("tokenFile")
+        return cls(
+            str(cluster["server"]),
+            ssl_context,
+            token=user.get("token"),
+            token_file=base / token_file if token_file else None,
+            connections=connections,
+        )
+
+    def _bearer(self) -> str | None:
+        if self._token_file is None:
+            return self._token
+        with self._lock:
+            if time.monotonic() - self._token_read > TOKEN_REREAD_SECONDS:
+                self._token = self._token_file.read_text().strip()
+                self._token_read = time.monotonic()
+            return self._token
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        query: Mapping[str, str] | None = None,
+        content_type: str = JSON,
+        accept: str = JSON,
+    ) -> Response:
+        url = self.server + path + (f"?{urlencode(query)}" if query else "")
+        headers = {"Accept": accept}
+        token = self._bearer()
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        payload = None
+        if body is not None:
+            headers["Content-Type"] = content_type
+            payload = json.dumps(body).encode()
+        try:
+            response = self._pool.request(method, url, body=payload, headers=headers)
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise Unreachable(type(exc).__name__) from None
+        return Response(response.status, response.data)
+
+
+def _named(doc: Mapping[str, Any], section: str, name: str) -> dict[str, Any]:
+    for item in doc.get(section) or []:
+        if item.get("name") == name:
+            inner: dict[str, Any] = item[section[:-1]]  # "clusters" -> "cluster"
+            return inner
+    raise KeyError(f"{section[:-1]} {name!r}")
+
+
+def _context(cluster: Mapping[str, Any], user: Mapping[str, Any], base: Path) -> ssl.SSLContext:
+    if cluster.get("certificate-authority-data"):
+        ca = base64.b64decode(cluster["certificate-authority-data"]).decode()
+        context = ssl.create_default_context(cadata=ca)
+    elif cluster.get("certificate-authority"):
+        context = ssl.create_default_context(cafile=str(base / cluster["certificate-authority"]))
+    else:
+        context = ssl.create_default_context()
+    if cluster.get("insecure-skip-tls-verify"):
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    cert, key = _pem(user, "client-certificate", base), _pem(user, "client-key", base)
+    if cert and key:
+        # ssl loads a certificate chain from files only: hand it a private temporary pair
+        with tempfile.TemporaryDirectory(prefix="spacesecrets-tls-") as tmp:
+            cert_path, key_path = Path(tmp) / "tls.crt", Path(tmp) / "tls.key"
+            cert_path.write_bytes(cert)
+            key_path.touch(mode=0o600)
+            key_path.write_bytes(key)
+            context.load_cert_chain(str(cert_path), str(key_path))
+    return context
+
+
+def _pem(user: Mapping[str, Any], field: str, base: Path) -> bytes | None:
+    if user.get(f"{field}-data"):
+        return base64.b64decode(user[f"{field}-data"])
+    if user.get(field):
+        return (base / str(user[field])).read_bytes()
+    return None
+
+
+class ClientTransport(Transport):
+    """The official client's connection, for callers that load kubeconfigs through it."""
+
+    def __init__(self, api_client: Any) -> None:
+        self.api = api_client
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        query: Mapping[str, str] | None = None,
+        content_type: str = JSON,
+        accept: str = JSON,
+    ) -> Response:
+        from kubernetes.client.exceptions import ApiException
+
+        headers = {"Accept": accept}
+        if body is not None:
+            headers["Content-Type"] = content_type
+        try:
+            response = self.api.call_api(
+                path,
+                method,
+                query_params=list((query or {}).items()),
+                header_params=headers,
+                body=body,
+                auth_settings=["BearerToken"],
+                _preload_content=False,
+                _return_http_data_only=True,
+                _request_timeout=30,
+            )
+        except ApiException as exc:
+            data = exc.body if isinstance(exc.body, bytes) else str(exc.body or "").encode()
+            return Response(int(exc.status or 0), data)
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise Unreachable(type(exc).__name__) from None
+        return Response(int(response.status), bytes(response.data))
