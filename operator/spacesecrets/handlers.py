@@ -21,7 +21,7 @@ from spacesecrets import GROUP
 from spacesecrets.controller import Controller
 from spacesecrets.kube import CONNECTIONS, Kube, NamespaceTerminating, Permanent, Temporary
 from spacesecrets.metrics import Metrics
-from spacesecrets.projection import MANAGED_BY_LABEL
+from spacesecrets.projection import FLOW_LABEL
 from spacesecrets.reconcile import Operator
 from spacesecrets.rest import Rest
 from spacesecrets.settings import Settings
@@ -31,7 +31,8 @@ FINALIZER = f"{GROUP}/finalizer"
 # kopf ignores every annotation under the prefix of its own storage, and users annotate with
 # spacesecrets.io/rollback-to; so kopf's bookkeeping lives under a sub-domain of ours.
 KOPF_PREFIX = f"operator.{GROUP}"
-MANAGED = {MANAGED_BY_LABEL: "spacesecrets"}
+# projected targets only: the histories and the key ring are ours too, but nobody else's to edit
+TARGETS = {FLOW_LABEL: kopf.PRESENT}
 WORKERS = 16  # reconciles at once: each holds one of the client's connections while it waits
 MEMORY_TRIM_SECONDS = 15.0
 
@@ -128,8 +129,8 @@ async def flow_event(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> N
     _controller(memo).flow_event(str(type), body)
 
 
-@kopf.on.event("", "v1", "secrets", labels=MANAGED)
-@kopf.on.event("", "v1", "configmaps", labels=MANAGED)
+@kopf.on.event("", "v1", "secrets", labels=TARGETS)
+@kopf.on.event("", "v1", "configmaps", labels=TARGETS)
 async def target_changed(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """A projected target changed: restore it if someone else edited or deleted it."""
     flow = _operator(memo).target_event(str(type), body)

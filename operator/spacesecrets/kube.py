@@ -11,9 +11,9 @@ import contextlib
 import datetime as dt
 import json
 import logging
-import queue
 import secrets as pysecrets
 import threading
+from collections import deque
 from collections.abc import Mapping
 from typing import Any
 
@@ -94,6 +94,31 @@ def make_client(kubeconfig: str | None = None) -> Any:
     return kubernetes.client.ApiClient(config)
 
 
+class EventQueue:
+    """Events waiting to be posted: Warnings first, each kind bounded."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._warnings: deque[tuple[str, dict[str, Any]]] = deque()
+        self._normal: deque[tuple[str, dict[str, Any]]] = deque()
+        self._ready = threading.Condition()
+
+    def put(self, warning: bool, item: tuple[str, dict[str, Any]]) -> bool:
+        """False when that kind's queue is full (the Event is dropped)."""
+        queue = self._warnings if warning else self._normal
+        with self._ready:
+            if len(queue) >= self.capacity:
+                return False
+            queue.append(item)
+            self._ready.notify()
+            return True
+
+    def get(self) -> tuple[str, dict[str, Any]]:
+        with self._ready:
+            self._ready.wait_for(lambda: bool(self._warnings or self._normal))
+            return (self._warnings or self._normal).popleft()
+
+
 class Kube:
     """Typed-enough access to the objects spacesecrets reads and writes."""
 
@@ -102,7 +127,7 @@ class Kube:
         self.http = client if isinstance(client, Transport) else ClientTransport(client)
         self.writes = 0  # write requests made, for metrics and benchmarks
         self.events_dropped = 0
-        self._events: queue.Queue[tuple[str, dict[str, Any]]] | None = None
+        self._events: EventQueue | None = None
 
     def _request(
         self,
@@ -125,11 +150,13 @@ class Kube:
         out = json.loads(response.data) if response.data else {}
         return out if isinstance(out, dict) else {}
 
-    def post_events_in_background(self, capacity: int = 1000) -> None:
-        """Post Events from one background thread, so a reconcile never waits for one. Like
-        client-go's recorder, a full queue drops the Event (and counts it) rather than block."""
-        self._events = queue.Queue(capacity)
-        threading.Thread(target=self._post_events, name="events", daemon=True).start()
+    def post_events_in_background(self, capacity: int = 1000, threads: int = 2) -> None:
+        """Post Events from background threads, so a reconcile never waits for one. Like
+        client-go's recorder, a full queue drops an Event (and counts it) rather than block;
+        Warnings have a queue of their own, so a burst of Normal Events never crowds one out."""
+        self._events = EventQueue(capacity)
+        for n in range(threads):
+            threading.Thread(target=self._post_events, name=f"events-{n}", daemon=True).start()
 
     def _post_events(self) -> None:
         assert self._events is not None
@@ -332,9 +359,7 @@ class Kube:
         if self._events is None:
             self._post_event(namespace, body)
             return
-        try:
-            self._events.put_nowait((namespace, body))
-        except queue.Full:
+        if not self._events.put(type_ == "Warning", (namespace, body)):
             self.events_dropped += 1
             log.debug("event queue full: dropped %s %s", type_, reason)
 
