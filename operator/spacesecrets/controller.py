@@ -67,6 +67,7 @@ class Controller:
         self._handled: dict[Key, tuple[object, ...]] = {}
         self._ticks: dict[Key, tuple[float, float, str]] = {}  # flow -> period, next, uid
         self._failures: dict[Key, int] = {}
+        self._retries: dict[Key, float] = {}  # when each failed key is tried again
         self._waiting: dict[str, set[Key]] = {}  # namespace -> flows waiting for its space
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -121,6 +122,7 @@ class Controller:
         self.queue.forget(key)
         self._ticks.pop(key, None)
         self._failures.pop(key, None)
+        self._retries.pop(key, None)
 
     # -- ticks --------------------------------------------------------------------------------
 
@@ -133,11 +135,14 @@ class Controller:
         self.queue.add_at(when, key, TICK)
 
     def _fire(self, when: float, key: Key, reason: str) -> None:
-        if reason != TICK:  # a retry: kopf decides when a standby takes over, our view may lag
+        if reason != TICK:  # a retry, unless the key succeeded since
+            if self._retries.get(key) != when:
+                return
             if self.active:
+                del self._retries[key]
                 self.queue.add(key, reason)
-            else:
-                self.queue.add_after(PEERING_CHECK_SECONDS, key, reason)
+            else:  # kopf decides when a standby takes over; our view of it may lag
+                self._retry_after(PEERING_CHECK_SECONDS, key, reason)
             return
         armed = self._ticks.get(key)
         if armed is None or armed[1] != when:
@@ -201,7 +206,7 @@ class Controller:
         kind, ns, name = key
         if isinstance(exc, SpaceNotReady):
             self._waiting.setdefault(ns, set()).add(key)
-            self.queue.add_after(MAX_RETRY_SECONDS, key, reason)  # in case no space comes
+            self._retry_after(MAX_RETRY_SECONDS, key, reason)  # in case no space comes
             return
         if isinstance(exc, NamespaceTerminating):
             log.debug("skipped, the namespace is being deleted: %s", exc)
@@ -216,10 +221,15 @@ class Controller:
         failures = self._failures[key] = self._failures.get(key, 0) + 1
         delay = max(delay, min(MAX_RETRY_SECONDS, 0.5 * 2**failures))
         log.warning("%s %s/%s: %s; retrying in %.0fs", kind, ns, name, why, delay)
-        self.queue.add_after(delay, key, reason)
+        self._retry_after(delay, key, reason)
+
+    def _retry_after(self, delay: float, key: Key, reason: str) -> None:
+        when = self._retries[key] = time.time() + delay
+        self.queue.add_at(when, key, reason)
 
     def _succeeded(self, key: Key, body: Mapping[str, Any] | None) -> None:
         self._failures.pop(key, None)
+        self._retries.pop(key, None)
         kind, ns, _ = key
         if kind != SPACE or body is None:
             return

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from spacesecrets.controller import _outranked
+from spacesecrets.controller import Controller, _outranked
 from spacesecrets.workqueue import WorkQueue, merge
 
 SPACE = ("space", "ns", "secrets")
@@ -105,3 +105,16 @@ def test_a_live_peer_of_higher_priority_outranks_us_a_dead_one_does_not() -> Non
     assert not _outranked(peering(50, 5), 100, now)
     assert not _outranked(peering(100, 5), 100, now)  # that is us
     assert not _outranked({"status": {"peer-a": "garbage"}}, 100, now)
+
+
+def test_a_retry_fires_only_while_its_key_is_still_failing() -> None:
+    controller = Controller(op=None, workers=1)  # type: ignore[arg-type]  # no reconcile runs
+    controller._retry_after(30, FLOW, "create")
+    when = controller._retries[FLOW]
+    controller._succeeded(FLOW, None)  # e.g. its space arrived first and woke it
+    controller._fire(when, FLOW, "create")
+    assert len(controller.queue) == 0  # the stale retry costs nothing
+    controller._retry_after(30, FLOW, "create")
+    controller._fire(controller._retries[FLOW], FLOW, "create")
+    assert len(controller.queue) == 1
+    controller.executor.shutdown()
