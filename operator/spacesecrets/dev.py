@@ -115,7 +115,10 @@ class OperatorProcess:
             except (urllib.error.URLError, OSError):
                 return False
 
-        wait_for("the operator's /healthz", healthy, timeout)
+        try:
+            wait_for("the operator's /healthz", healthy, timeout)
+        except TimeoutError as exc:
+            raise TimeoutError(f"{exc}; its log ends:\n{self.log_text()[-3000:]}") from None
 
     def metrics(self) -> str:
         with urllib.request.urlopen(

@@ -455,7 +455,11 @@ class Operator:
         """Index every live SpaceSecrets before the first event arrives (one metadata-only LIST
         per watched scope), so a flow seen before its space knows the space exists."""
         for ns in namespaces or (None,):
-            for meta in self.kube.list_custom_metadata(SPACES, ns):
+            try:
+                items = self.kube.list_custom_metadata(SPACES, ns)
+            except NotFound:  # the CRD is not served yet: no spaces, the watch fills the index
+                continue
+            for meta in items:
                 self.observe_space({"metadata": meta})
 
     def _primary_space(self, namespace: str, history: versions.History | None = None) -> str | None:

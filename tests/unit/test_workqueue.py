@@ -9,6 +9,9 @@ import time
 import pytest
 
 from spacesecrets.controller import Controller, _outranked
+from spacesecrets.kube import NotFound
+from spacesecrets.reconcile import Operator
+from spacesecrets.settings import Settings
 from spacesecrets.workqueue import WorkQueue, merge
 
 SPACE = ("space", "ns", "secrets")
@@ -118,3 +121,13 @@ def test_a_retry_fires_only_while_its_key_is_still_failing() -> None:
     controller._fire(controller._retries[FLOW], FLOW, "create")
     assert len(controller.queue) == 1
     controller.executor.shutdown()
+
+
+def test_the_space_index_starts_empty_when_the_crd_is_not_served_yet() -> None:
+    class NoCrdYet:  # what the API answers in the seconds before a new CRD is established
+        def list_custom_metadata(self, plural: str, namespace: str | None = None) -> None:
+            raise NotFound(f"list {plural}")
+
+    op = Operator(Settings(), NoCrdYet())  # type: ignore[arg-type]
+    op.seed_space_index()
+    assert op._space_index == {}
