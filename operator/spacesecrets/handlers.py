@@ -82,12 +82,17 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
         settings.peering.lifetime = 15
         settings.peering.stealth = True
 
-    kube = Kube(Rest.from_environment(connections=CONNECTIONS))
-    kube.post_events_in_background()
-    metrics = Metrics()
-    metrics.events_dropped.set_function(lambda: kube.events_dropped)
-    if config.metrics_port:
-        metrics.serve(config.metrics_port)
+    # kopf runs this again after a temporary failure (an API server still starting answers 429):
+    # what binds a port or starts a thread is done on the first attempt only
+    if "kube" not in memo:
+        kube = Kube(Rest.from_environment(connections=CONNECTIONS))
+        kube.post_events_in_background()
+        metrics = Metrics()
+        metrics.events_dropped.set_function(lambda: kube.events_dropped)
+        if config.metrics_port:
+            metrics.serve(config.metrics_port)
+        memo["kube"], memo["metrics"] = kube, metrics
+    kube, metrics = memo["kube"], memo["metrics"]
     op = Operator(config, kube, metrics)
     await _run(op.load_keyring)
     await _run(op.prefetch_histories)
@@ -98,7 +103,6 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     else:
         controller.start()
     memo["operator"] = op
-    memo["kube"] = kube
     memo["controller"] = controller
     every = min(3600.0, max(1.0, min(config.rotation_period, config.history_retention) / 10))
     memo["maintenance"] = asyncio.create_task(maintenance(op, every))
