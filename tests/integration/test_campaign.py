@@ -729,6 +729,18 @@ class Corpus:
 # -- admission: kubectl apply is refused by the API server (schema, CEL) -------------------------
 
 
+# Nine levels of YAML aliases, nine each: 9**9 "lol"s if a parser expanded them.
+BILLION_LAUGHS = (
+    "a: &a ["
+    + ",".join(['"lol"'] * 9)
+    + "]\n"
+    + "".join(
+        f"{n}: &{n} [" + ",".join([f"*{p}"] * 9) + "]\n"
+        for p, n in zip("abcdefgh", "bcdefghi", strict=True)
+    )
+)
+
+
 def admission_cases(c: Corpus) -> list[tuple[str, Callable[[], Any], str]]:
     ns = "adm"
     good = c.sealer.entry(ns, "GOOD", "text", f"{c.marker}-adm".encode())
@@ -768,15 +780,6 @@ def admission_cases(c: Corpus) -> list[tuple[str, Callable[[], Any], str]]:
     def with_sealed(sealed: str, fmt: str = "text") -> Callable[[], Any]:
         return space({"GOOD": {"format": fmt, "sealed": sealed}})
 
-    laughs = (
-        "a: &a ["
-        + ",".join(['"lol"'] * 9)
-        + "]\n"
-        + "".join(
-            f"{n}: &{n} [" + ",".join([f"*{p}"] * 9) + "]\n"
-            for p, n in zip("abcdefgh", "bcdefghi", strict=True)
-        )
-    )
     return [
         ("key starts with a digit", with_key("1KEY"), "spec.data"),
         ("key with a dash", with_key("MY-KEY"), "spec.data"),
@@ -820,7 +823,7 @@ def admission_cases(c: Corpus) -> list[tuple[str, Callable[[], Any], str]]:
         ("flow flowRef DaemonSet", flow(flowRef={"kind": "DaemonSet", "name": "x"}), "kind"),
         ("flow keys with a bad name", flow(keys=["1BAD"]), "keys"),
         ("flow syncOnSave not a boolean", flow(syncOnSave="sometimes"), "synconsave"),
-        ("YAML billion laughs to kubectl", lambda: laughs, "alias"),
+        ("YAML billion laughs to kubectl", lambda: BILLION_LAUGHS, "alias"),
     ]
 
 
@@ -1200,15 +1203,6 @@ KNOWN_CLI_GAPS: dict[str, str] = {}
 
 
 def cli_cases(c: Corpus, files: Path) -> list[tuple[str, list[str], bytes, Path | None]]:
-    laughs = (
-        "a: &a ["
-        + ",".join(['"lol"'] * 9)
-        + "]\n"
-        + "".join(
-            f"{n}: &{n} [" + ",".join([f"*{p}"] * 9) + "]\n"
-            for p, n in zip("abcdefgh", "bcdefghi", strict=True)
-        )
-    ).encode()
     rsa_pem = (
         rsa.generate_private_key(public_exponent=65537, key_size=2048)
         .public_key()
@@ -1221,7 +1215,7 @@ def cli_cases(c: Corpus, files: Path) -> list[tuple[str, list[str], bytes, Path 
     seal = ["seal", "-n", "cli", "--owner", "User:alice@example.com", "--cert", str(pem)]
     stranger = c.cluster.cp.kubeconfig_for("mallory@example.com")
     return [
-        ("seal: billion laughs", seal, laughs, None),
+        ("seal: billion laughs", seal, BILLION_LAUGHS.encode(), None),
         (
             "seal: python/object/apply tag",
             seal,
