@@ -929,15 +929,19 @@ def test_no_space_no_owners_rbac_alone_decides(world: World) -> None:
             f"--clusterrole={WILDCARD_ROLE}",
             f"--user={world.usernames['wildcard']}",
         )
-        ok, err = _can(
-            world.cluster,
-            world.kubeconfigs["wildcard"],
-            "create",
-            DRY,
-            "-f",
-            "-",
-            stdin=yaml.safe_dump(flow_doc(ns, "f", "t")),
-        )
+
+        def wildcard_creates(doc: dict[str, Any]) -> tuple[bool, str]:
+            return _can(
+                world.cluster,
+                world.kubeconfigs["wildcard"],
+                "create",
+                DRY,
+                "-f",
+                "-",
+                stdin=yaml.safe_dump(doc),
+            )
+
+        ok, err = wildcard_creates(flow_doc(ns, "f", "t"))
         assert ok, err
         # cluster admins too (the case the exemptions cannot reach)
         assert (
@@ -947,16 +951,8 @@ def test_no_space_no_owners_rbac_alone_decides(world: World) -> None:
             == 0
         )
         # the first SpaceSecrets, though, is anyone's whom RBAC lets create it
-        assert _can(
-            world.cluster,
-            world.kubeconfigs["wildcard"],
-            "create",
-            DRY,
-            "-f",
-            "-",
-            stdin=yaml.safe_dump(
-                space_doc(ns, "secrets", [{"kind": "User", "name": world.usernames["wildcard"]}])
-            ),
+        assert wildcard_creates(
+            space_doc(ns, "secrets", [{"kind": "User", "name": world.usernames["wildcard"]}])
         )[0]
     finally:
         cp.kubectl("delete", "namespace", ns, "--wait=false", check=False)
