@@ -125,7 +125,6 @@ class Kube:
     def __init__(self, client: Transport | Any) -> None:
         """`client`: a `rest.Transport`, or the official client's ApiClient (see `make_client`)."""
         self.http = client if isinstance(client, Transport) else ClientTransport(client)
-        self.writes = 0  # write requests made, for metrics and benchmarks
         self.events_dropped = 0
         self._events: EventQueue | None = None
 
@@ -139,8 +138,6 @@ class Kube:
         content_type: str = "application/json",
         accept: str = "application/json",
     ) -> dict[str, Any]:
-        if method != "GET":
-            self.writes += 1
         try:
             response = self.http.request(method, path, body, query, content_type, accept)
         except Unreachable as exc:

@@ -745,7 +745,6 @@ class Operator:
         name: str,
         *,
         reason: str,
-        existing: Mapping[str, Any] | None = None,
     ) -> None:
         entry = self.flows.get((namespace, name))
         if entry is None or entry.deleting:
@@ -754,7 +753,7 @@ class Operator:
             if reason == SPACE_READY and entry.synced:
                 return  # synced already: a new version waits for the flow's tick or save
             self._seed_template_hash(entry)
-            self._sync_flow(entry, reason, existing)
+            self._sync_flow(entry, reason)
 
     def _seed_template_hash(self, entry: FlowEntry) -> None:
         """Remember the flowRef's pod template as it is now, so the next change is a save."""
@@ -773,7 +772,7 @@ class Operator:
             "metadata": {"name": entry.name, "namespace": entry.namespace, "uid": entry.uid},
         }
 
-    def _sync_flow(self, entry: FlowEntry, reason: str, existing: Mapping[str, Any] | None) -> None:
+    def _sync_flow(self, entry: FlowEntry, reason: str) -> None:
         flow, ns = entry.spec, entry.namespace
         space = self.spaces.get(ns)
         if space is None and self._space_exists(ns):
@@ -816,8 +815,7 @@ class Operator:
         # A flow never issued anything has most likely no target yet: create it without a read
         # first; if one exists after all, the create fails and it is read.
         never_written = entry.synced_version is None and entry.target_fingerprint is None
-        if existing is None and not never_written:
-            existing = self._read_target(entry)
+        existing = None if never_written else self._read_target(entry)
         try:
             self._project(entry, space, existing, reason)
         except AlreadyExists:

@@ -35,10 +35,6 @@ class WorkQueue:
     def __len__(self) -> int:
         return len(self._reasons)
 
-    @property
-    def delayed(self) -> int:
-        return len(self._timers)
-
     def add(self, key: Key, reason: str) -> None:
         if key in self._held:
             self._again[key] = merge(self._again.get(key), reason)
