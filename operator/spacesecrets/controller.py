@@ -232,8 +232,7 @@ class Controller:
         self._retries.pop(key, None)
         kind, ns, _ = key
         if kind != SPACE or body is None:
-            return
-        self._handled[key] = space_essence(body)
+            return  # (a space's essence was marked handled when its worker took it)
         if self._bodies.get(key) is body:
             del self._bodies[key]
         # flows waiting for this space, or failing, get another chance now rather than next tick

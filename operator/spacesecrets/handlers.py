@@ -27,10 +27,6 @@ from spacesecrets.rest import Rest
 from spacesecrets.settings import Settings
 
 log = logging.getLogger("spacesecrets")
-FINALIZER = f"{GROUP}/finalizer"
-# kopf ignores every annotation under the prefix of its own storage, and users annotate with
-# spacesecrets.io/rollback-to; so kopf's bookkeeping lives under a sub-domain of ours.
-KOPF_PREFIX = f"operator.{GROUP}"
 # projected targets only: the histories and the key ring are ours too, but nobody else's to edit
 TARGETS = {FLOW_LABEL: kopf.PRESENT}
 WORKERS = 16  # reconciles at once: each holds one of the client's connections while it waits
