@@ -12,7 +12,7 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 from spacesecrets import API_VERSION, MANAGED_BY
 from spacesecrets.versions import Plain
@@ -25,16 +25,52 @@ SECRETS = "SECRETS"
 SECRETS_METADATA = "SECRETS_METADATA"
 
 
+class KeyEntry(NamedTuple):
+    """One key of a space's current version: its metadata and its plaintext."""
+
+    format: str
+    version: int
+    updated_at: str
+    text: str
+
+    def projected(self) -> Any:
+        """The value as a flow sees it: a string, or the parsed JSON document."""
+        return json.loads(self.text) if self.format == "json" else self.text
+
+
 @dataclass(frozen=True)
 class SpaceView:
-    """The current version of one space, as flows are handed it."""
+    """The current version of one space, as flows are handed it.
+
+    The keys are kept packed in one JSON document rather than as a hundred small objects: the
+    operator holds every space's view for as long as it runs, and unpacks one only to project it.
+    """
 
     namespace: str
     version: int
     created_at: str
     updated_at: str
-    keys: Mapping[str, Mapping[str, Any]]  # KEY -> {format, version, updatedAt}
-    values: Plain = field(repr=False)
+    packed: bytes = field(repr=False)
+
+    @classmethod
+    def of(
+        cls,
+        namespace: str,
+        version: int,
+        created_at: str,
+        updated_at: str,
+        keys: Mapping[str, Mapping[str, Any]],  # KEY -> {version, updatedAt, ...}
+        values: Plain,
+    ) -> SpaceView:
+        entries = {
+            k: (v.format, int(keys[k]["version"]), str(keys[k]["updatedAt"]), v.data.decode())
+            for k, v in values.items()
+        }
+        packed = json.dumps(entries, ensure_ascii=False, separators=(",", ":")).encode()
+        return cls(namespace, version, created_at, updated_at, packed)
+
+    def entries(self) -> dict[str, KeyEntry]:
+        return {k: KeyEntry(*e) for k, e in json.loads(self.packed).items()}
 
 
 @dataclass(frozen=True)
@@ -65,17 +101,15 @@ class FlowSpec:
 def missing_keys(space: SpaceView, flow: FlowSpec) -> list[str]:
     if flow.keys is None:
         return []
-    return sorted(k for k in flow.keys if k not in space.values)
-
-
-def selected(space: SpaceView, flow: FlowSpec) -> list[str]:
-    return sorted(space.values if flow.keys is None else set(flow.keys) & set(space.values))
+    present = space.entries()
+    return sorted(k for k in flow.keys if k not in present)
 
 
 def documents(space: SpaceView, flow: FlowSpec, issued_at: str) -> dict[str, str]:
     """SECRETS and SECRETS_METADATA as the flow reads them (JSON text)."""
-    keys = selected(space, flow)
-    secrets = {k: space.values[k].projected() for k in keys}
+    entries = space.entries()
+    keys = sorted(entries if flow.keys is None else set(flow.keys) & set(entries))
+    secrets = {k: entries[k].projected() for k in keys}
     metadata = {
         "space": space.namespace,
         "version": space.version,
@@ -86,9 +120,9 @@ def documents(space: SpaceView, flow: FlowSpec, issued_at: str) -> dict[str, str
         "syncOnSave": flow.sync_on_save,
         "keys": {
             k: {
-                "format": space.keys[k]["format"],
-                "version": space.keys[k]["version"],
-                "updatedAt": space.keys[k]["updatedAt"],
+                "format": entries[k].format,
+                "version": entries[k].version,
+                "updatedAt": entries[k].updated_at,
             }
             for k in keys
         },

@@ -592,15 +592,12 @@ class Operator:
 
     def _remember_space(self, history: versions.History, plain: versions.Plain) -> None:
         index = history.index
-        view = SpaceView(
+        view = SpaceView.of(
             namespace=history.namespace,
             version=history.version,
             created_at=str(index.get("createdAt")),
             updated_at=str(index.get("updatedAt")),
-            keys={
-                k: {kk: vv for kk, vv in m.items() if kk != "digest"}
-                for k, m in index.get("keys", {}).items()
-            },
+            keys=index.get("keys", {}),
             values=plain,
         )
         with self._lock:

@@ -8,20 +8,16 @@ from spacesecrets import projection
 from spacesecrets.projection import FlowSpec, Ownership, SpaceView
 from spacesecrets.versions import Value
 
-SPACE = SpaceView(
-    namespace="team-a",
-    version=7,
-    created_at="2026-01-01T00:00:00Z",
-    updated_at="2026-02-01T00:00:00Z",
-    keys={
-        "PRODUCT_A_API_HOST": {"format": "text", "version": 3, "updatedAt": "t3"},
-        "PRODUCT_A_CONFIG": {"format": "json", "version": 7, "updatedAt": "t7"},
-    },
-    values={
-        "PRODUCT_A_API_HOST": Value("text", b"api.example.com"),
-        "PRODUCT_A_CONFIG": Value("json", b'{"retries": 3}'),
-    },
-)
+KEYS = {
+    "PRODUCT_A_API_HOST": {"format": "text", "version": 3, "updatedAt": "t3"},
+    "PRODUCT_A_CONFIG": {"format": "json", "version": 7, "updatedAt": "t7"},
+}
+VALUES = {
+    "PRODUCT_A_API_HOST": Value("text", b"api.example.com"),
+    "PRODUCT_A_CONFIG": Value("json", b'{"retries": 3}'),
+}
+CREATED, UPDATED = "2026-01-01T00:00:00Z", "2026-02-01T00:00:00Z"
+SPACE = SpaceView.of("team-a", 7, CREATED, UPDATED, KEYS, VALUES)
 FLOW = FlowSpec("orders-flow", "uid-1", "Secret", "orders-flow-secrets", "1m", True, None)
 
 
@@ -72,11 +68,13 @@ def test_up_to_date_ignores_issued_at_only() -> None:
     a = projection.desired_target("team-a", FLOW, projection.documents(SPACE, FLOW, "t1"), 7, "t1")
     b = projection.desired_target("team-a", FLOW, projection.documents(SPACE, FLOW, "t2"), 7, "t2")
     assert projection.up_to_date(a, b)
-    other = SpaceView(
-        **{
-            **SPACE.__dict__,
-            "values": {**SPACE.values, "PRODUCT_A_API_HOST": Value("text", b"other")},
-        }
+    other = SpaceView.of(
+        "team-a",
+        7,
+        CREATED,
+        UPDATED,
+        KEYS,
+        {**VALUES, "PRODUCT_A_API_HOST": Value("text", b"other")},
     )
     c = projection.desired_target("team-a", FLOW, projection.documents(other, FLOW, "t1"), 7, "t1")
     assert not projection.up_to_date(a, c)
@@ -92,4 +90,12 @@ def test_configmap_target_holds_plain_documents() -> None:
 
 
 def test_space_view_repr_hides_values() -> None:
+    assert "api.example.com" not in repr(SPACE)
+
+
+def test_space_view_packs_its_keys_and_never_shows_a_value() -> None:
+    entries = SPACE.entries()
+    assert entries["PRODUCT_A_API_HOST"] == ("text", 3, "t3", "api.example.com")
+    assert entries["PRODUCT_A_CONFIG"].projected() == {"retries": 3}
+    assert isinstance(SPACE.packed, bytes)
     assert "api.example.com" not in repr(SPACE)
