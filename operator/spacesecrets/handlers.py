@@ -31,6 +31,7 @@ log = logging.getLogger("spacesecrets")
 TARGETS = {FLOW_LABEL: kopf.PRESENT}
 WORKERS = 16  # reconciles at once: each holds one of the client's connections while it waits
 MEMORY_TRIM_SECONDS = 15.0
+LIST_CHUNK = 500  # objects a page when kopf lists a resource
 
 
 def _operator(memo: Any) -> Operator:
@@ -65,6 +66,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     settings.watching.client_timeout = 330
     settings.watching.connect_timeout = 10
     settings.networking.request_timeout = 30
+    settings.watching.chunk_size = LIST_CHUNK  # not thousands of parsed objects at once
     settings.execution.max_workers = 4  # kopf's own pool; reconciles run in the controller's
     priority = 0
     if config.peering:
