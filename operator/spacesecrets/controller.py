@@ -189,6 +189,7 @@ class Controller:
         loop = asyncio.get_running_loop()
         while True:
             key, reason = await self.queue.get()
+            self.op.kube.hold_normal_events(True)
             packed = self._bodies.get(key)
             body = json.loads(packed) if packed is not None else None
             if body is not None:  # the event of our own status write must not queue it again
@@ -201,6 +202,8 @@ class Controller:
                 self._succeeded(key, packed)
             finally:
                 self.queue.done(key)
+                if self.queue.idle:
+                    self.op.kube.hold_normal_events(False)
 
     def _reconcile(self, key: Key, reason: str, body: Mapping[str, Any] | None) -> None:
         kind, ns, name = key

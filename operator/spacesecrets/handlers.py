@@ -56,6 +56,20 @@ async def _run(fn: Callable[[], object]) -> None:
         raise kopf.TemporaryError(str(exc), delay=30) from None
 
 
+class NoDiffBase(kopf.DiffBaseStorage):
+    """kopf builds a diff base (a deep copy of the body) on every event, for change handlers;
+    we have none. The controller compares what a reconcile depends on instead (level-based)."""
+
+    def build(self, *, body: kopf.Body, extra_fields: Any = None) -> kopf.BodyEssence:
+        return kopf.BodyEssence()
+
+    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
+        return None
+
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
+        pass
+
+
 @kopf.on.startup()
 async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     config = Settings.from_env()
@@ -66,6 +80,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     settings.watching.client_timeout = 330
     settings.watching.connect_timeout = 10
     settings.networking.request_timeout = 30
+    settings.persistence.diffbase_storage = NoDiffBase()
     settings.watching.chunk_size = LIST_CHUNK  # not thousands of parsed objects at once
     settings.execution.max_workers = 4  # kopf's own pool; reconciles run in the controller's
     priority = 0

@@ -13,6 +13,7 @@ import json
 import logging
 import secrets as pysecrets
 import threading
+import time
 from collections import deque
 from collections.abc import Mapping
 from typing import Any
@@ -95,13 +96,23 @@ def make_client(kubeconfig: str | None = None) -> Any:
 
 
 class EventQueue:
-    """Events waiting to be posted: Warnings first, each kind bounded."""
+    """Events waiting to be posted: Warnings first, each kind bounded. Normal Events can be held
+    while reconciles are running, so a burst of them does not compete with the writes users wait
+    for; a held Event waits `max_hold` seconds at most."""
 
-    def __init__(self, capacity: int) -> None:
+    def __init__(self, capacity: int, max_hold: float = 10.0) -> None:
         self.capacity = capacity
+        self.max_hold = max_hold
         self._warnings: deque[tuple[str, dict[str, Any]]] = deque()
         self._normal: deque[tuple[str, dict[str, Any]]] = deque()
         self._ready = threading.Condition()
+        self._held = False
+
+    def hold(self, held: bool) -> None:
+        with self._ready:
+            if held != self._held:
+                self._held = held
+                self._ready.notify_all()
 
     def put(self, warning: bool, item: tuple[str, dict[str, Any]]) -> bool:
         """False when that kind's queue is full (the Event is dropped)."""
@@ -115,8 +126,20 @@ class EventQueue:
 
     def get(self) -> tuple[str, dict[str, Any]]:
         with self._ready:
-            self._ready.wait_for(lambda: bool(self._warnings or self._normal))
-            return (self._warnings or self._normal).popleft()
+            deadline: float | None = None
+            while True:
+                if self._warnings:
+                    return self._warnings.popleft()
+                if self._normal and not self._held:
+                    return self._normal.popleft()
+                if not self._normal:
+                    self._ready.wait()
+                    continue
+                deadline = deadline or time.monotonic() + self.max_hold
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return self._normal.popleft()
+                self._ready.wait(left)
 
 
 class Kube:
@@ -154,6 +177,11 @@ class Kube:
         self._events = EventQueue(capacity)
         for n in range(threads):
             threading.Thread(target=self._post_events, name=f"events-{n}", daemon=True).start()
+
+    def hold_normal_events(self, held: bool) -> None:
+        """While reconciles run, Normal Events wait (see EventQueue); Warnings never do."""
+        if self._events is not None:
+            self._events.hold(held)
 
     def _post_events(self) -> None:
         assert self._events is not None

@@ -35,6 +35,11 @@ class WorkQueue:
     def __len__(self) -> int:
         return len(self._reasons)
 
+    @property
+    def idle(self) -> bool:
+        """Nothing queued and nothing held (timers aside)."""
+        return not self._reasons and not self._held
+
     def add(self, key: Key, reason: str) -> None:
         if key in self._held:
             self._again[key] = merge(self._again.get(key), reason)

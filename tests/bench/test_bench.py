@@ -21,8 +21,10 @@ What is measured, and how:
   100-key space in-process, against an in-memory API.
 
 BENCH_PYSPY=<path of a py-spy binary> also records sampled profiles of the operator (cold start,
-then the rest) into build/bench/ as collapsed stacks. BENCH_OPERATOR_ENV='{"NAME": "value"}' adds
-environment variables to the measured operator (settings, or an experiment to compare).
+then the rest) into build/bench/ as collapsed stacks; BENCH_PYSPY_GIL=1 samples only the thread
+holding the GIL, which shows where the operator's CPU goes rather than where its threads wait.
+BENCH_OPERATOR_ENV='{"NAME": "value"}' adds environment variables to the measured operator
+(settings, or an experiment to compare).
 """
 
 from __future__ import annotations
@@ -212,6 +214,7 @@ class PySpy:
                 "--format",
                 "raw",
                 "--nonblocking",
+                *(["--gil"] if os.environ.get("BENCH_PYSPY_GIL") else []),
                 "--output",
                 str(BUILD / f"{name}-{N}.txt"),
             ],
