@@ -32,6 +32,7 @@ TARGETS = {FLOW_LABEL: kopf.PRESENT}
 WORKERS = 16  # reconciles at once: each holds one of the client's connections while it waits
 MEMORY_TRIM_SECONDS = 15.0
 LIST_CHUNK = 500  # objects a page when kopf lists a resource
+KOPF_IDLE_SECONDS = 0.5
 
 
 def _operator(memo: Any) -> Operator:
@@ -82,6 +83,9 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     settings.networking.request_timeout = 30
     settings.persistence.diffbase_storage = NoDiffBase()
     settings.watching.chunk_size = LIST_CHUNK  # not thousands of parsed objects at once
+    # kopf's worker for an object keeps the object's last event until it exits: a listing of
+    # thousands would keep thousands of bodies for the default 5 s
+    settings.queueing.idle_timeout = KOPF_IDLE_SECONDS
     settings.execution.max_workers = 4  # kopf's own pool; reconciles run in the controller's
     priority = 0
     if config.peering:
