@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 import click
 import yaml
 
-from spacesecrets import API_VERSION, crypto, models
+from spacesecrets import API_VERSION, crypto
 from spacesecrets.reconcile import ROLLBACK_ANNOTATION
 
 EXIT_USAGE = 2
@@ -283,6 +283,8 @@ def parse_values(text: str, filename: str) -> dict[str, tuple[str, bytes]]:
 
 def _check_key(key: str) -> str:
     import re
+
+    from spacesecrets import models  # pydantic: loaded by the commands that need it only
 
     if not re.match(models.KEY_PATTERN, key) or len(key) > models.KEY_MAX_LENGTH:
         raise ValueError(

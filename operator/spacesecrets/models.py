@@ -67,15 +67,6 @@ class Autosync(StrEnum):
     EVERY_24H = "24h"
 
 
-AUTOSYNC_SECONDS: dict[str, int] = {
-    "1m": 60,
-    "30m": 1_800,
-    "60m": 3_600,
-    "12h": 43_200,
-    "24h": 86_400,
-}
-
-
 class TargetKind(StrEnum):
     SECRET = "Secret"
     CONFIG_MAP = "ConfigMap"

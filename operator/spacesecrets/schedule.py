@@ -10,7 +10,14 @@ from __future__ import annotations
 import hashlib
 import math
 
-from spacesecrets.models import AUTOSYNC_SECONDS
+# the choices of models.Autosync (not imported: the operator does not load pydantic)
+AUTOSYNC_SECONDS: dict[str, int] = {
+    "1m": 60,
+    "30m": 1_800,
+    "60m": 3_600,
+    "12h": 43_200,
+    "24h": 86_400,
+}
 
 
 def period_seconds(autosync: str, scale: float = 1.0) -> float:

@@ -50,3 +50,9 @@ def test_conditions_keyed_by_type() -> None:
     c = conditions.set_condition(c, "Synced", False, "MissingKey", "z", now="t2")
     assert [x["type"] for x in c] == ["Synced", "ConfigMapTarget"]
     assert conditions.get_condition(c, "Synced")["reason"] == "MissingKey"
+
+
+def test_every_autosync_choice_of_the_api_has_a_period() -> None:
+    from spacesecrets.models import Autosync
+
+    assert set(schedule.AUTOSYNC_SECONDS) == {choice.value for choice in Autosync}
