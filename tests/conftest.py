@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import tempfile
 import uuid
@@ -56,6 +57,15 @@ def cluster() -> Iterator[LocalCluster]:
         yield c
 
 
+_DENIED = re.compile(r"forbidden|\b403\b", re.IGNORECASE)
+
+
+def denials(log: str) -> list[str]:
+    """The log lines where the API server refused the operator: a whole-word 403 or "forbidden",
+    not a 403 inside a random name such as t-403d1fa3."""
+    return [line for line in log.splitlines() if _DENIED.search(line)]
+
+
 @pytest.fixture(scope="session")
 def operator(cluster: LocalCluster) -> Iterator[OperatorProcess]:
     """The shared operator, as its ServiceAccount with exactly the chart's least-privilege RBAC:
@@ -63,7 +73,7 @@ def operator(cluster: LocalCluster) -> Iterator[OperatorProcess]:
     proc = cluster.start_operator(env=FAST_ENV)
     yield proc
     proc.stop()
-    denied = [line for line in proc.log_text().splitlines() if "403" in line or "orbidden" in line]
+    denied = denials(proc.log_text())
     assert denied == [], f"the operator was denied with its least-privilege RBAC: {denied[:5]}"
 
 
