@@ -6,33 +6,27 @@ process don't collide; `serve()` exposes it on /metrics.
 
 from __future__ import annotations
 
-import contextlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+
+@dataclass(frozen=True)
+class State:
+    """What the per-object gauges show: each space's version; each flow's synced version and
+    how many versions it is behind its space (namespace, flow, synced, behind)."""
+
+    spaces: list[tuple[str, int]]
+    flows: list[tuple[str, str, int, int]]
 
 
 class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
-        self.space_version = Gauge(
-            "spacesecrets_space_version",
-            "Current version of each space.",
-            ["namespace"],
-            registry=r,
-        )
-        self.flow_synced_version = Gauge(
-            "spacesecrets_flow_synced_version",
-            "Space version each flow was issued.",
-            ["namespace", "flow"],
-            registry=r,
-        )
-        self.flow_versions_behind = Gauge(
-            "spacesecrets_flow_versions_behind",
-            "How many versions each flow is behind its space.",
-            ["namespace", "flow"],
-            registry=r,
-        )
         self.reconcile_seconds = Histogram(
             "spacesecrets_reconcile_duration_seconds",
             "Time spent reconciling one object.",
@@ -58,18 +52,43 @@ class Metrics:
             "spacesecrets_key_ring_age_seconds", "Age of the current sealing key.", registry=r
         )
 
-    def observe_flow(
-        self, namespace: str, flow: str, synced: int | None, behind: int | None
-    ) -> None:
-        if synced is not None:
-            self.flow_synced_version.labels(namespace, flow).set(synced)
-        if behind is not None:
-            self.flow_versions_behind.labels(namespace, flow).set(behind)
+    def report_state(self, state: Callable[[], State]) -> None:
+        """Per-space and per-flow versions, read from `state` at scrape time.
 
-    def forget_flow(self, namespace: str, flow: str) -> None:
-        for gauge in (self.flow_synced_version, self.flow_versions_behind):
-            with contextlib.suppress(KeyError):
-                gauge.remove(namespace, flow)
+        The operator already holds these figures; a labelled Gauge would keep a second copy of
+        them as three small objects a series (about 1.5 KB a space with one flow), and a series
+        whose space or flow is gone would stay until somebody removed it.
+        """
+        self.registry.register(_StateCollector(state))
 
     def serve(self, port: int, addr: str = "0.0.0.0") -> None:  # noqa: S104 -- scraped in-cluster
         start_http_server(port, addr=addr, registry=self.registry)
+
+
+class _StateCollector(Collector):
+    def __init__(self, state: Callable[[], State]) -> None:
+        self._state = state
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        state = self._state()
+        space_version = GaugeMetricFamily(
+            "spacesecrets_space_version", "Current version of each space.", labels=["namespace"]
+        )
+        for namespace, version in state.spaces:
+            space_version.add_metric([namespace], version)
+        synced = GaugeMetricFamily(
+            "spacesecrets_flow_synced_version",
+            "Space version each flow was issued.",
+            labels=["namespace", "flow"],
+        )
+        behind = GaugeMetricFamily(
+            "spacesecrets_flow_versions_behind",
+            "How many versions each flow is behind its space.",
+            labels=["namespace", "flow"],
+        )
+        for namespace, flow, version, versions_behind in state.flows:
+            synced.add_metric([namespace, flow], version)
+            behind.add_metric([namespace, flow], versions_behind)
+        yield space_version
+        yield synced
+        yield behind

@@ -23,7 +23,7 @@ from typing import Any
 from spacesecrets import access, crypto, projection, versions
 from spacesecrets.conditions import get_condition, now_rfc3339, set_condition
 from spacesecrets.kube import SPACES, AlreadyExists, Kube, NotFound, Permanent, Temporary
-from spacesecrets.metrics import Metrics
+from spacesecrets.metrics import Metrics, State
 from spacesecrets.projection import FlowSpec, Ownership, SpaceView
 from spacesecrets.settings import Settings
 
@@ -129,6 +129,7 @@ class Operator:
         self.metrics.key_ring_age.set_function(
             lambda: self.ring.age(self.clock()) if self.ring else 0.0
         )
+        self.metrics.report_state(self.metrics_state)
         self._lock = threading.RLock()
         self._space_locks: dict[str, threading.Lock] = {}
         # caches that only save reads (see prefetch_histories and _primary_space)
@@ -140,6 +141,20 @@ class Operator:
 
     def now(self) -> str:
         return now_rfc3339(self.clock())
+
+    def metrics_state(self) -> State:
+        """Each space's version and each issued flow's, computed when /metrics is scraped."""
+        with self._lock:
+            spaces = [(ns, view.version) for ns, view in self.spaces.items()]
+            flows = []
+            for (ns, name), entry in self.flows.items():
+                synced = entry.synced_version
+                if synced is None:
+                    continue
+                space = self.spaces.get(ns)
+                behind = max(0, space.version - synced) if space else entry.status.get("behind")
+                flows.append((ns, name, synced, int(behind or 0)))
+        return State(spaces, flows)
 
     # =========================================================================================
     # Key ring
@@ -430,7 +445,6 @@ class Operator:
                 now=self.now(),
             )
         if change:
-            self.metrics.space_version.labels(ns).set(change.version)
             text = (
                 f"version {change.version}: added {change.added}, changed {change.changed}, "
                 f"removed {change.removed}"
@@ -602,8 +616,6 @@ class Operator:
         )
         with self._lock:
             self.spaces[history.namespace] = view
-        self.metrics.space_version.labels(history.namespace).set(history.version)
-        self._update_behind(history.namespace)
 
     def space_deleted(self, namespace: str, name: str) -> None:
         """The store is gone: keep its history for the retention period; flows keep their data."""
@@ -716,10 +728,8 @@ class Operator:
 
     def forget_flow(self, namespace: str, name: str) -> None:
         with self._lock:
-            entry = self.flows.pop((namespace, name), None)
+            self.flows.pop((namespace, name), None)
             self._flows_by_ns.get(namespace, {}).pop(name, None)
-        if entry is not None:
-            self.metrics.forget_flow(namespace, name)
 
     def flows_in(self, namespace: str) -> list[FlowEntry]:
         with self._lock:
@@ -973,20 +983,6 @@ class Operator:
                 _status_patch(entry.status, new_status),
             )
             entry.status = new_status
-        self.metrics.observe_flow(entry.namespace, entry.name, synced, new_status.get("behind"))
-
-    def _update_behind(self, namespace: str) -> None:
-        space = self.spaces.get(namespace)
-        if space is None:
-            return
-        for entry in self.flows_in(namespace):
-            if entry.synced_version is not None:
-                self.metrics.observe_flow(
-                    namespace,
-                    entry.name,
-                    entry.synced_version,
-                    max(0, space.version - entry.synced_version),
-                )
 
     # -- events from outside ------------------------------------------------------------------
 

@@ -104,6 +104,26 @@ def test_metrics_move(space: Space, operator: OperatorProcess) -> None:
     # the key ring ages between scrapes (the gauge is computed when scraped)
     assert (sample(operator.metrics(), "spacesecrets_key_ring_age_seconds") or 0) > age
 
+    # a deleted flow's series go with it
+    space.cluster.cp.kubectl("delete", "flowsecretsyncs", "f", "-n", ns, "--timeout=60s")
+    wait_for(
+        "the deleted flow's series to go",
+        lambda: (
+            sample(operator.metrics(), "spacesecrets_flow_synced_version", {"namespace": ns})
+            is None
+        ),
+    )
+    assert (
+        sample(operator.metrics(), "spacesecrets_flow_versions_behind", {"namespace": ns}) is None
+    )
+    assert sample(operator.metrics(), "spacesecrets_space_version", {"namespace": ns}) == 2
+    # and so does a deleted space's
+    space.cluster.cp.kubectl("delete", "spacesecrets", space.name, "-n", ns, "--timeout=60s")
+    wait_for(
+        "the deleted space's series to go",
+        lambda: sample(operator.metrics(), "spacesecrets_space_version", {"namespace": ns}) is None,
+    )
+
 
 def test_events_have_constant_reasons(space: Space) -> None:
     space.apply({"A": "1"})
