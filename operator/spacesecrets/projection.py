@@ -38,7 +38,7 @@ class KeyEntry(NamedTuple):
         return json.loads(self.text) if self.format == "json" else self.text
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SpaceView:
     """The current version of one space, as flows are handed it.
 
@@ -73,7 +73,7 @@ class SpaceView:
         return {k: KeyEntry(*e) for k, e in json.loads(self.packed).items()}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class FlowSpec:
     name: str
     uid: str

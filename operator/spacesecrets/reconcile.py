@@ -18,7 +18,7 @@ import logging
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from spacesecrets import access, crypto, projection, versions
 from spacesecrets.conditions import get_condition, now_rfc3339, set_condition
@@ -63,9 +63,13 @@ class SpaceNotReady(Temporary):
     """A flow's space exists but has no accepted version yet: the flow waits for it."""
 
 
-@dataclass
+@dataclass(slots=True)
 class FlowEntry:
-    """What the operator knows of one FlowSecretSync between events."""
+    """What the operator knows of one FlowSecretSync between events.
+
+    The operator holds one for every flow as long as it runs: the last written status is kept
+    packed as JSON, with the two figures read between syncs beside it.
+    """
 
     namespace: str
     name: str
@@ -74,21 +78,26 @@ class FlowEntry:
     spec: FlowSpec
     flow_ref: tuple[str, str] | None
     generation: int
-    status: dict[str, Any]
+    packed_status: bytes = field(default=b"{}", repr=False)
+    synced_version: int | None = None
+    synced: bool = False
     deleting: bool = False
     target_fingerprint: str | None = None
     template_hash: str | None = None
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
-    def synced_version(self) -> int | None:
-        value = self.status.get("syncedVersion")
-        return int(value) if value is not None else None
+    def status(self) -> dict[str, Any]:
+        """The status as last written (a fresh copy)."""
+        return cast(dict[str, Any], json.loads(self.packed_status))
 
-    @property
-    def synced(self) -> bool:
-        cond = get_condition(self.status.get("conditions") or [], "Synced")
-        return bool(cond and cond.get("status") == "True")
+    @status.setter
+    def status(self, status: Mapping[str, Any]) -> None:
+        self.packed_status = json.dumps(status, separators=(",", ":")).encode()
+        value = status.get("syncedVersion")
+        self.synced_version = int(value) if value is not None else None
+        cond = get_condition(status.get("conditions") or [], "Synced")
+        self.synced = bool(cond and cond.get("status") == "True")
 
 
 def fingerprint(obj: Mapping[str, Any]) -> str:
@@ -714,8 +723,8 @@ class Operator:
                     spec=flow,
                     flow_ref=flow_ref,
                     generation=int(meta.get("generation", 0)),
-                    status=dict(body.get("status") or {}),
                 )
+                entry.status = body.get("status") or {}
                 self.flows[key] = entry
                 self._flows_by_ns.setdefault(key[0], {})[key[1]] = entry
             else:
@@ -861,8 +870,9 @@ class Operator:
                 )
                 return
 
-        same_version = entry.synced_version == space.version and entry.status.get("issuedAt")
-        issued_at = str(entry.status["issuedAt"]) if same_version else self.now()
+        status = entry.status
+        same_version = entry.synced_version == space.version and status.get("issuedAt")
+        issued_at = str(status["issuedAt"]) if same_version else self.now()
         docs = projection.documents(space, flow, issued_at)
         desired = projection.desired_target(ns, flow, docs, space.version, issued_at)
         written = False
@@ -895,7 +905,7 @@ class Operator:
                 )
 
         conditions = set_condition(
-            entry.status.get("conditions") or [],
+            status.get("conditions") or [],
             "Synced",
             True,
             SYNCED,
@@ -923,7 +933,7 @@ class Operator:
                     "by every ConfigMap reader in the namespace",
                 )
         new_status = {
-            **entry.status,
+            **status,
             "syncedVersion": space.version,
             "issuedAt": issued_at,
             "behind": 0,
@@ -948,9 +958,10 @@ class Operator:
         return rivals[0].name if rivals else None
 
     def _flow_failed(self, entry: FlowEntry, reason: str, message: str) -> None:
-        old = get_condition(entry.status.get("conditions") or [], "Synced") or {}
+        status = entry.status
+        old = get_condition(status.get("conditions") or [], "Synced") or {}
         conditions = set_condition(
-            entry.status.get("conditions") or [],
+            status.get("conditions") or [],
             "Synced",
             False,
             reason,
@@ -959,7 +970,7 @@ class Operator:
             now=self.now(),
         )
         new_status = {
-            **entry.status,
+            **status,
             "observedGeneration": entry.generation,
             "conditions": conditions,
         }
@@ -975,12 +986,10 @@ class Operator:
         synced = new_status.get("syncedVersion")
         if space is not None and synced is not None:
             new_status["behind"] = max(0, space.version - int(synced))
-        if new_status != entry.status:
+        old = entry.status
+        if new_status != old:
             self.kube.patch_status(
-                "flowsecretsyncs",
-                entry.namespace,
-                entry.name,
-                _status_patch(entry.status, new_status),
+                "flowsecretsyncs", entry.namespace, entry.name, _status_patch(old, new_status)
             )
             entry.status = new_status
 
