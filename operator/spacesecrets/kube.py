@@ -15,7 +15,7 @@ import secrets as pysecrets
 import threading
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from spacesecrets import GROUP, MANAGED_BY, VERSION
@@ -27,6 +27,7 @@ SPACES = "spacesecrets"
 CONNECTIONS = 32
 FLOWS = "flowsecretsyncs"
 METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
+LIST_PAGE = 250  # objects a page: a LIST of thousands is parsed one page at a time
 _CORE = {"Secret": "secrets", "ConfigMap": "configmaps"}
 _APPS = {"Deployment": "deployments", "StatefulSet": "statefulsets"}
 
@@ -170,6 +171,33 @@ class Kube:
         out = json.loads(response.data) if response.data else {}
         return out if isinstance(out, dict) else {}
 
+    def _items(
+        self,
+        what: str,
+        path: str,
+        query: Mapping[str, str] | None = None,
+        accept: str = "application/json",
+    ) -> Iterator[dict[str, Any]]:
+        """Every item of a LIST, read a page at a time (`limit` and `continue`), so only one page
+        is ever parsed in memory. If the continue token expires mid-way (410), the listing starts
+        over once: an item may then be seen twice, which the callers (indexes) don't mind."""
+        token, restarted = "", False
+        while True:
+            page = {**(query or {}), "limit": str(LIST_PAGE)}
+            if token:
+                page["continue"] = token
+            try:
+                res = self._request(what, "GET", path, query=page, accept=accept)
+            except Permanent as exc:
+                if exc.status != 410 or not token or restarted:
+                    raise
+                token, restarted = "", True
+                continue
+            yield from res.get("items") or []
+            token = str((res.get("metadata") or {}).get("continue") or "")
+            if not token:
+                return
+
     def post_events_in_background(self, capacity: int = 1000, threads: int = 2) -> None:
         """Post Events from background threads, so a reconcile never waits for one. Like
         client-go's recorder, a full queue drops an Event (and counts it) rather than block;
@@ -228,14 +256,13 @@ class Kube:
             f"delete {kind} {namespace}/{name}", "DELETE", self._core(kind, namespace, name)
         )
 
-    def list_secrets(self, namespace: str, selector: str) -> list[dict[str, Any]]:
-        res = self._request(
+    def list_secrets(self, namespace: str, selector: str) -> Iterator[dict[str, Any]]:
+        """The labelled Secrets of a namespace, read a page at a time."""
+        return self._items(
             f"list Secrets {namespace}",
-            "GET",
             self._core("Secret", namespace),
             query={"labelSelector": selector},
         )
-        return list(res.get("items") or [])
 
     # -- custom resources -----------------------------------------------------------------------
 
@@ -255,13 +282,14 @@ class Kube:
 
     def list_custom_metadata(
         self, plural: str, namespace: str | None = None
-    ) -> list[dict[str, Any]]:
-        """The metadata of every object (names, uids, timestamps): a small fraction of a full
-        LIST, as the API server leaves out spec and status."""
-        res = self._request(
-            f"list {plural} metadata", "GET", self._custom(plural, namespace), accept=METADATA_LIST
+    ) -> Iterator[dict[str, Any]]:
+        """The metadata of every object (names, uids, timestamps), read a page at a time. The
+        API server leaves out spec and status, but not managedFields: a space's metadata is
+        still about 9 KB parsed, so thousands of them are not read at once."""
+        items = self._items(
+            f"list {plural} metadata", self._custom(plural, namespace), accept=METADATA_LIST
         )
-        return [item["metadata"] for item in res.get("items") or []]
+        return (item["metadata"] for item in items)
 
     def get_peering(self, name: str) -> dict[str, Any]:
         """kopf's ClusterKopfPeering object: which replicas are alive, with their priorities."""

@@ -273,13 +273,14 @@ class Operator:
         when its space changes, which is rare, instead of thousands being held in memory. Every
         write is conditional on the resourceVersion read, so a stale copy costs a retry, never a
         lost version."""
-        secrets = self.kube.list_secrets(self.settings.namespace, SPACE_LABEL)
-        with self._lock:
-            for secret in secrets:
-                namespace = (secret["metadata"].get("labels") or {}).get(SPACE_LABEL)
-                if namespace:
-                    self._histories[namespace] = self._cache_entry(secret)
+        for secret in self.kube.list_secrets(self.settings.namespace, SPACE_LABEL):
+            namespace = (secret["metadata"].get("labels") or {}).get(SPACE_LABEL)
+            if namespace:
+                entry = self._cache_entry(secret)
+                with self._lock:
+                    self._histories[namespace] = entry
                     self._history_exists.add(namespace)
+        with self._lock:
             self._histories_complete = True
 
     @staticmethod
