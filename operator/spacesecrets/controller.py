@@ -24,6 +24,7 @@ from spacesecrets.kube import NamespaceTerminating, Permanent, Temporary
 from spacesecrets.reconcile import (
     DRIFT,
     RESTORED_ANNOTATION,
+    RESUME,
     ROLLBACK_ANNOTATION,
     SPACE_READY,
     Operator,
@@ -115,7 +116,7 @@ class Controller:
             if before is not None:
                 reason = "update"
             else:
-                reason = "resume" if entry.synced_version is not None else "create"
+                reason = RESUME if entry.synced_version is not None else "create"
             self.queue.add(key, reason)
         autosync = str((body.get("spec") or {}).get("autosync", "1m"))
         period = schedule.period_seconds(autosync, self.op.settings.autosync_scale)

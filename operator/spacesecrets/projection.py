@@ -227,6 +227,32 @@ def up_to_date(existing: Mapping[str, Any], desired: Mapping[str, Any]) -> bool:
     return labels_ok and version_ok and refs_ok and data_ok
 
 
+def holds_issued(
+    existing: Mapping[str, Any], namespace: str, flow: FlowSpec, version: int, values: Plain
+) -> bool:
+    """True when an existing target holds exactly what was issued to `flow` at `version`, whose
+    plaintext is `values` (read back from the history). Each key's metadata and the issue time
+    are taken from the target; the key set and every value are checked."""
+    try:
+        meta = json.loads(decoded_documents(existing)[SECRETS_METADATA])
+        keys, issued_at = meta["keys"], str(meta["issuedAt"])
+        wanted = set(values) if flow.keys is None else set(flow.keys) & set(values)
+        if set(keys) != wanted:
+            return False
+        view = SpaceView.of(
+            namespace,
+            version,
+            str(meta["createdAt"]),
+            str(meta["updatedAt"]),
+            keys,
+            {k: values[k] for k in wanted},
+        )
+    except (KeyError, TypeError, ValueError):
+        return False  # not a document we wrote
+    docs = documents(view, flow, issued_at)
+    return up_to_date(existing, desired_target(namespace, flow, docs, version, issued_at))
+
+
 def _same_refs(have: Sequence[Mapping[str, Any]], want: Sequence[Mapping[str, Any]]) -> bool:
     keys = ("apiVersion", "kind", "name", "uid", "controller")
     return [{k: r.get(k) for k in keys} for r in have] == [

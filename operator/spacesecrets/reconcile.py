@@ -53,6 +53,7 @@ ABSENT = "absent"
 # Why a flow is synced. Only a drift restore and a first sync after its space was accepted
 # behave differently from the rest.
 DRIFT = "drift"
+RESUME = "resume"  # a flow issued before this process started
 SPACE_READY = "space ready"
 SYNC_MESSAGE = "🆗 Synced"
 
@@ -833,10 +834,35 @@ class Operator:
         # first; if one exists after all, the create fails and it is read.
         never_written = entry.synced_version is None and entry.target_fingerprint is None
         existing = None if never_written else self._read_target(entry)
+        if reason == RESUME and self._keeps_issued_version(entry, space, existing):
+            entry.target_fingerprint = fingerprint(existing or {})
+            return
         try:
             self._project(entry, space, existing, reason)
         except AlreadyExists:
             self._project(entry, space, self._read_target(entry), reason)
+
+    def _keeps_issued_version(
+        self, entry: FlowEntry, space: SpaceView, existing: Mapping[str, Any] | None
+    ) -> bool:
+        """After a restart, a flow behind its space keeps the version it was issued until its
+        next tick or save, as it would have without the restart, if its target still holds
+        exactly that version. Otherwise it is brought to the current one."""
+        version = entry.synced_version
+        if existing is None or version is None or version == space.version or not entry.synced:
+            return False
+        if entry.status.get("observedGeneration") != entry.generation:
+            return False  # its spec changed meanwhile: that syncs at once
+        if projection.ownership(existing, entry.uid) is not Ownership.OURS:
+            return False
+        history, _ = self.read_history(entry.namespace, keep=True)
+        if history is None:
+            return False
+        try:
+            values = history.values(self.require_ring(), version)
+        except LookupError:
+            return False  # no longer kept: the flow moves on to the current version
+        return projection.holds_issued(existing, entry.namespace, entry.spec, version, values)
 
     def _read_target(self, entry: FlowEntry) -> dict[str, Any] | None:
         try:
@@ -1004,6 +1030,8 @@ class Operator:
         entry = self.flows.get((meta.get("namespace", ""), str(flow_name)))
         if entry is None or entry.deleting or not entry.synced:
             return None
+        if entry.target_fingerprint is None:
+            return None  # not seen by this process yet: the flow's own first sync reads it
         if entry.spec.target_name != meta.get("name") or entry.spec.target_kind != obj.get(
             "kind", entry.spec.target_kind
         ):

@@ -8,12 +8,14 @@ import base64
 import json
 import time
 from collections.abc import Callable
+from typing import Any
 
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 from tests.conftest import Space
 
 from spacesecrets import crypto, schedule
-from spacesecrets.dev import OPERATOR_NAMESPACE, LocalCluster, wait_for
+from spacesecrets.dev import OPERATOR_NAMESPACE, LocalCluster, OperatorProcess, wait_for
 from spacesecrets.kube import Kube, make_client
 from spacesecrets.projection import decoded_documents
 
@@ -140,6 +142,54 @@ def test_history_survives_rotation_and_restarts(fresh_cluster: Callable[[], Loca
     assert obj["status"]["history"][0]["rollbackOf"] == 1
     # the restored value was re-sealed to the current key
     assert obj["spec"]["data"]["OLD"]["sealed"].split(":")[1] != old_kid
+
+
+def _flow_reconciles(op: OperatorProcess) -> float:
+    for family in text_string_to_metric_families(op.metrics()):
+        if family.name == "spacesecrets_reconcile_duration_seconds":
+            for sample in family.samples:
+                if sample.name.endswith("_count") and sample.labels["kind"] == "FlowSecretSync":
+                    return float(sample.value)
+    return 0.0
+
+
+def test_a_restart_is_not_a_tick(fresh_cluster: Callable[[], LocalCluster]) -> None:
+    """Between ticks a flow keeps the version it was issued, across an operator restart too; a
+    target changed while the operator was down is restored all the same."""
+    cluster = fresh_cluster()
+    op = cluster.start_operator()
+    space = _space(cluster, "team-k")
+    space.apply({"A": "1"})
+    space.wait_version(1)
+    for name in ("calm", "tampered"):
+        _apply(space, space.flow(name, f"{name}-secrets", autosync="24h"))
+        space.wait_condition("Synced", "True", name=name, plural="flowsecretsyncs")
+    space.apply({"A": "2"})
+    space.wait_version(2)
+
+    def status(flow: str) -> dict[str, Any]:
+        return dict(space.kube.get_custom("flowsecretsyncs", space.ns, flow).get("status") or {})
+
+    op.stop()
+    assert [status(n)["syncedVersion"] for n in ("calm", "tampered")] == [1, 1]
+
+    calm_rv = space.kube.get("Secret", space.ns, "calm-secrets")["metadata"]["resourceVersion"]
+    forged = base64.b64encode(json.dumps({"A": "forged"}).encode()).decode()
+    cluster.cp.kubectl(
+        "patch", "secret", "tampered-secrets", "-n", space.ns, "--type=merge",
+        "-p", json.dumps({"data": {"SECRETS": forged}}),
+    )  # fmt: skip
+
+    op = cluster.start_operator()
+    wait_for("both flows reconciled by the new process", lambda: _flow_reconciles(op) >= 2)
+    calm = space.kube.get("Secret", space.ns, "calm-secrets")
+    assert calm["metadata"]["resourceVersion"] == calm_rv, "an intact target was rewritten"
+    assert space.target_documents("calm-secrets")["SECRETS"] == {"A": "1"}
+    assert status("calm")["syncedVersion"] == 1
+    # the forged value is gone: like any drift, the target is restored at the current version
+    assert space.target_documents("tampered-secrets")["SECRETS"] == {"A": "2"}
+    assert status("tampered")["syncedVersion"] == 2
+    assert "forged" not in op.log_text()
 
 
 MARKERS = ["pl41ntext-marker-alpha", "pl41ntext-marker-beta", "pl41ntext-marker-gamma"]

@@ -99,3 +99,25 @@ def test_space_view_packs_its_keys_and_never_shows_a_value() -> None:
     assert entries["PRODUCT_A_CONFIG"].projected() == {"retries": 3}
     assert isinstance(SPACE.packed, bytes)
     assert "api.example.com" not in repr(SPACE)
+
+
+def _issued(flow: FlowSpec = FLOW) -> dict:
+    docs = projection.documents(SPACE, flow, "2026-03-01T00:00:00Z")
+    return projection.desired_target("team-a", flow, docs, 7, "2026-03-01T00:00:00Z")
+
+
+def test_a_target_holding_its_issued_version_is_recognised() -> None:
+    assert projection.holds_issued(_issued(), "team-a", FLOW, 7, VALUES)
+    subset = FlowSpec("f", "uid-1", "Secret", "t", "24h", True, ("PRODUCT_A_CONFIG",))
+    assert projection.holds_issued(_issued(subset), "team-a", subset, 7, VALUES)
+
+
+def test_a_changed_or_incomplete_target_is_not_its_issued_version() -> None:
+    other = {**VALUES, "PRODUCT_A_API_HOST": Value("text", b"forged.example.com")}
+    assert not projection.holds_issued(_issued(), "team-a", FLOW, 7, other)
+    more = {**VALUES, "NEW_KEY": Value("text", b"x")}
+    assert not projection.holds_issued(_issued(), "team-a", FLOW, 7, more)
+    assert not projection.holds_issued(_issued(), "team-a", FLOW, 6, VALUES)
+    garbled = _issued()
+    garbled["data"]["SECRETS_METADATA"] = "bm90IGpzb24="  # "not json"
+    assert not projection.holds_issued(garbled, "team-a", FLOW, 7, VALUES)
