@@ -3,8 +3,8 @@ FlowSecretSync, on a private real control plane; plus in-process crypto and reco
 
 `make bench` (BENCH_N=1000 make bench, ...). The figures are printed as JSON and as a markdown
 table, and written to build/bench/<N>.json. The tests assert behaviour only (everything became
-Ready, Synced and projected; the operator stayed up), never a timing: timings depend on the
-machine, and the figures are for people to read and compare.
+Ready, Synced and projected; the operator stayed up; a restart wrote nothing), never a timing:
+timings depend on the machine, and the figures are for people to read and compare.
 
 What is measured, and how:
 - cold start: objects created with the operator stopped, then the operator started; time from
@@ -17,6 +17,9 @@ What is measured, and how:
   FlowSecretSync) to the target holding that version (save -> target);
 - API writes by the operator's user at steady state, from the audit log, over a window after
   everything converged (the real 1m autosync ticks fall inside it);
+- restart: then a new operator process over the converged objects; time from its start until it
+  has reconciled every space and flow once (its /metrics), its CPU, peak RSS and API requests.
+  It must write nothing, and that is asserted;
 - the operator's RSS and CPU from /proc; unseal and seal per value and the CPU of reconciling a
   100-key space in-process, against an in-memory API.
 
@@ -42,6 +45,7 @@ from typing import Any
 
 import kubernetes
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from tests.bench.harness import (
     GROUP,
     VERSION,
@@ -62,7 +66,7 @@ from tests.bench.harness import (
 from tests.conftest import public_key
 
 from spacesecrets import crypto, versions
-from spacesecrets.dev import LocalCluster, local_cluster
+from spacesecrets.dev import LocalCluster, OperatorProcess, local_cluster, wait_for
 from spacesecrets.reconcile import Operator
 from spacesecrets.settings import Settings
 
@@ -409,6 +413,9 @@ def test_operator_at_scale(bench_cluster: LocalCluster, results: dict[str, Any])
     op.stop()
     rec.stop()
 
+    # -- restart ------------------------------------------------------------------------------
+    restart = _restart(cluster, operator_kubeconfig, extra_env, flows=N + len(first_projection))
+
     time.sleep(2)  # the audit log is written in 1 s batches
     cold = audit_requests(cluster.cp.audit_log, OPERATOR_USER, wall0, cold_wall)
     steady = audit_requests(cluster.cp.audit_log, OPERATOR_USER, steady_from, steady_to)
@@ -446,8 +453,61 @@ def test_operator_at_scale(bench_cluster: LocalCluster, results: dict[str, Any])
         "peakMiB": round(final_peak, 1),
         "sampledPeakMiB": round(max(sampler.peak, steady_peak), 1),
     }
+    results["restart"] = restart
     assert len(first_projection) == SAMPLES
     assert all(len(v) == SAMPLES for v in legs.values())
+    # everything had converged: the new process reads, and finds nothing to write
+    assert restart["apiWrites"] == {}, restart["apiWrites"]
+
+
+def _reconciles(op: OperatorProcess) -> dict[str, float]:
+    """How many reconciles the operator has run, by kind (from its /metrics)."""
+    counts: dict[str, float] = {}
+    for family in text_string_to_metric_families(op.metrics()):
+        if family.name == "spacesecrets_reconcile_duration_seconds":
+            for s in family.samples:
+                if s.name.endswith("_count"):
+                    counts[s.labels["kind"]] = s.value
+    return counts
+
+
+def _restart(
+    cluster: LocalCluster, kubeconfig: Path, env: dict[str, str], flows: int
+) -> dict[str, Any]:
+    """A new operator process over N converged spaces: time until it has reconciled every space
+    and flow once, its CPU, RSS and API requests meanwhile."""
+    wall0, t0 = time.time(), time.monotonic()
+    op = cluster.start_operator(env=env, kubeconfig=kubeconfig, wait=False)
+    pid = op.popen.pid
+    sampler = Sampler(pid)
+    sampler.start()
+    op.wait_ready(timeout=600)
+    wait_for(
+        "every space and flow reconciled by the new process",
+        lambda: (
+            _reconciles(op).get("SpaceSecrets", 0) >= N
+            and _reconciles(op).get("FlowSecretSync", 0) >= flows
+        ),
+        timeout=3600,
+        interval=1.0,  # a scrape lists every flow: not one every 0.2 s
+    )
+    seconds, cpu = time.monotonic() - t0, cpu_seconds(pid)
+    rss, peak = rss_mib(pid)
+    sampler.stopped.set()
+    assert "Traceback" not in op.log_text()
+    wall1 = time.time()
+    op.stop()
+    time.sleep(2)  # the audit log is written in 1 s batches
+    requests = audit_requests(cluster.cp.audit_log, OPERATOR_USER, wall0, wall1)
+    return {
+        "allReconciledSeconds": round(seconds, 2),
+        "cpuSeconds": round(cpu, 1),
+        "rssMiB": round(rss, 1),
+        "peakMiB": round(max(peak, sampler.peak), 1),
+        "apiRequests": len(requests),
+        "apiWrites": by_verb_and_resource(requests),
+        "apiReads": by_verb_and_resource(requests, writes_only=False),
+    }
 
 
 # =============================================================================================
@@ -496,6 +556,17 @@ def markdown(r: dict[str, Any]) -> str:
             "RSS steady / peak (MiB)",
             f"{get('steadyState', 'rssMiB')} / {get('rss', 'peakMiB')}",
             "<= 150 at 5,000",
+        ),
+        (
+            "restart: all reconciled (s) / API requests / writes",
+            f"{get('restart', 'allReconciledSeconds')} / {get('restart', 'apiRequests')} / "
+            f"{sum((get('restart', 'apiWrites') or {}).values()) if r.get('restart') else 'n/a'}",
+            "0 writes",
+        ),
+        (
+            "restart: operator CPU (s) / peak RSS (MiB)",
+            f"{get('restart', 'cpuSeconds')} / {get('restart', 'peakMiB')}",
+            "",
         ),
         ("unseal (us/value)", get("inProcess", "unsealMicrosecondsPerValue"), "<= 200"),
         ("seal, client side (us/value)", get("inProcess", "sealMicrosecondsPerValue"), ""),
