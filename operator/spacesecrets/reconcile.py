@@ -15,12 +15,13 @@ import datetime as dt
 import hashlib
 import json
 import logging
+import math
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from spacesecrets import access, crypto, projection, versions
+from spacesecrets import access, crypto, projection, schedule, versions
 from spacesecrets.conditions import get_condition, now_rfc3339, set_condition
 from spacesecrets.kube import SPACES, AlreadyExists, Kube, NotFound, Permanent, Temporary
 from spacesecrets.metrics import Metrics, State
@@ -99,6 +100,14 @@ class FlowEntry:
         self.synced_version = int(value) if value is not None else None
         cond = get_condition(status.get("conditions") or [], "Synced")
         self.synced = bool(cond and cond.get("status") == "True")
+
+
+def _epoch(rfc3339: str) -> float:
+    try:
+        moment = dt.datetime.strptime(rfc3339, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC)
+    except ValueError:
+        return math.inf  # unknown: as if a tick had passed since
+    return moment.timestamp()
 
 
 def fingerprint(obj: Mapping[str, Any]) -> str:
@@ -853,6 +862,10 @@ class Operator:
             return False
         if entry.status.get("observedGeneration") != entry.generation:
             return False  # its spec changed meanwhile: that syncs at once
+        period = schedule.period_seconds(entry.spec.autosync, self.settings.autosync_scale)
+        last_tick = schedule.last_tick(entry.uid, period, self.clock().timestamp())
+        if last_tick >= _epoch(space.updated_at):
+            return False  # a tick passed since the current version while no operator ran
         if projection.ownership(existing, entry.uid) is not Ownership.OURS:
             return False
         history, _ = self.read_history(entry.namespace, keep=True)

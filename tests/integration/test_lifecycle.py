@@ -155,23 +155,33 @@ def _flow_reconciles(op: OperatorProcess) -> float:
 
 def test_a_restart_is_not_a_tick(fresh_cluster: Callable[[], LocalCluster]) -> None:
     """Between ticks a flow keeps the version it was issued, across an operator restart too; a
-    target changed while the operator was down is restored all the same."""
+    tick that passed while no operator ran is made up at once, and a target changed meanwhile is
+    restored."""
     cluster = fresh_cluster()
-    op = cluster.start_operator()
+    env = {"SPACESECRETS_AUTOSYNC_SCALE": "0.25"}  # 1m ticks every 15 s, 24h every 6h
+    op = cluster.start_operator(env=env)
     space = _space(cluster, "team-k")
     space.apply({"A": "1"})
     space.wait_version(1)
-    for name in ("calm", "tampered"):
-        _apply(space, space.flow(name, f"{name}-secrets", autosync="24h"))
+    uids = {}
+    for name, autosync in (("calm", "24h"), ("tampered", "24h"), ("late", "1m")):
+        _apply(space, space.flow(name, f"{name}-secrets", autosync=autosync))
         space.wait_condition("Synced", "True", name=name, plural="flowsecretsyncs")
-    space.apply({"A": "2"})
-    space.wait_version(2)
+        uids[name] = space.kube.get_custom("flowsecretsyncs", space.ns, name)["metadata"]["uid"]
 
     def status(flow: str) -> dict[str, Any]:
         return dict(space.kube.get_custom("flowsecretsyncs", space.ns, flow).get("status") or {})
 
+    # the new version lands, and the operator stops, well before the late flow's next tick
+    wait_for(
+        "the late flow's tick to be 8 s away or more",
+        lambda: schedule.next_tick(uids["late"], 15, time.time()) - time.time() >= 8,
+    )
+    space.apply({"A": "2"})
+    space.wait_version(2)
     op.stop()
-    assert [status(n)["syncedVersion"] for n in ("calm", "tampered")] == [1, 1]
+    assert [status(n)["syncedVersion"] for n in ("calm", "tampered", "late")] == [1, 1, 1]
+    missed = schedule.next_tick(uids["late"], 15, time.time())
 
     calm_rv = space.kube.get("Secret", space.ns, "calm-secrets")["metadata"]["resourceVersion"]
     forged = base64.b64encode(json.dumps({"A": "forged"}).encode()).decode()
@@ -179,9 +189,10 @@ def test_a_restart_is_not_a_tick(fresh_cluster: Callable[[], LocalCluster]) -> N
         "patch", "secret", "tampered-secrets", "-n", space.ns, "--type=merge",
         "-p", json.dumps({"data": {"SECRETS": forged}}),
     )  # fmt: skip
+    wait_for("the late flow's tick to pass with no operator", lambda: time.time() > missed + 1)
 
-    op = cluster.start_operator()
-    wait_for("both flows reconciled by the new process", lambda: _flow_reconciles(op) >= 2)
+    op = cluster.start_operator(env=env)
+    wait_for("every flow reconciled by the new process", lambda: _flow_reconciles(op) >= 3)
     calm = space.kube.get("Secret", space.ns, "calm-secrets")
     assert calm["metadata"]["resourceVersion"] == calm_rv, "an intact target was rewritten"
     assert space.target_documents("calm-secrets")["SECRETS"] == {"A": "1"}
@@ -189,6 +200,9 @@ def test_a_restart_is_not_a_tick(fresh_cluster: Callable[[], LocalCluster]) -> N
     # the forged value is gone: like any drift, the target is restored at the current version
     assert space.target_documents("tampered-secrets")["SECRETS"] == {"A": "2"}
     assert status("tampered")["syncedVersion"] == 2
+    # the tick missed while no operator ran is made up
+    assert space.target_documents("late-secrets")["SECRETS"] == {"A": "2"}
+    assert status("late")["syncedVersion"] == 2
     assert "forged" not in op.log_text()
 
 
