@@ -31,7 +31,7 @@ log = logging.getLogger("spacesecrets")
 TARGETS = {FLOW_LABEL: kopf.PRESENT}
 WORKERS = 16  # reconciles at once: each holds one of the client's connections while it waits
 MEMORY_TRIM_SECONDS = 15.0
-LIST_CHUNK = 500  # objects a page when kopf lists a resource
+LIST_CHUNK = 100  # objects a page when kopf lists a resource (a space is ~20 KB parsed)
 KOPF_IDLE_SECONDS = 0.5
 
 
