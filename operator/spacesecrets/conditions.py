@@ -13,9 +13,20 @@ from typing import Any
 Condition = dict[str, Any]
 
 
+RFC3339 = "%Y-%m-%dT%H:%M:%SZ"
+
+
+def rfc3339(moment: dt.datetime) -> str:
+    return moment.astimezone(dt.UTC).strftime(RFC3339)
+
+
 def now_rfc3339(now: dt.datetime | None = None) -> str:
-    moment = now or dt.datetime.now(dt.UTC)
-    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return rfc3339(now or dt.datetime.now(dt.UTC))
+
+
+def parse_rfc3339(text: str) -> dt.datetime:
+    """A time written by `now_rfc3339` (ValueError for anything else)."""
+    return dt.datetime.strptime(text, RFC3339).replace(tzinfo=dt.UTC)
 
 
 def set_condition(

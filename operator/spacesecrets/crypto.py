@@ -31,6 +31,8 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from spacesecrets.conditions import parse_rfc3339, rfc3339
+
 WIRE_PREFIX = "hpke1"
 INFO_PREFIX = "spacesecrets.io/v1alpha1"
 SUITE = hpke.Suite(hpke.KEM.X25519, hpke.KDF.HKDF_SHA256, hpke.AEAD.AES_256_GCM)
@@ -108,14 +110,6 @@ def parse_sealed(sealed: str) -> tuple[str, bytes]:
 
 def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
-
-
-def _ts(moment: dt.datetime) -> str:
-    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _parse_ts(text: str) -> dt.datetime:
-    return dt.datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC)
 
 
 @dataclass(frozen=True)
@@ -197,7 +191,7 @@ class KeyRing:
         sealing = [
             {
                 "kid": k.kid,
-                "created": _ts(k.created),
+                "created": rfc3339(k.created),
                 "private": _b64(
                     k.private.private_bytes(
                         serialization.Encoding.Raw,
@@ -209,7 +203,8 @@ class KeyRing:
             for k in self.sealing
         ]
         masters = [
-            {"id": m.id, "created": _ts(m.created), "secret": _b64(m.secret)} for m in self.masters
+            {"id": m.id, "created": rfc3339(m.created), "secret": _b64(m.secret)}
+            for m in self.masters
         ]
         return json.dumps({"sealing": sealing, "masters": masters}, sort_keys=True)
 
@@ -219,13 +214,13 @@ class KeyRing:
         sealing = tuple(
             SealingKey(
                 k["kid"],
-                _parse_ts(k["created"]),
+                parse_rfc3339(k["created"]),
                 X25519PrivateKey.from_private_bytes(base64.b64decode(k["private"])),
             )
             for k in doc["sealing"]
         )
         masters = tuple(
-            MasterKey(m["id"], _parse_ts(m["created"]), base64.b64decode(m["secret"]))
+            MasterKey(m["id"], parse_rfc3339(m["created"]), base64.b64decode(m["secret"]))
             for m in doc["masters"]
         )
         if not sealing or not masters:

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 from spacesecrets import access, crypto, projection, schedule, versions
-from spacesecrets.conditions import get_condition, now_rfc3339, set_condition
+from spacesecrets.conditions import get_condition, now_rfc3339, parse_rfc3339, set_condition
 from spacesecrets.kube import SPACES, AlreadyExists, Kube, NotFound, Permanent, Temporary
 from spacesecrets.metrics import Metrics, State
 from spacesecrets.projection import FlowSpec, Ownership, SpaceView
@@ -104,10 +104,9 @@ class FlowEntry:
 
 def _epoch(rfc3339: str) -> float:
     try:
-        moment = dt.datetime.strptime(rfc3339, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC)
+        return parse_rfc3339(rfc3339).timestamp()
     except ValueError:
         return math.inf  # unknown: as if a tick had passed since
-    return moment.timestamp()
 
 
 def fingerprint(obj: Mapping[str, Any]) -> str:
@@ -698,11 +697,7 @@ class Operator:
             if not data:
                 continue
             deleted = json.loads(_unb64(data)).get("deletedAt")
-            if (
-                deleted
-                and dt.datetime.strptime(deleted, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC)
-                < cutoff
-            ):
+            if deleted and parse_rfc3339(deleted) < cutoff:
                 self.kube.delete("Secret", self.settings.namespace, secret["metadata"]["name"])
                 with self._lock:
                     self._history_exists.discard(secret["metadata"]["labels"].get(SPACE_LABEL))
@@ -843,8 +838,12 @@ class Operator:
         # first; if one exists after all, the create fails and it is read.
         never_written = entry.synced_version is None and entry.target_fingerprint is None
         existing = None if never_written else self._read_target(entry)
-        if reason == RESUME and self._keeps_issued_version(entry, space, existing):
-            entry.target_fingerprint = fingerprint(existing or {})
+        if (
+            reason == RESUME
+            and existing is not None
+            and self._keeps_issued_version(entry, space, existing)
+        ):
+            entry.target_fingerprint = fingerprint(existing)
             return
         try:
             self._project(entry, space, existing, reason)
@@ -852,13 +851,13 @@ class Operator:
             self._project(entry, space, self._read_target(entry), reason)
 
     def _keeps_issued_version(
-        self, entry: FlowEntry, space: SpaceView, existing: Mapping[str, Any] | None
+        self, entry: FlowEntry, space: SpaceView, existing: Mapping[str, Any]
     ) -> bool:
         """After a restart, a flow behind its space keeps the version it was issued until its
         next tick or save, as it would have without the restart, if its target still holds
         exactly that version. Otherwise it is brought to the current one."""
         version = entry.synced_version
-        if existing is None or version is None or version == space.version or not entry.synced:
+        if version is None or version == space.version or not entry.synced:
             return False
         if entry.status.get("observedGeneration") != entry.generation:
             return False  # its spec changed meanwhile: that syncs at once
