@@ -26,6 +26,28 @@ from spacesecrets.dev import (
 )
 from spacesecrets.kube import Kube, make_client
 
+
+def sample(text: str, name: str, labels: dict[str, str] | None = None) -> float | None:
+    """The value of one sample in Prometheus text format (None when absent)."""
+    want = labels or {}
+    for line in text.splitlines():
+        if line.startswith("#") or not line.startswith(name):
+            continue
+        match = re.match(r"^([a-zA-Z_:][\w:]*)(\{(.*)\})?\s+(\S+)$", line)
+        if not match or match.group(1) != name:
+            continue
+        found = dict(re.findall(r'(\w+)="([^"]*)"', match.group(3) or ""))
+        if all(found.get(k) == v for k, v in want.items()):
+            return float(match.group(4))
+    return None
+
+
+def reconciles(metrics: str, kind: str) -> float:
+    """How many reconciles of `kind` (SpaceSecrets, FlowSecretSync) an operator's /metrics
+    text counts."""
+    return sample(metrics, "spacesecrets_reconcile_duration_seconds_count", {"kind": kind}) or 0.0
+
+
 # One autosync "minute" is 3 s for the shared operator; the real 1m schedule has its own test.
 FAST_ENV = {"SPACESECRETS_AUTOSYNC_SCALE": "0.05", "SPACESECRETS_ALLOW_CONFIGMAP_TARGETS": "true"}
 

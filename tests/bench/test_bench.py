@@ -63,7 +63,7 @@ from tests.bench.harness import (
     summary,
     values_for,
 )
-from tests.conftest import public_key
+from tests.conftest import public_key, reconciles
 
 from spacesecrets import crypto, versions
 from spacesecrets.dev import LocalCluster, OperatorProcess, local_cluster, wait_for
@@ -462,17 +462,6 @@ def test_operator_at_scale(bench_cluster: LocalCluster, results: dict[str, Any])
     assert restart["apiWrites"] == {}, restart["apiWrites"]
 
 
-def _reconciles(op: OperatorProcess) -> dict[str, float]:
-    """How many reconciles the operator has run, by kind (from its /metrics)."""
-    counts: dict[str, float] = {}
-    for family in text_string_to_metric_families(op.metrics()):
-        if family.name == "spacesecrets_reconcile_duration_seconds":
-            for s in family.samples:
-                if s.name.endswith("_count"):
-                    counts[s.labels["kind"]] = s.value
-    return counts
-
-
 def _all_current(op: OperatorProcess) -> bool:
     for family in text_string_to_metric_families(op.metrics()):
         if family.name == "spacesecrets_flow_versions_behind":
@@ -491,15 +480,15 @@ def _restart(
     sampler = Sampler(pid)
     sampler.start()
     op.wait_ready(timeout=600)
-    wait_for(
-        "every space and flow reconciled by the new process",
-        lambda: (
-            _reconciles(op).get("SpaceSecrets", 0) >= N
-            and _reconciles(op).get("FlowSecretSync", 0) >= flows
-        ),
-        timeout=3600,
-        interval=1.0,  # a scrape lists every flow: not one every 0.2 s
-    )
+
+    def reconciled() -> bool:
+        metrics = op.metrics()  # one scrape lists every flow: one a second, not one every 0.2 s
+        return (
+            reconciles(metrics, "SpaceSecrets") >= N
+            and reconciles(metrics, "FlowSecretSync") >= flows
+        )
+
+    wait_for("every space and flow reconciled by the new process", reconciled, 3600, 1.0)
     seconds, cpu = time.monotonic() - t0, cpu_seconds(pid)
     rss, peak = rss_mib(pid)
     sampler.stopped.set()

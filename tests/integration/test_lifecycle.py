@@ -11,11 +11,10 @@ from collections.abc import Callable
 from typing import Any
 
 import yaml
-from prometheus_client.parser import text_string_to_metric_families
-from tests.conftest import Space
+from tests.conftest import Space, reconciles
 
 from spacesecrets import crypto, schedule
-from spacesecrets.dev import OPERATOR_NAMESPACE, LocalCluster, OperatorProcess, wait_for
+from spacesecrets.dev import OPERATOR_NAMESPACE, LocalCluster, wait_for
 from spacesecrets.kube import Kube, make_client
 from spacesecrets.projection import decoded_documents
 
@@ -144,15 +143,6 @@ def test_history_survives_rotation_and_restarts(fresh_cluster: Callable[[], Loca
     assert obj["spec"]["data"]["OLD"]["sealed"].split(":")[1] != old_kid
 
 
-def _flow_reconciles(op: OperatorProcess) -> float:
-    for family in text_string_to_metric_families(op.metrics()):
-        if family.name == "spacesecrets_reconcile_duration_seconds":
-            for sample in family.samples:
-                if sample.name.endswith("_count") and sample.labels["kind"] == "FlowSecretSync":
-                    return float(sample.value)
-    return 0.0
-
-
 def test_a_restart_is_not_a_tick(fresh_cluster: Callable[[], LocalCluster]) -> None:
     """Between ticks a flow keeps the version it was issued, across an operator restart too; a
     tick that passed while no operator ran is made up at once, and a target changed meanwhile is
@@ -192,7 +182,10 @@ def test_a_restart_is_not_a_tick(fresh_cluster: Callable[[], LocalCluster]) -> N
     wait_for("the late flow's tick to pass with no operator", lambda: time.time() > missed + 1)
 
     op = cluster.start_operator(env=env)
-    wait_for("every flow reconciled by the new process", lambda: _flow_reconciles(op) >= 3)
+    wait_for(
+        "every flow reconciled by the new process",
+        lambda: reconciles(op.metrics(), "FlowSecretSync") >= 3,
+    )
     calm = space.kube.get("Secret", space.ns, "calm-secrets")
     assert calm["metadata"]["resourceVersion"] == calm_rv, "an intact target was rewritten"
     assert space.target_documents("calm-secrets")["SECRETS"] == {"A": "1"}

@@ -7,24 +7,9 @@ import re
 from collections.abc import Callable
 
 import yaml
-from tests.conftest import Space
+from tests.conftest import Space, sample
 
 from spacesecrets.dev import LocalCluster, OperatorProcess, wait_for
-
-
-def sample(text: str, name: str, labels: dict[str, str] | None = None) -> float | None:
-    """The value of one sample in Prometheus text format (None when absent)."""
-    want = labels or {}
-    for line in text.splitlines():
-        if line.startswith("#") or not line.startswith(name):
-            continue
-        match = re.match(r"^([a-zA-Z_:][\w:]*)(\{(.*)\})?\s+(\S+)$", line)
-        if not match or match.group(1) != name:
-            continue
-        found = dict(re.findall(r'(\w+)="([^"]*)"', match.group(3) or ""))
-        if all(found.get(k) == v for k, v in want.items()):
-            return float(match.group(4))
-    return None
 
 
 def test_metrics_move(space: Space, operator: OperatorProcess) -> None:
