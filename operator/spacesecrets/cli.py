@@ -121,11 +121,17 @@ def operator(ctx: click.Context, watch: Sequence[str], verbose: bool) -> None:
     default=Path("charts/spacesecrets/crds"),
     show_default=True,
 )
-def crds(out: Path, chart_crds: Path) -> None:
-    """Write the CRDs, ClusterRoles and admission policy generated from the models."""
+@click.option(
+    "--chart-templates",
+    type=click.Path(path_type=Path),
+    default=Path("charts/spacesecrets/templates"),
+    show_default=True,
+)
+def crds(out: Path, chart_crds: Path, chart_templates: Path) -> None:
+    """Write the CRDs, ClusterRoles and admission policies generated from the models."""
     from spacesecrets import crdgen
 
-    for path in crdgen.write(out, chart_crds):
+    for path in crdgen.write(out, chart_crds, chart_templates):
         click.echo(str(path))
 
 
@@ -552,6 +558,36 @@ def rollback(ctx: click.Context, to: int, wait: bool, timeout: float) -> None:
             raise UserError(f"rollback failed: {_message(status, 'Rollback')}")
         time.sleep(0.5)
     raise UserError(f"the operator did not restore version {to} within {timeout:.0f}s")
+
+
+@main.command()
+@namespaced
+@click.argument("flows", nargs=-1)
+@click.option("--all", "all_", is_flag=True, help="Approve every FlowSecretSync of the space.")
+@click.pass_context
+def approve(ctx: click.Context, flows: tuple[str, ...], all_: bool) -> None:
+    """Approve flows as an owner, so that they are handed the space's secrets.
+
+    A flow gets secrets only if a current owner of the space created it, last changed its spec,
+    or approved it. The API server records who did (the annotation spacesecrets.io/authorized-by):
+    approving sets spacesecrets.io/approve, which only an owner may do once the space exists."""
+    from spacesecrets.provenance import APPROVE, AUTHORIZED_BY, Identity
+
+    if bool(flows) == all_:
+        raise UserError("name the flows to approve, or give --all")
+    client, namespace = _client(ctx), _namespace(ctx)
+    names = list(flows) or [
+        f["metadata"]["name"] for f in client.list_custom("flowsecretsyncs", namespace)
+    ]
+    if not names:
+        raise UserError(f"namespace {namespace} has no FlowSecretSync")
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    for name in names:
+        done = client.patch_custom(
+            "flowsecretsyncs", namespace, name, {"metadata": {"annotations": {APPROVE: stamp}}}
+        )
+        who = Identity.parse((done["metadata"].get("annotations") or {}).get(AUTHORIZED_BY))
+        click.echo(f"flowsecretsync {name} approved by {who.user if who else 'unknown'}")
 
 
 def _message(status: Mapping[str, Any], type_: str = "Ready") -> str:

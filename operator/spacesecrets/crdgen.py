@@ -223,12 +223,44 @@ def all_crds() -> dict[str, str]:
     }
 
 
-def write(directory: Path, chart_crds: Path | None = None) -> list[Path]:
-    """Write `all_crds()` into `directory`, and the CRDs alone into the chart's `crds/`."""
+_RELEASE_NAMESPACE = "RELEASE-NAMESPACE-PLACEHOLDER"
+_SERVICE_ACCOUNT = "SERVICE-ACCOUNT-PLACEHOLDER"
+_PLAIN_LABELS = "  labels:\n    app.kubernetes.io/part-of: spacesecrets\n"
+CHART_POLICY_TEMPLATE = "admission-policy.yaml"
+
+
+def chart_admission_template() -> str:
+    """The chart's admission policies: the same builders' output, with the operator's identity
+    taken from the release (its namespace and ServiceAccount) and the chart's labels."""
+    text = yaml.safe_dump_all(
+        manifests.admission_policies(_RELEASE_NAMESPACE, _SERVICE_ACCOUNT),
+        sort_keys=False,
+        width=100,
+    )
+    text = text.replace(_RELEASE_NAMESPACE, "{{ .Release.Namespace }}")
+    text = text.replace(_SERVICE_ACCOUNT, '{{ include "spacesecrets.serviceAccountName" . }}')
+    text = text.replace(
+        _PLAIN_LABELS, '  labels:\n    {{- include "spacesecrets.labels" . | nindent 4 }}\n'
+    )
+    header = (
+        "# Generated from operator/spacesecrets/manifests.py by `make crds`. Do not edit.\n"
+        "# Owners are enforced inside the API server (no webhook to be down); the operator's\n"
+        "# identity is this release's namespace and ServiceAccount.\n"
+    )
+    return header + text
+
+
+def write(
+    directory: Path, chart_crds: Path | None = None, chart_templates: Path | None = None
+) -> list[Path]:
+    """Write `all_crds()` into `directory`, the CRDs alone into the chart's `crds/`, and the
+    admission policies into the chart's templates."""
     paths = []
     targets = [(directory, all_crds())]
     if chart_crds is not None:
         targets.append((chart_crds, {n: t for n, t in all_crds().items() if n.startswith(GROUP)}))
+    if chart_templates is not None:
+        targets.append((chart_templates, {CHART_POLICY_TEMPLATE: chart_admission_template()}))
     for folder, files in targets:
         folder.mkdir(parents=True, exist_ok=True)
         for name, text in files.items():

@@ -189,9 +189,28 @@ class LocalCluster:
             for d in yaml.safe_load_all(t)
         ]
         self.apply(rest)
+        self._wait_for_admission()
         self.cp.kubectl("create", "namespace", OPERATOR_NAMESPACE, check=False)
         self.apply(public_keys_reader(OPERATOR_NAMESPACE))
         self.apply(manifests.operator_identity(OPERATOR_NAMESPACE, OPERATOR_SERVICE_ACCOUNT))
+
+    def _wait_for_admission(self) -> None:
+        """The admission policies judge the new kinds only once the API server has resolved
+        their schemas (until then a write is refused as 'not found'): wait for a dry run."""
+        probe = {
+            "apiVersion": "spacesecrets.io/v1alpha1",
+            "kind": "SpaceSecrets",
+            "metadata": {"name": "admission-probe", "namespace": "default"},
+            "spec": {"owners": [{"kind": "User", "name": "probe"}], "data": {}},
+        }
+        text = yaml.safe_dump(probe)
+        wait_for(
+            "the admission policies to judge SpaceSecrets",
+            lambda: self.cp.kubectl(
+                "create", "--dry-run=server", "-f", "-", input=text, check=False
+            ).returncode
+            == 0,
+        )
 
     def operator_kubeconfig(self) -> Path:
         """A kubeconfig for the operator's ServiceAccount: exactly the chart's RBAC."""

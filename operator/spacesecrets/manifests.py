@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from spacesecrets import GROUP
-from spacesecrets.access import OWNER_CLUSTER_ROLE, VIEWER_CLUSTER_ROLE
+from spacesecrets import GROUP, MANAGED_BY
+from spacesecrets.access import OWNER_CLUSTER_ROLE, OWNERS_ROLE_BINDING, VIEWER_CLUSTER_ROLE
+from spacesecrets.provenance import APPROVE, AUTHORIZED_BY, CLUSTER_ADMINS, CREATED_BY
 
 OPERATOR_ROLE = "spacesecrets-operator"
 PUBLIC_KEYS_READER = "spacesecrets-public-keys-reader"
@@ -18,6 +19,14 @@ POLICY_SPACES = "spacesecrets-owners-spaces"
 POLICY_NEW_SPACES = "spacesecrets-owners-new-spaces"
 POLICY_FLOWS = "spacesecrets-owners-flows"
 POLICY_STATUS = "spacesecrets-status"
+POLICY_OWNERS_BINDING = "spacesecrets-owners-binding"
+POLICY_OPERATOR_NAMESPACE = "spacesecrets-operator-namespace"
+POLICY_PROVENANCE = "spacesecrets-provenance"
+STAMP_PROVENANCE = "spacesecrets-stamp-provenance"
+# The control plane's own controllers that delete what a namespace or an owner leaves behind
+# (with --use-service-account-credentials, as kubeadm and most distributions run them).
+NAMESPACE_CONTROLLER = "system:serviceaccount:kube-system:namespace-controller"
+GARBAGE_COLLECTOR = "system:serviceaccount:kube-system:generic-garbage-collector"
 _LABELS = {"app.kubernetes.io/part-of": "spacesecrets"}
 _KINDS = ["spacesecrets", "flowsecretsyncs"]
 
@@ -78,12 +87,18 @@ def operator_rules() -> list[dict[str, Any]]:
         _rule([""], ["secrets", "configmaps"], ["get", "list", "watch", "create", "update"]),
         _rule([""], ["events"], ["create", "patch"]),
         _rule(["events.k8s.io"], ["events"], ["create", "patch"]),
-        _rule(["rbac.authorization.k8s.io"], ["rolebindings"], ["get", "create", "update"]),
+        # the owners' RoleBindings, watched so that a deleted or edited one is repaired at once
+        _rule(
+            ["rbac.authorization.k8s.io"],
+            ["rolebindings"],
+            ["get", "list", "watch", "create", "update"],
+        ),
         # may bind exactly the owner role, nothing more
         _rule(["rbac.authorization.k8s.io"], ["clusterroles"], ["bind"], [OWNER_CLUSTER_ROLE]),
         _rule(["apps"], ["deployments", "statefulsets"], ["get", "list", "watch"]),
         _rule(["apiextensions.k8s.io"], ["customresourcedefinitions"], ["list", "watch"]),
-        _rule([""], ["namespaces"], ["list", "watch"]),
+        # get: the UID of a space's namespace, which tells a namespace created again from the old
+        _rule([""], ["namespaces"], ["get", "list", "watch"]),
         _rule(["kopf.dev"], ["clusterkopfpeerings"], ["get", "list", "watch", "patch"]),
     ]
 
@@ -133,14 +148,17 @@ def operator_identity(namespace: str, service_account: str) -> list[dict[str, An
 
 
 def _exempt(operator_namespace: str, service_account: str) -> str:
-    """CEL: requests the policies do not judge (cluster admins, the operator, the control plane's
-    own controllers -- e.g. the namespace controller deleting a namespace)."""
+    """CEL: requests the owner policies do not judge: cluster admins, the operator, and the two
+    controllers of the control plane that delete what a namespace or an owner leaves behind
+    (the namespace controller deleting a namespace, the garbage collector following owner
+    references). No other ServiceAccount of kube-system is exempt."""
     sa = f"system:serviceaccount:{operator_namespace}:{service_account}"
     return (
         "!(has(request.userInfo.groups) && request.userInfo.groups.exists(g, "
-        "g == 'system:masters' || g == 'system:serviceaccounts:kube-system')) && "
+        f"g == '{CLUSTER_ADMINS}')) && "
         f"request.userInfo.username != '{sa}' && "
-        "request.userInfo.username != 'system:kube-controller-manager'"
+        f"request.userInfo.username != '{NAMESPACE_CONTROLLER}' && "
+        f"request.userInfo.username != '{GARBAGE_COLLECTOR}'"
     )
 
 
@@ -156,14 +174,16 @@ _OWNER_LIST = "variables.owners.map(o, o.kind + ' ' + o.name).join(', ')"
 _NOT_ONE = "'; ' + request.userInfo.username + ' is not one'"
 
 
-def _rules(resources: list[str], operations: list[str]) -> dict[str, Any]:
+def _rules(
+    resources: list[str], operations: list[str], group: str = GROUP, version: str = "*"
+) -> dict[str, Any]:
     # Admission rules name subresources explicitly ("spacesecrets/status"), so a rule for
     # "spacesecrets" never matches a status write and vice versa.
     return {
         "resourceRules": [
             {
-                "apiGroups": [GROUP],
-                "apiVersions": ["*"],
+                "apiGroups": [group],
+                "apiVersions": [version],
                 "operations": operations,
                 "resources": resources,
             }
@@ -174,8 +194,7 @@ def _rules(resources: list[str], operations: list[str]) -> dict[str, Any]:
 def _policy(
     name: str,
     match: dict[str, Any],
-    operator_namespace: str,
-    service_account: str,
+    conditions: list[dict[str, str]],
     *,
     validation: dict[str, str],
     owners: str | None = None,
@@ -184,11 +203,10 @@ def _policy(
     spec: dict[str, Any] = {
         "failurePolicy": "Fail",
         "matchConstraints": match,
-        "matchConditions": [
-            {"name": "not-exempt", "expression": _exempt(operator_namespace, service_account)}
-        ],
         "validations": [{**validation, "reason": "Forbidden"}],
     }
+    if conditions:
+        spec["matchConditions"] = conditions
     if owners:
         spec["variables"] = [{"name": "owners", "expression": owners}]
     if param_kind:
@@ -202,17 +220,167 @@ def _policy(
     }
 
 
-def _binding(name: str, parameter_not_found: str | None = None) -> dict[str, Any]:
-    spec: dict[str, Any] = {"policyName": name, "validationActions": ["Deny"]}
+def _binding(
+    name: str, parameter_not_found: str | None = None, kind: str = "ValidatingAdmissionPolicy"
+) -> dict[str, Any]:
+    spec: dict[str, Any] = {"policyName": name}
+    if kind == "ValidatingAdmissionPolicy":
+        spec["validationActions"] = ["Deny"]
     if parameter_not_found:
         # no namespace: a namespaced paramKind is looked up in the request's namespace
         spec["paramRef"] = {"selector": {}, "parameterNotFoundAction": parameter_not_found}
     return {
         "apiVersion": "admissionregistration.k8s.io/v1",
-        "kind": "ValidatingAdmissionPolicyBinding",
+        "kind": f"{kind}Binding",
         "metadata": {"name": name, "labels": dict(_LABELS)},
         "spec": spec,
     }
+
+
+def _annotation(obj: str, key: str) -> str:
+    """CEL: the annotation `key` of `obj` ('' when absent)."""
+    return f"{obj}.metadata.?annotations[?'{key}'].orValue('')"
+
+
+# CEL: the requester as the API server authenticated it, as a JSON document (provenance.Identity).
+# strings.quote escapes like JSON but for two control characters, which Identity.parse maps.
+STAMP = (
+    "'{\"user\":' + strings.quote(request.userInfo.username) + ',\"groups\":[' + "
+    "(has(request.userInfo.groups) ? "
+    "request.userInfo.groups.map(g, strings.quote(g)).join(',') : '') + ']}'"
+)
+
+
+def _stamps() -> dict[str, str]:
+    """CEL, per kind: the provenance annotation's value after the request.
+
+    A SpaceSecrets keeps who created it. A FlowSecretSync is re-stamped whenever its spec or its
+    approval annotation changes, so its stamp always names who authorized what it asks for now.
+    Whatever the request itself carried in these annotations is never kept."""
+    flow_changed = (
+        "request.operation == 'CREATE' || object.spec != oldObject.spec || "
+        f"{_annotation('object', APPROVE)} != {_annotation('oldObject', APPROVE)}"
+    )
+    return {
+        "spacesecrets": (
+            f"request.operation == 'CREATE' ? {STAMP} : {_annotation('oldObject', CREATED_BY)}"
+        ),
+        "flowsecretsyncs": (
+            f"({flow_changed}) ? {STAMP} : {_annotation('oldObject', AUTHORIZED_BY)}"
+        ),
+    }
+
+
+_STAMP_KEYS = {"spacesecrets": CREATED_BY, "flowsecretsyncs": AUTHORIZED_BY}
+
+
+def provenance_policies() -> list[dict[str, Any]]:
+    """Who created a space or authorized a flow, stamped by the API server itself.
+
+    A MutatingAdmissionPolicy per kind writes the stamp on every create and update, for every
+    requester (cluster admins and the operator included), overwriting what the request carried;
+    a ValidatingAdmissionPolicy refuses any object whose stamp is not the one the API server
+    computes, so a forged stamp cannot get in even with the mutating policy missing."""
+    docs: list[dict[str, Any]] = []
+    for plural, stamp in _stamps().items():
+        key = _STAMP_KEYS[plural]
+        name = f"{STAMP_PROVENANCE}-{plural}"
+        docs.append(
+            {
+                "apiVersion": "admissionregistration.k8s.io/v1",
+                "kind": "MutatingAdmissionPolicy",
+                "metadata": {"name": name, "labels": dict(_LABELS)},
+                "spec": {
+                    "failurePolicy": "Fail",
+                    "matchConstraints": _rules([plural], ["CREATE", "UPDATE"]),
+                    "reinvocationPolicy": "IfNeeded",
+                    "mutations": [
+                        {
+                            "patchType": "ApplyConfiguration",
+                            "applyConfiguration": {
+                                "expression": (
+                                    "Object{metadata: Object.metadata{annotations: "
+                                    f"{{'{key}': {stamp}}}}}}}"
+                                )
+                            },
+                        }
+                    ],
+                },
+            }
+        )
+        docs.append(_binding(name, kind="MutatingAdmissionPolicy"))
+        docs.append(
+            _policy(
+                f"{POLICY_PROVENANCE}-{plural}",
+                _rules([plural], ["CREATE", "UPDATE"]),
+                [],
+                validation={
+                    "expression": f"{_annotation('object', key)} == ({stamp})",
+                    "messageExpression": (
+                        f"'the annotation {key} is stamped by the API server (who created or "
+                        "authorized the object); it may not be set or changed by a request'"
+                    ),
+                },
+            )
+        )
+        docs.append(_binding(f"{POLICY_PROVENANCE}-{plural}"))
+    return docs
+
+
+def _not_exempt(operator_namespace: str, service_account: str) -> list[dict[str, str]]:
+    return [{"name": "not-exempt", "expression": _exempt(operator_namespace, service_account)}]
+
+
+def _owners_binding_policy(operator_namespace: str, service_account: str) -> dict[str, Any]:
+    """Only the operator writes the owners' RoleBinding: nobody else may create one of that name,
+    and nobody else may change or delete the one it manages (a RoleBinding of that name it did
+    not create stays its creator's, and is reported by the operator, never overwritten)."""
+    ours = "app.kubernetes.io/managed-by"
+
+    def managed(obj: str) -> str:
+        return f"({obj} != null && {obj}.metadata.?labels[?'{ours}'].orValue('') == '{MANAGED_BY}')"
+
+    return _policy(
+        POLICY_OWNERS_BINDING,
+        _rules(["rolebindings"], ["CREATE", "UPDATE", "DELETE"], "rbac.authorization.k8s.io"),
+        [
+            {"name": "owners-binding", "expression": f"request.name == '{OWNERS_ROLE_BINDING}'"},
+            *_not_exempt(operator_namespace, service_account),
+        ],
+        validation={
+            "expression": (
+                f"request.operation != 'CREATE' && !{managed('oldObject')} && !{managed('object')}"
+            ),
+            "messageExpression": (
+                f"'RoleBinding {OWNERS_ROLE_BINDING} is written by the spacesecrets operator "
+                "from spec.owners of the namespace\\'s SpaceSecrets; change the owners there; ' + "
+                "request.userInfo.username + ' may not ' + request.operation.lowerAscii() + ' it'"
+            ),
+        },
+    )
+
+
+def _operator_namespace_policy(operator_namespace: str) -> dict[str, Any]:
+    """No space or flow in the operator's own namespace: its key ring and every space's history
+    live there, and a flow there would project into the namespace that holds them."""
+    return _policy(
+        POLICY_OPERATOR_NAMESPACE,
+        _rules(_KINDS, ["CREATE"]),
+        [
+            {
+                "name": "operator-namespace",
+                "expression": f"request.namespace == '{operator_namespace}'",
+            }
+        ],
+        validation={
+            "expression": "false",
+            "messageExpression": (
+                f"'namespace {operator_namespace} is the spacesecrets operator\\'s own namespace "
+                "(its keys and every space\\'s history live there); ' + request.resource.resource "
+                "+ ' are not served in it: use another namespace'"
+            ),
+        },
+    )
 
 
 def admission_policies(
@@ -228,11 +396,16 @@ def admission_policies(
       would make its creator an owner of the namespace's flows).
     - flows: create/update/delete of a FlowSecretSync only by the owners of the namespace's
       SpaceSecrets (the policy's parameters, from the API server's cache). With no SpaceSecrets
-      there are no owners and no secrets to protect: RBAC alone decides (the operator reports
-      such a flow `SpaceMissing`).
+      there are no owners: RBAC alone decides, and the stamp of who did it (see
+      `provenance_policies`) lets the operator refuse such a flow secrets until an owner
+      approves it.
     - status: only the operator writes the status of either kind (a wildcard role would
       otherwise let anyone forge `Synced` or versions).
+    - the owners' RoleBinding: only the operator writes it.
+    - the operator's namespace: no space or flow is created there.
+    - provenance: who created each space and who authorized each flow, stamped by the API server.
     """
+    exempt = _not_exempt(operator_namespace, service_account)
 
     def owners_message(what: str) -> str:
         return (
@@ -247,8 +420,7 @@ def admission_policies(
     spaces = _policy(
         POLICY_SPACES,
         _rules(["spacesecrets"], ["UPDATE", "DELETE"]),
-        operator_namespace,
-        service_account,
+        exempt,
         validation={
             "expression": _IS_OWNER,
             "messageExpression": owners_message("its SpaceSecrets ' + request.name + '"),
@@ -258,8 +430,7 @@ def admission_policies(
     new_spaces = _policy(
         POLICY_NEW_SPACES,
         _rules(["spacesecrets"], ["CREATE"]),
-        operator_namespace,
-        service_account,
+        exempt,
         validation={
             "expression": _IS_OWNER,
             "messageExpression": (
@@ -276,8 +447,7 @@ def admission_policies(
     flows = _policy(
         POLICY_FLOWS,
         _rules(["flowsecretsyncs"], ["CREATE", "UPDATE", "DELETE"]),
-        operator_namespace,
-        service_account,
+        exempt,
         validation={
             "expression": _IS_OWNER,
             "messageExpression": owners_message("FlowSecretSyncs"),
@@ -288,8 +458,7 @@ def admission_policies(
     status = _policy(
         POLICY_STATUS,
         _rules(["spacesecrets/status", "flowsecretsyncs/status"], ["CREATE", "UPDATE"]),
-        operator_namespace,
-        service_account,
+        exempt,
         validation={
             "expression": "false",
             "messageExpression": (
@@ -303,6 +472,8 @@ def admission_policies(
         new_spaces,
         flows,
         status,
+        _owners_binding_policy(operator_namespace, service_account),
+        _operator_namespace_policy(operator_namespace),
         _binding(POLICY_SPACES),
         _binding(POLICY_NEW_SPACES, "Allow"),
         # With no SpaceSecrets there are no owners and nothing to protect. Parameters are
@@ -311,4 +482,7 @@ def admission_policies(
         # a GitOps apply of a space with its flows would race the API server's parameter cache.
         _binding(POLICY_FLOWS, "Allow"),
         _binding(POLICY_STATUS),
+        _binding(POLICY_OWNERS_BINDING),
+        _binding(POLICY_OPERATOR_NAMESPACE),
+        *provenance_policies(),
     ]

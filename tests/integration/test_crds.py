@@ -20,6 +20,8 @@ def test_crds_folder_equals_generated_output() -> None:
     assert on_disk == generated, "crds/ is stale: run `make crds`"
     chart = {p.name: p.read_text() for p in (ROOT / "charts/spacesecrets/crds").glob("*.yaml")}
     assert chart == {n: t for n, t in generated.items() if n.startswith("spacesecrets.io_")}
+    template = ROOT / "charts/spacesecrets/templates" / crdgen.CHART_POLICY_TEMPLATE
+    assert template.read_text() == crdgen.chart_admission_template(), "run `make crds`"
 
 
 def test_every_field_has_a_description() -> None:
