@@ -63,9 +63,27 @@ def normalized(items: Sequence[Mapping[str, Any]]) -> list[tuple[str, str, str]]
 
 
 def role_binding_current(existing: Mapping[str, Any], desired: Mapping[str, Any]) -> bool:
+    """Whether an existing binding grants exactly what the owners should have: the same subjects
+    and the whole roleRef (apiGroup, kind and name), and is still marked as ours."""
     return bool(
         normalized(existing.get("subjects") or []) == normalized(desired["subjects"])
-        and (existing.get("roleRef") or {}).get("name") == desired["roleRef"]["name"]
+        and dict(existing.get("roleRef") or {}) == desired["roleRef"]
+        and managed(existing)
+    )
+
+
+def managed(existing: Mapping[str, Any]) -> bool:
+    """Whether spacesecrets made this RoleBinding (its mark): one it did not make is never
+    overwritten."""
+    labels = (existing.get("metadata") or {}).get("labels") or {}
+    return bool(labels.get("app.kubernetes.io/managed-by") == MANAGED_BY)
+
+
+def not_managed_message(namespace: str) -> str:
+    return (
+        f"RoleBinding {OWNERS_ROLE_BINDING} in namespace {namespace} exists and was not created "
+        "by spacesecrets; it is left untouched, so the owners get no role from spacesecrets: "
+        "delete it to let the operator bind the owners"
     )
 
 

@@ -23,6 +23,8 @@ from spacesecrets import schedule
 from spacesecrets.kube import NamespaceTerminating, Permanent, Temporary
 from spacesecrets.reconcile import (
     DRIFT,
+    OWNERS_CHANGED,
+    OWNERS_DRIFT,
     RESTORED_ANNOTATION,
     RESUME,
     ROLLBACK_ANNOTATION,
@@ -107,12 +109,13 @@ class Controller:
             self._forget(key)
             return
         before = self.op.flows.get((ns, name))
-        seen = (before.uid, before.generation) if before else None
+        seen = (before.uid, before.generation, before.authorized_by) if before else None
         entry = self.op.register_flow(body)
         if entry.deleting:  # its target is left to garbage collection
             self._forget(key)
             return
-        if seen != (entry.uid, entry.generation):
+        # an approval changes only the API server's stamp of who authorized the flow
+        if seen != (entry.uid, entry.generation, entry.authorized_by):
             if before is not None:
                 reason = "update"
             else:
@@ -127,6 +130,12 @@ class Controller:
 
     def target_drifted(self, namespace: str, name: str) -> None:
         self.queue.add((FLOW, namespace, name), DRIFT)
+
+    def owners_drifted(self, namespace: str) -> None:
+        """Someone else deleted or edited a space's owners RoleBinding: repair it now."""
+        store = self.op.space_owners.get(namespace)
+        if store is not None:
+            self.queue.add((SPACE, namespace, store.name), OWNERS_DRIFT)
 
     def _forget(self, key: Key) -> None:
         self.queue.forget(key)
@@ -214,6 +223,8 @@ class Controller:
             self.op.reconcile_space(body)
         elif reason == DELETED:
             self.op.space_deleted(ns, name)
+        elif reason == OWNERS_DRIFT:
+            self.op.repair_owners(ns)
 
     def _failed(self, key: Key, reason: str, exc: Exception) -> None:
         self._handled.pop(key, None)  # the next event of this object is worth a reconcile
@@ -255,6 +266,8 @@ class Controller:
             flow = (FLOW, ns, entry.name)
             if flow in waiting or not entry.synced:
                 self.queue.add(flow, SPACE_READY)
+        for entry in self.op.flows_to_recheck(ns):
+            self.queue.add((FLOW, ns, entry.name), OWNERS_CHANGED)
 
     # -- peering ------------------------------------------------------------------------------
 

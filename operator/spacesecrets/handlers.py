@@ -17,7 +17,7 @@ from typing import Any
 
 import kopf
 
-from spacesecrets import GROUP
+from spacesecrets import GROUP, MANAGED_BY
 from spacesecrets.controller import Controller
 from spacesecrets.kube import CONNECTIONS, Kube, NamespaceTerminating, Permanent, Temporary
 from spacesecrets.metrics import Metrics
@@ -29,6 +29,7 @@ from spacesecrets.settings import Settings
 log = logging.getLogger("spacesecrets")
 # projected targets only: the histories and the key ring are ours too, but nobody else's to edit
 TARGETS = {FLOW_LABEL: kopf.PRESENT}
+OWNED = {"app.kubernetes.io/managed-by": MANAGED_BY}  # our owners' RoleBindings
 WORKERS = 16  # reconciles at once: each holds one of the client's connections while it waits
 MEMORY_TRIM_SECONDS = 15.0
 LIST_CHUNK = 100  # objects a page when kopf lists a resource (a space is ~20 KB parsed)
@@ -157,6 +158,14 @@ async def target_changed(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) 
     flow = _operator(memo).target_event(str(type), body)
     if flow is not None:
         _controller(memo).target_drifted(*flow)
+
+
+@kopf.on.event("rbac.authorization.k8s.io", "v1", "rolebindings", labels=OWNED)
+async def role_binding_changed(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """An owners' RoleBinding changed: repair it at once if someone else deleted or edited it."""
+    namespace = _operator(memo).role_binding_event(str(type), body)
+    if namespace is not None:
+        _controller(memo).owners_drifted(namespace)
 
 
 @kopf.on.event("apps", "v1", "deployments")

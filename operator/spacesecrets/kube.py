@@ -228,6 +228,11 @@ class Kube:
     def _core(kind: str, namespace: str, name: str = "") -> str:
         return f"/api/v1/namespaces/{namespace}/{_CORE[kind]}" + (f"/{name}" if name else "")
 
+    def namespace_uid(self, name: str) -> str:
+        """The UID of a namespace (a namespace deleted and created again has a new one)."""
+        ns = self._request(f"get namespace {name}", "GET", f"/api/v1/namespaces/{name}")
+        return str(ns["metadata"]["uid"])
+
     def get(self, kind: str, namespace: str, name: str) -> dict[str, Any]:
         out = self._request(
             f"get {kind} {namespace}/{name}", "GET", self._core(kind, namespace, name)

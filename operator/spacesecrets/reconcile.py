@@ -16,12 +16,13 @@ import hashlib
 import json
 import logging
 import math
+import re
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
-from spacesecrets import access, crypto, projection, schedule, versions
+from spacesecrets import access, crypto, projection, provenance, schedule, versions
 from spacesecrets.conditions import get_condition, now_rfc3339, parse_rfc3339, set_condition
 from spacesecrets.kube import SPACES, AlreadyExists, Kube, NotFound, Permanent, Temporary
 from spacesecrets.metrics import Metrics, State
@@ -33,7 +34,9 @@ log = logging.getLogger("spacesecrets")
 ROLLBACK_ANNOTATION = "spacesecrets.io/rollback-to"
 RESTORED_ANNOTATION = "spacesecrets.io/restored-from"
 SPACE_LABEL = "spacesecrets.io/space"
+ARCHIVE_LABEL = "spacesecrets.io/archived-space"  # the history of a deleted space set aside
 HISTORY_PREFIX = "history-"
+ARCHIVE_PREFIX = "archive-"  # + the deleted SpaceSecrets' uid
 
 # Condition reasons and event reasons: constants, so alerts and tests can match on them.
 UNSEALED = "Unsealed"
@@ -57,8 +60,22 @@ DRIFT = "drift"
 RESUME = "resume"  # a flow issued before this process started
 SPACE_READY = "space ready"
 SYNC_MESSAGE = "🆗 Synced"
+OWNERS_CHANGED = "owners changed"
+OWNERS_DRIFT = "owners binding drift"
+APPROVAL_REQUIRED = "ApprovalRequired"
+OPERATOR_NAMESPACE = "OperatorNamespace"
+RESTORE_NOT_ALLOWED = "RestoreNotAllowed"
+RESTORED = "Restored"
+ROLE_BINDING_NOT_OWNED = "RoleBindingNotOwned"
+OWNERS_BOUND = "OwnersBound"
 
 Event = tuple[str, str, str]  # type, reason, message
+Refusal = tuple[bool, str]  # whether a new store continues a deleted one's history, and why
+_UID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+_OPERATOR_NAMESPACE_MESSAGE = (
+    "this is the spacesecrets operator's own namespace (its keys and every space's history "
+    "live here): spaces and flows are not served in it; use another namespace"
+)
 
 
 class SpaceNotReady(Temporary):
@@ -87,6 +104,7 @@ class FlowEntry:
     target_fingerprint: str | None = None
     template_hash: str | None = None
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    authorized_by: str | None = None  # the API server's stamp (provenance.AUTHORIZED_BY)
 
     @property
     def status(self) -> dict[str, Any]:
@@ -126,6 +144,14 @@ def template_hash(workload: Mapping[str, Any]) -> str:
     return hashlib.sha256(json.dumps(template, sort_keys=True).encode()).hexdigest()
 
 
+class SpaceOwners(NamedTuple):
+    """Who owns a space's current store (from its spec, kept with its history)."""
+
+    name: str
+    uid: str
+    owners: tuple[provenance.Owner, ...]
+
+
 class Operator:
     def __init__(
         self,
@@ -156,6 +182,7 @@ class Operator:
         self._history_exists: set[str] = set()
         self._space_index: dict[str, dict[str, tuple[str, str]]] = {}
         self._owners_written: dict[str, list[tuple[str, str, str]]] = {}
+        self.space_owners: dict[str, SpaceOwners] = {}
 
     def now(self) -> str:
         return now_rfc3339(self.clock())
@@ -380,6 +407,9 @@ class Operator:
         ring = self.require_ring()
 
         self.observe_space(body)
+        if ns == self.settings.namespace:
+            self._space_failed(body, status, OPERATOR_NAMESPACE, _OPERATOR_NAMESPACE_MESSAGE)
+            return
         history, rv = self.read_history(ns)
         primary = self._primary_space(ns, history)
         if primary is not None and primary != name:
@@ -391,6 +421,7 @@ class Operator:
                 "a space has exactly one store, this one is ignored",
             )
             return
+        history, rv, refusal = self._take_history(body, history, rv)
         if ROLLBACK_ANNOTATION in annotations:
             self._rollback(body, status, history, annotations[ROLLBACK_ANNOTATION])
             return
@@ -420,8 +451,9 @@ class Operator:
                 rollback_of = None
         else:
             rollback_of = None
-        uid_changed = history.index.get("spaceUid") != uid
-        history.index["spaceUid"] = uid
+        if not history.index.get("namespaceUid"):  # a new history: which namespace is it of
+            history.index["namespaceUid"] = self.kube.namespace_uid(ns)
+        facts_changed = _record_facts(history, body)
         change = versions.record(
             history,
             ring,
@@ -431,12 +463,12 @@ class Operator:
             rollback_of=rollback_of,
         )
         rewrapped = history.rewrapped(ring)
-        if change or rewrapped or new_history or uid_changed or history.deleted_at:
+        if change or rewrapped or new_history or facts_changed or history.deleted_at:
             history.index["deletedAt"] = None
             self.write_history(history, rv)
 
         self._remember_space(history, plain)
-        self.ensure_owners(ns, spec.get("owners") or [], name, uid, fresh=not status)
+        bound = self.ensure_owners(ns, spec.get("owners") or [], name, uid, fresh=not status)
 
         new_status = {
             **status,
@@ -453,6 +485,11 @@ class Operator:
             generation=generation,
             now=self.now(),
         )
+        new_status["conditions"] = self._owners_condition(body, new_status["conditions"], bound)
+        if refusal is not None:
+            new_status["conditions"] = self._restore_condition(
+                body, new_status["conditions"], refusal
+            )
         if change and rollback_of is not None:
             new_status["conditions"] = set_condition(
                 new_status["conditions"],
@@ -473,6 +510,143 @@ class Operator:
             self.kube.event(body, "Normal", VERSION_CREATED, text)
             log.info("space %s: %s", ns, text)  # key names only, like the Event
         self._write_status(SPACES, body, status, new_status)
+
+    def _owners_condition(
+        self, body: Mapping[str, Any], conditions: list[dict[str, Any]], problem: str | None
+    ) -> list[dict[str, Any]]:
+        """`OwnersBound`: whether the owners' RoleBinding is the one the operator keeps."""
+        generation = int(body["metadata"].get("generation", 0))
+        old = get_condition(conditions, OWNERS_BOUND) or {}
+        if problem is None:
+            if not old:
+                return conditions  # the usual case says nothing: no condition to keep
+            return set_condition(
+                conditions,
+                OWNERS_BOUND,
+                True,
+                "Bound",
+                f"RoleBinding {access.OWNERS_ROLE_BINDING} binds the owners",
+                generation=generation,
+                now=self.now(),
+            )
+        if (old.get("reason"), old.get("message")) != (ROLE_BINDING_NOT_OWNED, problem):
+            self.kube.event(body, "Warning", ROLE_BINDING_NOT_OWNED, problem)
+        return set_condition(
+            conditions,
+            OWNERS_BOUND,
+            False,
+            ROLE_BINDING_NOT_OWNED,
+            problem,
+            generation=generation,
+            now=self.now(),
+        )
+
+    def _restore_condition(
+        self, body: Mapping[str, Any], conditions: list[dict[str, Any]], refusal: Refusal
+    ) -> list[dict[str, Any]]:
+        """`Restore`: whether the store continues the history a deleted one left (said once)."""
+        allowed, message = refusal
+        reason = RESTORED if allowed else RESTORE_NOT_ALLOWED
+        self.kube.event(body, "Normal" if allowed else "Warning", reason, message)
+        return set_condition(
+            conditions,
+            "Restore",
+            allowed,
+            reason,
+            message,
+            generation=int(body["metadata"].get("generation", 0)),
+            now=self.now(),
+        )
+
+    # -- a new store and the history a deleted one left ----------------------------------------
+
+    def _take_history(
+        self, body: Mapping[str, Any], history: versions.History | None, rv: str
+    ) -> tuple[versions.History | None, str, Refusal | None]:
+        """The history a SpaceSecrets continues. Its own; or, for a new store, the history a
+        deleted one left -- only when a former owner (or a cluster admin) created it in the same
+        namespace, or asked for it by uid (`restore-from`). Anyone else starts afresh at version
+        1: the old history is set aside (kept for the retention period) and the refusal says who
+        may restore it. Returns the history (None: start afresh), its resourceVersion and what
+        to report, if anything."""
+        meta = body["metadata"]
+        ns, uid = meta["namespace"], meta["uid"]
+        annotations = meta.get("annotations") or {}
+        restore_from = str(annotations.get(provenance.RESTORE_FROM) or "")
+        if history is not None and history.index.get("spaceUid") in (None, uid):
+            return history, rv, None  # its own (or one that never had a store)
+        if history is None and not restore_from:
+            return None, rv, None
+        candidate = history
+        if restore_from and (history is None or history.index.get("spaceUid") != restore_from):
+            candidate = self._read_archive(ns, restore_from)
+        if candidate is None:
+            refusal: str | None = (
+                f"no history of a deleted SpaceSecrets with uid {restore_from[:40]!r} is kept "
+                f"for namespace {ns}; this SpaceSecrets starts at version 1"
+            )
+        else:
+            former = provenance.FormerSpace.of(candidate.index)
+            creator = provenance.Identity.parse(annotations.get(provenance.CREATED_BY))
+            namespace_uid = self.kube.namespace_uid(ns)
+            refusal = provenance.restore_refusal(
+                former, ns, namespace_uid, creator, restore_from or None
+            )
+        if refusal is not None or candidate is None:
+            if history is not None:
+                self._archive(history)
+            return None, rv, (False, str(refusal))
+        message = (
+            f"continues the history of the deleted SpaceSecrets {former.name} "
+            f"(uid {former.uid}, version {candidate.version})"
+        )
+        candidate.index["namespaceUid"] = namespace_uid  # restored into this namespace now
+        if candidate is not history:
+            if history is not None:
+                self._archive(history)
+            self.write_history(candidate, rv)  # the archived history takes the namespace's place
+            self._drop_archive(former.uid)
+            history, rv = self.read_history(ns)
+        return history, rv, (True, message)
+
+    def _archive(self, history: versions.History) -> None:
+        """Keep a deleted space's history aside under its uid (idempotent)."""
+        if not history.deleted_at:
+            history.index["deletedAt"] = self.now()
+        space_uid = str(history.index.get("spaceUid") or "unknown")
+        body: dict[str, Any] = {
+            "metadata": {
+                "name": f"{ARCHIVE_PREFIX}{space_uid}",
+                "namespace": self.settings.namespace,
+                "labels": {
+                    "app.kubernetes.io/managed-by": "spacesecrets",
+                    ARCHIVE_LABEL: history.namespace,
+                },
+            },
+            "type": "Opaque",
+            "data": {k: _b64(v) for k, v in history.to_data().items()},
+        }
+        with contextlib.suppress(AlreadyExists):
+            self.kube.create("Secret", self.settings.namespace, body)
+        log.info("space %s: set aside the history of SpaceSecrets %s", history.namespace, space_uid)
+
+    def _read_archive(self, namespace: str, space_uid: str) -> versions.History | None:
+        if not _UID.fullmatch(space_uid):
+            return None
+        try:
+            secret = self.kube.get(
+                "Secret", self.settings.namespace, f"{ARCHIVE_PREFIX}{space_uid}"
+            )
+        except NotFound:
+            return None
+        if (secret["metadata"].get("labels") or {}).get(ARCHIVE_LABEL) != namespace:
+            return None  # another namespace's: sealed for its name, never handed across
+        data, _ = self._cache_entry(secret)
+        return versions.History.from_data(namespace, data)
+
+    def _drop_archive(self, space_uid: str) -> None:
+        with contextlib.suppress(NotFound):
+            self.kube.delete("Secret", self.settings.namespace, f"{ARCHIVE_PREFIX}{space_uid}")
 
     def observe_space(self, body: Mapping[str, Any], deleted: bool = False) -> None:
         """Keep the in-memory index of live SpaceSecrets per namespace (from kopf's events)."""
@@ -633,8 +807,11 @@ class Operator:
             keys=index.get("keys", {}),
             values=plain,
         )
+        owners = tuple((str(k), str(n)) for k, n in index.get("owners") or [])
+        store = SpaceOwners(str(index.get("spaceName") or ""), str(index.get("spaceUid")), owners)
         with self._lock:
             self.spaces[history.namespace] = view
+            self.space_owners[history.namespace] = store
 
     def space_deleted(self, namespace: str, name: str) -> None:
         """The store is gone: keep its history for the retention period; flows keep their data."""
@@ -642,6 +819,7 @@ class Operator:
             return  # a duplicate was deleted, the store remains
         with self._lock:
             self.spaces.pop(namespace, None)
+            self.space_owners.pop(namespace, None)
             self._owners_written.pop(namespace, None)  # garbage collection removes the binding
         history, rv = self.read_history(namespace)
         if history is not None and not history.deleted_at:
@@ -653,17 +831,19 @@ class Operator:
     def ensure_owners(
         self,
         namespace: str,
-        owners: list[Mapping[str, Any]],
+        owners: Sequence[Mapping[str, Any]],
         name: str,
         uid: str,
         fresh: bool = False,
-    ) -> None:
+    ) -> str | None:
         """Write the owners' RoleBinding if it differs. `fresh`: the space was never reconciled,
-        so the binding most likely does not exist yet and is created without a read first."""
+        so the binding most likely does not exist yet and is created without a read first.
+        A RoleBinding of that name that spacesecrets did not create is never overwritten: what
+        is wrong is returned, for a condition and a Warning."""
         desired = access.desired_role_binding(namespace, owners, name, uid)
         subjects = access.normalized(desired["subjects"])
         if self._owners_written.get(namespace) == subjects:
-            return  # unchanged since we last wrote or saw it: no read needed
+            return None  # unchanged since we last wrote or saw it: no read needed
         if fresh:
             try:
                 self.kube.create_role_binding(namespace, desired)
@@ -675,10 +855,45 @@ class Operator:
             except NotFound:
                 self.kube.create_role_binding(namespace, desired)
             else:
+                if not access.managed(existing):
+                    return access.not_managed_message(namespace)
                 if not access.role_binding_current(existing, desired):
                     desired["metadata"]["resourceVersion"] = existing["metadata"]["resourceVersion"]
                     self.kube.replace_role_binding(namespace, desired)
         self._owners_written[namespace] = subjects
+        return None
+
+    def role_binding_event(self, event_type: str, obj: Mapping[str, Any]) -> str | None:
+        """An owners' RoleBinding we manage changed: the namespace whose binding to repair, when
+        someone else deleted or edited it (our own writes match what the space wants)."""
+        meta = obj.get("metadata") or {}
+        namespace = str(meta.get("namespace", ""))
+        if meta.get("name") != access.OWNERS_ROLE_BINDING:
+            return None
+        with self._lock:
+            store = self.space_owners.get(namespace)
+            live = bool(self._space_index.get(namespace))
+        if store is None or not live:
+            return None  # no store (any more): garbage collection removes its binding
+        owners = [{"kind": k, "name": n} for k, n in store.owners]
+        desired = access.desired_role_binding(namespace, owners, store.name, store.uid)
+        if event_type != "DELETED" and access.role_binding_current(obj, desired):
+            return None
+        with self._lock:
+            self._owners_written.pop(namespace, None)
+        return namespace
+
+    def repair_owners(self, namespace: str) -> None:
+        """Bring the owners' RoleBinding back to what the space's owners say."""
+        store = self.space_owners.get(namespace)
+        if store is None:
+            return
+        owners = [{"kind": k, "name": n} for k, n in store.owners]
+        problem = self.ensure_owners(namespace, owners, store.name, store.uid)
+        if problem:
+            log.warning("space %s: %s", namespace, problem)
+        else:
+            log.info("space %s: repaired RoleBinding %s", namespace, access.OWNERS_ROLE_BINDING)
 
     def load_space(self, namespace: str) -> bool:
         """Load a space's current version from the history (e.g. for a flow before its space's
@@ -690,22 +905,23 @@ class Operator:
         return True
 
     def housekeeping(self) -> None:
-        """Drop the history of spaces deleted longer ago than the retention period."""
+        """Drop the histories of spaces deleted longer ago than the retention period (those of
+        the namespaces and those set aside)."""
         cutoff = self.clock() - dt.timedelta(seconds=self.settings.history_retention)
-        for secret in self.kube.list_secrets(self.settings.namespace, SPACE_LABEL):
-            data = (secret.get("data") or {}).get("index.json")
-            if not data:
-                continue
-            deleted = json.loads(_unb64(data)).get("deletedAt")
-            if deleted and parse_rfc3339(deleted) < cutoff:
+        for label in (SPACE_LABEL, ARCHIVE_LABEL):
+            for secret in self.kube.list_secrets(self.settings.namespace, label):
+                data = (secret.get("data") or {}).get("index.json")
+                if not data:
+                    continue
+                deleted = json.loads(_unb64(data)).get("deletedAt")
+                if not deleted or parse_rfc3339(deleted) >= cutoff:
+                    continue
                 self.kube.delete("Secret", self.settings.namespace, secret["metadata"]["name"])
-                with self._lock:
-                    self._history_exists.discard(secret["metadata"]["labels"].get(SPACE_LABEL))
-                log.info(
-                    "dropped the history of %s (deleted %s)",
-                    secret["metadata"]["labels"].get(SPACE_LABEL),
-                    deleted,
-                )
+                namespace = (secret["metadata"].get("labels") or {}).get(label)
+                if label == SPACE_LABEL:
+                    with self._lock:
+                        self._history_exists.discard(namespace)
+                log.info("dropped a history of %s (deleted %s)", namespace, deleted)
 
     # =========================================================================================
     # FlowSecretSync
@@ -739,6 +955,7 @@ class Operator:
                 entry.spec, entry.flow_ref = flow, flow_ref
                 entry.generation = int(meta.get("generation", 0))
             entry.deleting = bool(meta.get("deletionTimestamp"))
+            entry.authorized_by = (meta.get("annotations") or {}).get(provenance.AUTHORIZED_BY)
             return entry
 
     def forget_flow(self, namespace: str, name: str) -> None:
@@ -794,8 +1011,24 @@ class Operator:
             "metadata": {"name": entry.name, "namespace": entry.namespace, "uid": entry.uid},
         }
 
+    def approval_problem(self, entry: FlowEntry) -> str | None:
+        """Why a flow must get nothing: no current owner created, changed or approved it."""
+        store = self.space_owners.get(entry.namespace)
+        owners = store.owners if store else ()
+        return provenance.flow_approval_problem(
+            entry.authorized_by, entry.name, entry.namespace, owners
+        )
+
+    def flows_to_recheck(self, namespace: str) -> list[FlowEntry]:
+        """After a space's reconcile: flows issued before whose authorization no longer holds
+        (an owner removed), so that they stop at once rather than at their next change."""
+        return [e for e in self.flows_in(namespace) if e.synced and self.approval_problem(e)]
+
     def _sync_flow(self, entry: FlowEntry, reason: str) -> None:
         flow, ns = entry.spec, entry.namespace
+        if ns == self.settings.namespace:
+            self._flow_failed(entry, OPERATOR_NAMESPACE, _OPERATOR_NAMESPACE_MESSAGE)
+            return
         space = self.spaces.get(ns)
         if space is None and self._space_exists(ns):
             if not self.load_space(ns):
@@ -807,6 +1040,10 @@ class Operator:
                 SPACE_MISSING,
                 f"namespace {ns} has no SpaceSecrets; the flow keeps its last projection",
             )
+            return
+        unapproved = self.approval_problem(entry)
+        if unapproved:
+            self._flow_failed(entry, APPROVAL_REQUIRED, unapproved)
             return
         if flow.target_kind == "ConfigMap" and not self.settings.allow_configmap_targets:
             self._flow_failed(
@@ -1069,6 +1306,21 @@ class Operator:
             if previous is not None and previous != digest and entry.spec.sync_on_save:
                 saved.append((entry.namespace, entry.name))
         return saved
+
+
+def _record_facts(history: versions.History, body: Mapping[str, Any]) -> bool:
+    """Keep in the history what a later restore is decided on: which store it belongs to and
+    its owners (beside the UID of its namespace). True if any changed."""
+    meta = body["metadata"]
+    owners = provenance.owners_of((body.get("spec") or {}).get("owners") or [])
+    facts = {
+        "spaceUid": meta["uid"],
+        "spaceName": meta["name"],
+        "owners": [list(o) for o in owners],
+    }
+    changed = any(history.index.get(k) != v for k, v in facts.items())
+    history.index.update(facts)
+    return changed
 
 
 def _status_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:

@@ -104,9 +104,10 @@ class WorkQueue:
                 await asyncio.wait_for(self._timer_event.wait(), delay)
 
 
-# Strongest first. A drift restore says so in an Event; "space ready" only syncs a flow that is not
-# synced yet, so any other reason must win over it.
-_STRONGER = ("drift", "save", "update", "create", "resume", "autosync")
+# Strongest first. A deleted space must be handled as deleted whatever else was queued for it; a
+# drift restore says so in an Event; "space ready" only syncs a flow that is not synced yet, so
+# any other reason must win over it (a flow rechecked because its space's owners changed too).
+_STRONGER = ("deleted", "drift", "save", "update", "create", "resume", "autosync", "owners changed")
 
 
 def merge(old: str | None, new: str) -> str:
