@@ -7,6 +7,7 @@ Values are read from stdin or files and sealed locally: no plaintext ever goes t
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import sys
@@ -18,7 +19,7 @@ from typing import Any, TypeVar
 import click
 import yaml
 
-from spacesecrets import API_VERSION, crypto
+from spacesecrets import API_VERSION, crypto, versions
 from spacesecrets.reconcile import ROLLBACK_ANNOTATION
 
 EXIT_USAGE = 2
@@ -238,23 +239,10 @@ class _PlainLoader(yaml.SafeLoader):
 
 
 def parse_values(text: str, filename: str) -> dict[str, tuple[str, bytes]]:
-    """Plain values in: a YAML mapping (strings are text, anything else JSON; or
+    """Plain values in: a YAML mapping (strings and dates are text, anything else JSON; or
     {format, value}) or a .env file (KEY=VALUE, text)."""
-    out: dict[str, tuple[str, bytes]] = {}
     if filename.endswith(".env") or filename == ".env":
-        for n, raw_line in enumerate(text.splitlines(), 1):
-            line = raw_line.strip()
-            if not line or line.startswith("#"):
-                continue
-            line = line.removeprefix("export ").lstrip()
-            key, sep, value = line.partition("=")
-            if not sep:
-                raise ValueError(f"{filename}:{n}: expected KEY=VALUE")
-            value = value.strip()
-            if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-                value = value[1:-1]
-            out[_check_key(key.strip())] = ("text", value.encode())
-        return out
+        return _parse_env(text, filename)
     if len(text) > MAX_INPUT_CHARS:
         raise ValueError(f"{filename} is over {MAX_INPUT_CHARS} characters")
     try:
@@ -269,6 +257,7 @@ def parse_values(text: str, filename: str) -> dict[str, tuple[str, bytes]]:
         raise ValueError(f"{filename} is nested too deeply") from None
     if not isinstance(doc, dict):
         raise ValueError(f"{filename} must be a mapping of KEY: value")
+    out: dict[str, tuple[str, bytes]] = {}
     for raw_key, value in doc.items():
         key = _check_key(str(raw_key))
         if isinstance(value, dict) and set(value) == {"format", "value"}:
@@ -276,15 +265,85 @@ def parse_values(text: str, filename: str) -> dict[str, tuple[str, bytes]]:
             if fmt not in ("text", "json"):
                 raise ValueError(f"{key}: format must be text or json")
             raw = value["value"]
-            data = (raw if isinstance(raw, str) else json.dumps(raw)) if fmt == "json" else str(raw)
             if fmt == "json":
-                _check_json(key, data)
+                data = raw if isinstance(raw, str) else _json_text(key, raw)
+                versions.check_json(key, data)
+            else:
+                data = _text(key, raw)
             out[key] = (fmt, data.encode())
-        elif isinstance(value, str):
-            out[key] = ("text", value.encode())
+        elif isinstance(value, str | dt.date):
+            out[key] = ("text", _text(key, value).encode())
         else:
-            out[key] = ("json", json.dumps(value).encode())
+            data = _json_text(key, value)
+            versions.check_json(key, data)
+            out[key] = ("json", data.encode())
     return out
+
+
+def _parse_env(text: str, filename: str) -> dict[str, tuple[str, bytes]]:
+    out: dict[str, tuple[str, bytes]] = {}
+    for n, raw_line in enumerate(text.splitlines(), 1):
+        line = raw_line.strip()
+        if not line or line.startswith("#"):
+            continue
+        line = line.removeprefix("export ").lstrip()
+        key, sep, value = line.partition("=")
+        if not sep:
+            raise ValueError(f"{filename}:{n}: expected KEY=VALUE")
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        out[_check_key(key.strip())] = ("text", value.encode())
+    return out
+
+
+def _text(key: str, value: Any) -> str:
+    """A YAML scalar as a text value: a date or timestamp as its ISO 8601 text."""
+    if isinstance(value, dt.date):  # a datetime is a date too
+        return value.isoformat()
+    if isinstance(value, bytes | set):
+        raise ValueError(f"{key}: {_not_json(value)}")
+    return str(value)
+
+
+def _json_text(key: str, value: Any) -> str:
+    """A YAML value as JSON text. Dates and timestamps, wherever they are, become ISO 8601
+    strings; types JSON has no form for are refused naming the key. NaN and Infinity are
+    written out as such, for `versions.check_json` to refuse with the message it gives in the
+    operator."""
+    try:
+        return json.dumps(_json_data(key, value))
+    except RecursionError:  # the YAML loader bounds the depth; this is the last guard
+        raise versions.JSONValueError(key, "nests too deeply") from None
+
+
+def _json_data(key: str, value: Any) -> Any:
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    if isinstance(value, dict):
+        return {_json_key(key, k): _json_data(key, v) for k, v in value.items()}
+    if isinstance(value, list | tuple):  # !!omap and !!pairs load as lists of tuples
+        return [_json_data(key, v) for v in value]
+    if value is None or isinstance(value, str | int | float):  # bool is an int
+        return value
+    raise ValueError(f"{key}: {_not_json(value)}")
+
+
+def _json_key(key: str, name: Any) -> Any:
+    if isinstance(name, dt.date):
+        return name.isoformat()
+    if name is None or isinstance(name, str | int | float):  # json.dumps writes these as text
+        return name
+    raise ValueError(f"{key}: {_not_json(name)} (as a mapping key)")
+
+
+def _not_json(value: Any) -> str:
+    """Why a YAML value cannot be sealed; names the type, never the value."""
+    if isinstance(value, bytes):
+        return "a YAML !!binary value cannot be sealed; give binary data as base64 text"
+    if isinstance(value, set | frozenset):
+        return "a YAML !!set cannot be sealed; use a list"
+    return f"a YAML value of type {type(value).__name__} cannot be sealed"
 
 
 def _check_key(key: str) -> str:
@@ -298,15 +357,6 @@ def _check_key(key: str) -> str:
             "not starting with a digit (e.g. PRODUCT_A_API_HOST)"
         )
     return key
-
-
-def _check_json(key: str, data: str) -> None:
-    try:
-        json.loads(data)
-    except json.JSONDecodeError as exc:
-        raise ValueError(
-            f"{key} is not valid JSON (line {exc.lineno}, column {exc.colno})"
-        ) from None
 
 
 def _parse_owner(text: str) -> dict[str, str]:
@@ -410,7 +460,11 @@ def set_(ctx: click.Context, key: str, from_file: Path | None, as_json: bool) ->
         data = data[:-1]  # `echo value | spacesecrets set KEY` means "value"
     fmt = "json" if as_json else "text"
     if as_json:
-        _check_json(key, data.decode())
+        try:
+            text = data.decode()
+        except UnicodeDecodeError:  # its message quotes a byte of the value
+            raise UserError(f"{key} is not UTF-8 text") from None
+        versions.check_json(key, text)
     client, namespace, space = _current_space(ctx)
     pub, _ = _public_key(ctx, None)
     sealed = crypto.seal(pub, namespace, key, fmt, data)

@@ -112,11 +112,15 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
 
+# Key material is left out of every repr (`field(repr=False)`): a ring in a log line, a
+# traceback's locals or a debugger shows kids, ids and dates only.
+
+
 @dataclass(frozen=True)
 class SealingKey:
     kid: str
     created: dt.datetime
-    private: X25519PrivateKey
+    private: X25519PrivateKey = field(repr=False)
 
     @property
     def public(self) -> X25519PublicKey:
@@ -127,7 +131,7 @@ class SealingKey:
 class MasterKey:
     id: str
     created: dt.datetime
-    secret: bytes
+    secret: bytes = field(repr=False)
 
 
 def _new_sealing_key(now: dt.datetime) -> SealingKey:

@@ -19,6 +19,10 @@ MAX_VALUE_BYTES = 64 * 1024
 MAX_TOTAL_BYTES = 192 * 1024
 MAX_PROJECTION_BYTES = 768 * 1024
 HISTORY_BUDGET_BYTES = 900 * 1024
+# How deeply arrays and objects may nest in a JSON value (a scalar is 0): far beyond any config a
+# flow reads, and far below the depth at which a recursive parser -- Python's, or the one in a
+# flow's runtime -- runs out of stack.
+MAX_JSON_DEPTH = 32
 
 
 class SettingsError(ValueError):

@@ -10,6 +10,8 @@ version number, so a lost or hand-edited status can never make a version be give
 from __future__ import annotations
 
 import json
+import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,6 +19,7 @@ from typing import Any
 from spacesecrets import crypto
 from spacesecrets.settings import (
     HISTORY_BUDGET_BYTES,
+    MAX_JSON_DEPTH,
     MAX_PROJECTION_BYTES,
     MAX_TOTAL_BYTES,
     MAX_VALUE_BYTES,
@@ -100,16 +103,99 @@ def _validate(key: str, fmt: str, raw: bytes) -> EntryError | None:
         return EntryError(key, INVALID_TEXT, f"{key} is not UTF-8 text")
     if fmt == "json":
         try:
-            json.loads(text)
-        except json.JSONDecodeError as exc:
-            # position only: the parser's message never quotes the document
-            return EntryError(
-                key,
-                INVALID_JSON,
-                f"{key} has format json but is not valid JSON "
-                f"(line {exc.lineno}, column {exc.colno})",
-            )
+            check_json(key, text)
+        except JSONValueError as exc:
+            return EntryError(key, INVALID_JSON, str(exc))
     return None
+
+
+# ---------------------------------------------------------------------------------------------
+# JSON values a flow can read
+# ---------------------------------------------------------------------------------------------
+
+
+class JSONValueError(ValueError):
+    """A JSON value a flow could not use. The message names the key and the cause, never the
+    value: the operator puts it in a condition and an Event, the CLI prints it."""
+
+    def __init__(self, key: str, cause: str) -> None:
+        super().__init__(f"{key}: JSON value is not valid for flows: {cause}")
+        self.key = key
+        self.cause = cause
+
+
+class _Refused(ValueError):
+    """Raised by the parser hooks below; `check_json` adds the key."""
+
+
+# One JSON string (escapes included; an unterminated one runs to the end of the text, so no
+# input makes the scan quadratic) or one bracket outside strings.
+_JSON_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*(?:"|\\?\Z)|[\[\]{}]', re.DOTALL)
+
+
+def json_depth(text: str) -> int:
+    """How deeply arrays and objects nest in a JSON text; a scalar is 0, `[]` and `{}` are 1.
+
+    A linear scan, no recursion, no parse: a hostile `[[[[...` is measured before any recursive
+    parser sees it. For a text that is not JSON the count is a bound, not an exact depth.
+    """
+    depth = deepest = 0
+    for match in _JSON_TOKEN.finditer(text):
+        bracket = match.group()[0]
+        if bracket in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif bracket in "]}":
+            depth = max(depth - 1, 0)
+    return deepest
+
+
+def _refuse_constant(name: str) -> Any:
+    # Python's json reads NaN, Infinity and -Infinity; JSON has no such values and a flow's
+    # JSON.parse refuses the whole SECRETS document that holds one.
+    raise _Refused(f"{name} is not allowed")
+
+
+def _finite_float(text: str) -> float:
+    number = float(text)
+    if not math.isfinite(number):  # 1e400 parses as inf and would be written out as Infinity
+        raise _Refused("a number is too large: it would be Infinity")
+    return number
+
+
+def _bounded_int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:  # over Python's limit on digits (sys.get_int_max_str_digits)
+        raise _Refused("a number has too many digits") from None
+
+
+def check_json(key: str, text: str) -> Any:
+    """Parse a JSON value as the operator will project it, or raise `JSONValueError`.
+
+    The one check for a JSON value, used by the operator on every spec and by the CLI before it
+    seals: valid JSON, no NaN/Infinity (in any spelling), nesting at most `MAX_JSON_DEPTH`.
+    Returns the parsed document.
+    """
+    depth = json_depth(text)
+    if depth > MAX_JSON_DEPTH:
+        raise JSONValueError(key, f"nests {depth} levels deep; the limit is {MAX_JSON_DEPTH}")
+    try:
+        return json.loads(
+            text,
+            parse_constant=_refuse_constant,
+            parse_float=_finite_float,
+            parse_int=_bounded_int,
+        )
+    except _Refused as exc:
+        raise JSONValueError(key, str(exc)) from None
+    except json.JSONDecodeError as exc:
+        # position only: the parser's message never quotes the document, and neither do we
+        raise JSONValueError(
+            key, f"syntax error at line {exc.lineno}, column {exc.colno}"
+        ) from None
+    except RecursionError:  # not reached after the scan above; kept so no depth is a traceback
+        raise JSONValueError(key, f"nests deeper than {MAX_JSON_DEPTH} levels") from None
 
 
 def projection_size(plain: Plain) -> int:

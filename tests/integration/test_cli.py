@@ -123,7 +123,7 @@ def test_seal_reads_dotenv(tmp_path: Path, space: Space) -> None:
     ("args", "stdin", "phrase"),
     [
         (("set", "1BAD"), "x", "is not a valid KEY"),
-        (("set", "GOOD", "--json"), "{not json", "not valid JSON"),
+        (("set", "GOOD", "--json"), "{not json", "JSON value is not valid for flows"),
         (("rollback", "--to", "99"), None, "not in the history"),
         (("unset", "NOPE"), None, "has no key NOPE"),
         (("seal", "-", "--owner", "User:a", "--format", "yaml"), "a: [", "not valid YAML"),

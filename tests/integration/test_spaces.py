@@ -112,6 +112,39 @@ def test_bad_input_is_refused_and_last_good_version_kept(space: Space, case: str
     assert space.condition()["status"] == "True"
 
 
+def test_json_a_flow_cannot_parse_is_refused_and_version_1_kept(space: Space) -> None:
+    """NaN and a too-deep document, sealed directly (the CLI would refuse them first): Python's
+    json reads both, a flow's JSON.parse would not read the SECRETS document holding them."""
+    space.apply({"GOOD": "keep-me"})
+    space.wait_version(1)
+    space.kubectl_apply(space.flow("reader", "reader-secrets"))
+    space.wait_condition("Synced", "True", None, "reader", "flowsecretsyncs")
+
+    def refused_for(cause: str) -> dict | None:
+        cond = space.condition()
+        return cond if cond.get("status") == "False" and cause in cond["message"] else None
+
+    for value, cause in [
+        ('{"a": NaN, "b": "hunter2"}', "NaN is not allowed"),
+        ("[" * 40 + '"hunter2"' + "]" * 40, "nests 40 levels deep; the limit is 32"),
+    ]:
+        space.apply({"GOOD": "keep-me", "CONF": space.sealed("CONF", value, "json")})
+        cond = wait_for(cause, lambda c=cause: refused_for(c))
+        assert cond["reason"] == "InvalidJSON"
+        assert cond["message"].startswith(f"CONF: JSON value is not valid for flows: {cause}")
+        assert "version 1 stays current" in cond["message"]
+        assert "hunter2" not in cond["message"]
+        events = wait_for(
+            "the Warning event",
+            lambda c=cause: [e for e in space.events("InvalidJSON") if c in e["message"]],
+        )
+        assert events[0]["type"] == "Warning" and "hunter2" not in events[0]["message"]
+        obj = space.get()
+        assert obj["status"]["version"] == 1
+        assert obj["status"]["observedGeneration"] == obj["metadata"]["generation"]
+        assert space.target_documents("reader-secrets")["SECRETS"] == {"GOOD": "keep-me"}
+
+
 def test_second_space_in_namespace_is_a_duplicate(space: Space) -> None:
     space.apply({"A": "1"})
     space.wait_version(1)

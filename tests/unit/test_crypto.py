@@ -7,6 +7,7 @@ import datetime as dt
 import hashlib
 
 import pytest
+from cryptography.hazmat.primitives import serialization
 
 from spacesecrets import crypto
 
@@ -136,3 +137,24 @@ def test_digest_is_keyed_and_covers_format() -> None:
     assert crypto.digest(k1, "text", b"v") == crypto.digest(k1, "text", b"v")
     assert crypto.digest(k1, "text", b"v") != crypto.digest(k2, "text", b"v")
     assert crypto.digest(k1, "text", b"1") != crypto.digest(k1, "json", b"1")
+
+
+def test_repr_shows_no_key_material() -> None:
+    """A ring in a log line, a traceback or a debugger shows kids, ids and dates only."""
+    ring = crypto.KeyRing.create(NOW).rotated(NOW)
+    secrets: list[bytes] = [m.secret for m in ring.masters]
+    secrets += [
+        k.private.private_bytes(
+            serialization.Encoding.Raw,
+            serialization.PrivateFormat.Raw,
+            serialization.NoEncryption(),
+        )
+        for k in ring.sealing
+    ]
+    shown = [repr(ring), str(ring), *map(repr, ring.masters), *map(repr, ring.sealing)]
+    for text in shown:
+        for secret in secrets:
+            for form in (secret.hex(), base64.b64encode(secret).decode(), repr(secret)[2:-1]):
+                assert form not in text
+        assert "secret=" not in text and "private=" not in text
+    assert ring.current.kid in repr(ring) and ring.master.id in repr(ring)
