@@ -13,6 +13,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from spacesecrets.settings import metrics_address
+
 
 @dataclass(frozen=True)
 class State:
@@ -61,8 +63,14 @@ class Metrics:
         """
         self.registry.register(_StateCollector(state))
 
-    def serve(self, port: int, addr: str = "0.0.0.0") -> None:  # noqa: S104 -- scraped in-cluster
-        start_http_server(port, addr=addr, registry=self.registry)
+    def serve(self, port: int, addr: str | None = None) -> tuple[str, int]:
+        """Serve /metrics on `addr` (default: the configured SPACESECRETS_METRICS_ADDRESS, see
+        `settings.metrics_address`) and `port` (0: any free port); returns the bound address."""
+        server, _ = start_http_server(
+            port, addr=metrics_address() if addr is None else addr, registry=self.registry
+        )
+        host, bound, *_ = server.server_address
+        return str(host), int(bound)
 
 
 class _StateCollector(Collector):

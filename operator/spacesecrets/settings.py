@@ -5,6 +5,7 @@ Pure core: builders never read globals; handlers hand them a `Settings`.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -24,6 +25,8 @@ HISTORY_BUDGET_BYTES = 900 * 1024
 # flow's runtime -- runs out of stack.
 MAX_JSON_DEPTH = 32
 
+DEFAULT_METRICS_ADDRESS = "0.0.0.0"  # noqa: S104 -- scraped in-cluster by default
+
 
 class SettingsError(ValueError):
     """A configuration value is malformed."""
@@ -35,6 +38,23 @@ def parse_duration(text: str) -> float:
     if not match:
         raise SettingsError(f"not a duration: {text!r} (use e.g. 30d, 12h, 1m, 10s)")
     return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+def metrics_address(env: Mapping[str, str] | None = None) -> str:
+    """The address /metrics listens on (SPACESECRETS_METRICS_ADDRESS), an IP address.
+
+    0.0.0.0 (the default) lets Prometheus scrape the pod; 127.0.0.1 keeps the metrics inside the
+    pod, for a sidecar or `kubectl port-forward`.
+    """
+    env = os.environ if env is None else env
+    text = env.get("SPACESECRETS_METRICS_ADDRESS", "").strip() or DEFAULT_METRICS_ADDRESS
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        raise SettingsError(
+            f"SPACESECRETS_METRICS_ADDRESS is not an IP address: {text!r}"
+            " (use 0.0.0.0, or 127.0.0.1 to keep metrics inside the pod)"
+        ) from None
 
 
 def _flag(value: str) -> bool:
@@ -54,6 +74,7 @@ class Settings:
     autosync_scale: float = 1.0
     watch_namespaces: tuple[str, ...] = field(default_factory=tuple)
     metrics_port: int = 8080
+    metrics_address: str = DEFAULT_METRICS_ADDRESS
     health_port: int = 8081
     peering: str = ""
     log_json: bool = False
@@ -73,6 +94,7 @@ class Settings:
                 autosync_scale=float(get("SPACESECRETS_AUTOSYNC_SCALE", "1")),
                 watch_namespaces=namespaces,
                 metrics_port=int(get("SPACESECRETS_METRICS_PORT", "8080")),
+                metrics_address=metrics_address(env),
                 health_port=int(get("SPACESECRETS_HEALTH_PORT", "8081")),
                 peering=get("SPACESECRETS_PEERING", ""),
                 log_json=get("SPACESECRETS_LOG_FORMAT", "text") == "json",

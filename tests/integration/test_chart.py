@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -60,6 +61,8 @@ NON_DEFAULT = [
     'tolerations=[{"key":"dedicated","operator":"Exists","effect":"NoSchedule"}]',
     "--set-json",
     'podAnnotations={"example.com/team":"platform"}',
+    "--set",
+    "metrics.networkPolicy.enabled=true",
 ]
 
 # Just enough of prometheus-operator's CRD for a server-side dry run of the ServiceMonitor.
@@ -146,6 +149,13 @@ def test_chart_lints_with_default_and_non_default_values() -> None:
         (["--set", "metrics.port=70000"], "/metrics/port"),
         (["--set", "metrics.serviceMonitor.bogus=1"], "'bogus' not allowed"),
         (["--set-json", 'watchNamespaces=["Not_A_Namespace"]'], "/watchNamespaces/0"),
+        (["--set", "metrics.bindAddress=localhost"], "/metrics/bindAddress"),
+        (["--set", "metrics.bindAddress=10.0.0.7"], "/metrics/bindAddress"),
+        (["--set-json", "metrics.networkPolicy.from=[{}]"], "/metrics/networkPolicy/from/0"),
+        (
+            ["--set-json", 'metrics.networkPolicy.from=[{"podSelecter":{}}]'],
+            "/metrics/networkPolicy/from/0",
+        ),
     ],
     ids=[
         "unknown-key",
@@ -154,6 +164,10 @@ def test_chart_lints_with_default_and_non_default_values() -> None:
         "bad-port",
         "unknown-nested-key",
         "bad-namespace",
+        "bind-address-not-an-ip",
+        "bind-address-not-loopback-or-any",
+        "network-policy-empty-peer",
+        "network-policy-misspelt-peer",
     ],
 )
 def test_values_schema_rejects_bad_values(values: list[str], phrase: str) -> None:
@@ -274,9 +288,100 @@ def test_non_default_values_reach_the_operator() -> None:
     assert monitor["spec"]["endpoints"][0]["port"] == "metrics"
     assert find(docs, "Service", "spacesecrets-metrics")["spec"]["ports"][0]["port"] == 9090
 
+    assert find(docs, "NetworkPolicy", "spacesecrets-operator")
+
     without_crd = render("--set", "peering.installCRD=false")
     assert not [d for d in without_crd if d["kind"] == "CustomResourceDefinition"]
     assert find(without_crd, "ClusterKopfPeering", PEERING)
+
+
+def container_ports(docs: list[dict[str, Any]]) -> dict[str, int]:
+    pod = find(docs, "Deployment", "spacesecrets-operator")["spec"]["template"]["spec"]
+    return {p["name"]: p["containerPort"] for p in pod["containers"][0]["ports"]}
+
+
+def test_metrics_bind_address_reaches_the_operator() -> None:
+    default = render()
+    assert container_env(default)["SPACESECRETS_METRICS_ADDRESS"] == "0.0.0.0"
+    assert find(default, "Service", "spacesecrets-metrics")
+
+    docs = render("--set", "metrics.bindAddress=127.0.0.1")
+    env = container_env(docs)
+    assert env["SPACESECRETS_METRICS_ADDRESS"] == "127.0.0.1"
+    assert Settings.from_env(env).metrics_address == "127.0.0.1"
+    # kept inside the pod: nothing outside it can reach the port, so nothing points at it
+    assert not [d for d in docs if d["kind"] in ("Service", "ServiceMonitor")]
+    assert container_ports(docs) == {"health": 8081}
+    assert container_env(render("--set", "metrics.bindAddress=::1"))[
+        "SPACESECRETS_METRICS_ADDRESS"
+    ] == ("::1")
+
+    # a ServiceMonitor asked for with metrics Prometheus cannot reach is an error, not a no-op
+    result = helm(
+        "template",
+        RELEASE,
+        str(CHART),
+        "--set",
+        "metrics.bindAddress=127.0.0.1",
+        "--set",
+        "metrics.serviceMonitor.enabled=true",
+        check=False,
+    )
+    assert result.returncode != 0
+    assert "metrics.serviceMonitor.enabled" in result.stderr, result.stderr
+
+    ipv6 = render("--set", "metrics.bindAddress=::", "--set", "metrics.serviceMonitor.enabled=true")
+    assert container_env(ipv6)["SPACESECRETS_METRICS_ADDRESS"] == "::"
+    assert find(ipv6, "ServiceMonitor", "spacesecrets-operator")
+    assert container_ports(ipv6) == {"metrics": 8080, "health": 8081}
+
+
+def test_network_policy_renders_only_when_enabled() -> None:
+    assert not [d for d in render() if d["kind"] == "NetworkPolicy"]
+
+    prometheus = [
+        {
+            "namespaceSelector": {"matchLabels": {"example.com/role": "observability"}},
+            "podSelector": {"matchLabels": {"app": "prometheus-scraper"}},
+        },
+        {"ipBlock": {"cidr": "10.20.0.0/16"}},
+    ]
+    enabled = ["--set", "metrics.networkPolicy.enabled=true"]
+    docs = render(*enabled, "--set-json", f"metrics.networkPolicy.from={json.dumps(prometheus)}")
+    policy = find(docs, "NetworkPolicy", "spacesecrets-operator")
+    deployment = find(docs, "Deployment", "spacesecrets-operator")
+    assert policy["metadata"]["namespace"] == OPERATOR_NAMESPACE
+    assert policy["spec"]["podSelector"] == {
+        "matchLabels": deployment["spec"]["selector"]["matchLabels"]
+    }
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    metrics_only_from_prometheus = {
+        "from": prometheus,
+        "ports": [{"port": "metrics", "protocol": "TCP"}],
+    }
+    health_from_anywhere = {"ports": [{"port": "health", "protocol": "TCP"}]}
+    assert policy["spec"]["ingress"] == [metrics_only_from_prometheus, health_from_anywhere]
+    # the policy's named ports are the container's
+    assert set(container_ports(docs)) == {"metrics", "health"}
+
+    # the default `from` is the one values.yaml documents
+    defaults = yaml.safe_load((CHART / "values.yaml").read_text())["metrics"]["networkPolicy"]
+    assert defaults["enabled"] is False
+    policy = find(render(*enabled), "NetworkPolicy", "spacesecrets-operator")
+    assert policy["spec"]["ingress"][0]["from"] == defaults["from"]
+
+    # nobody may scrape: no metrics rule at all (a rule without `from` would admit everyone)
+    for nobody in (
+        ["--set-json", "metrics.networkPolicy.from=[]"],
+        ["--set", "metrics.bindAddress=127.0.0.1"],
+    ):
+        policy = find(render(*enabled, *nobody), "NetworkPolicy", "spacesecrets-operator")
+        assert policy["spec"]["ingress"] == [health_from_anywhere], nobody
+
+    nodes = [{"ipBlock": {"cidr": "192.168.0.0/24"}}]
+    docs = render(*enabled, "--set-json", f"metrics.networkPolicy.healthFrom={json.dumps(nodes)}")
+    policy = find(docs, "NetworkPolicy", "spacesecrets-operator")
+    assert policy["spec"]["ingress"][1] == {**health_from_anywhere, "from": nodes}
 
 
 # -- a bare private control plane --------------------------------------------------------------
@@ -484,3 +589,33 @@ def test_one_of_two_replicas_serves_and_the_other_takes_over(installed: LocalClu
     finally:
         for replica in replicas:
             replica.stop()
+
+
+def test_operator_binds_the_metrics_address_the_chart_sets(installed: LocalCluster) -> None:
+    env = container_env(render("--set", "metrics.bindAddress=127.0.0.1"))
+    cp = installed.cp
+    token = cp.kubectl(
+        "create", "token", SERVICE_ACCOUNT, "-n", OPERATOR_NAMESPACE, "--duration=1h"
+    ).stdout.strip()
+    operator = installed.start_operator(
+        kubeconfig=cp.token_kubeconfig(SA_USER, token),
+        env={
+            "SPACESECRETS_PEERING": PEERING,
+            "SPACESECRETS_SERVICE_ACCOUNT": SERVICE_ACCOUNT,
+            "SPACESECRETS_METRICS_ADDRESS": env["SPACESECRETS_METRICS_ADDRESS"],
+        },
+    )
+    try:
+        assert "spacesecrets_key_ring_age_seconds" in operator.metrics()  # on 127.0.0.1
+
+        # 127.0.0.2 is local too (all of 127.0.0.0/8 is `lo`): the health endpoint, bound to
+        # every address, answers there; the metrics port refuses
+        def connects(port: int) -> bool:
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                sock.settimeout(5)
+                return sock.connect_ex(("127.0.0.2", port)) == 0
+
+        assert connects(operator.health_port)
+        assert not connects(operator.metrics_port)
+    finally:
+        operator.stop()

@@ -29,3 +29,17 @@ app.kubernetes.io/component: operator
 {{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}
 {{- end -}}
 {{- end }}
+
+{{/*
+The address /metrics listens on, and whether it is a loopback address (metrics kept inside the
+pod: no Service, no ServiceMonitor, no metrics container port, no NetworkPolicy rule for it).
+*/}}
+{{- define "spacesecrets.metricsAddress" -}}
+{{ .Values.metrics.bindAddress | default "0.0.0.0" }}
+{{- end }}
+
+{{- define "spacesecrets.metricsInPod" -}}
+{{- if has (include "spacesecrets.metricsAddress" .) (list "127.0.0.1" "::1") -}}
+true
+{{- end -}}
+{{- end }}
