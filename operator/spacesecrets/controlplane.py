@@ -119,7 +119,7 @@ def free_port() -> int:
 @dataclass(frozen=True)
 class _KeyPair:
     cert_pem: bytes
-    key_pem: bytes
+    key_pem: bytes = field(repr=False)
 
 
 def _name(common_name: str, groups: Sequence[str] = ()) -> x509.Name:

@@ -108,7 +108,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
         metrics = Metrics()
         metrics.events_dropped.set_function(lambda: kube.events_dropped)
         if config.metrics_port:
-            metrics.serve(config.metrics_port)
+            metrics.serve(config.metrics_port, config.metrics_address)
         memo["kube"], memo["metrics"] = kube, metrics
     kube, metrics = memo["kube"], memo["metrics"]
     op = Operator(config, kube, metrics)
