@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 import yaml
 
-from spacesecrets import crypto
-from spacesecrets.dev import (
+from spacesecrets.core import crypto
+from spacesecrets.devtools.dev import (
     OPERATOR_NAMESPACE,
     LocalCluster,
     OperatorProcess,

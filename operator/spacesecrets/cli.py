@@ -19,7 +19,8 @@ from typing import Any, TypeVar
 import click
 import yaml
 
-from spacesecrets import API_VERSION, crypto, versions
+from spacesecrets import API_VERSION
+from spacesecrets.core import crypto, versions
 from spacesecrets.reconcile import ROLLBACK_ANNOTATION
 
 EXIT_USAGE = 2
@@ -93,7 +94,7 @@ def operator(ctx: click.Context, watch: Sequence[str], verbose: bool) -> None:
     import kopf
 
     from spacesecrets import handlers  # noqa: F401 -- registers the handlers
-    from spacesecrets.settings import Settings
+    from spacesecrets.core.settings import Settings
 
     settings = Settings.from_env()
     namespaces = list(watch) or list(settings.watch_namespaces)
@@ -130,7 +131,7 @@ def operator(ctx: click.Context, watch: Sequence[str], verbose: bool) -> None:
 )
 def crds(out: Path, chart_crds: Path, chart_templates: Path) -> None:
     """Write the CRDs, ClusterRoles and admission policies generated from the models."""
-    from spacesecrets import crdgen
+    from spacesecrets.schema import crdgen
 
     for path in crdgen.write(out, chart_crds, chart_templates):
         click.echo(str(path))
@@ -141,7 +142,7 @@ def crds(out: Path, chart_crds: Path, chart_templates: Path) -> None:
 @click.option("--workdir", type=click.Path(path_type=Path), default=None)
 def dev(demo: bool, workdir: Path | None) -> None:
     """A local control plane with the operator, in the foreground (Ctrl-C stops everything)."""
-    from spacesecrets import dev as devmod
+    from spacesecrets.devtools import dev as devmod
 
     sys.exit(devmod.run_demo() if demo else devmod.run_dev())
 
@@ -349,7 +350,7 @@ def _not_json(value: Any) -> str:
 def _check_key(key: str) -> str:
     import re
 
-    from spacesecrets import models  # pydantic: loaded by the commands that need it only
+    from spacesecrets.schema import models  # pydantic: loaded by the commands that need it only
 
     if not re.match(models.KEY_PATTERN, key) or len(key) > models.KEY_MAX_LENGTH:
         raise ValueError(
@@ -625,7 +626,7 @@ def approve(ctx: click.Context, flows: tuple[str, ...], all_: bool) -> None:
     A flow gets secrets only if a current owner of the space created it, last changed its spec,
     or approved it. The API server records who did (the annotation spacesecrets.io/authorized-by):
     approving sets spacesecrets.io/approve, which only an owner may do once the space exists."""
-    from spacesecrets.provenance import APPROVE, AUTHORIZED_BY, Identity
+    from spacesecrets.core.provenance import APPROVE, AUTHORIZED_BY, Identity
 
     if bool(flows) == all_:
         raise UserError("name the flows to approve, or give --all")

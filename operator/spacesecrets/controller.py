@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from spacesecrets import schedule
+from spacesecrets.core import schedule
 from spacesecrets.kube import NamespaceTerminating, Permanent, Temporary
 from spacesecrets.reconcile import (
     DRIFT,

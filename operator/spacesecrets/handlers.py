@@ -19,12 +19,12 @@ import kopf
 
 from spacesecrets import GROUP, MANAGED_BY
 from spacesecrets.controller import Controller
+from spacesecrets.core.settings import Settings
 from spacesecrets.kube import CONNECTIONS, Kube, NamespaceTerminating, Permanent, Temporary
 from spacesecrets.metrics import Metrics
 from spacesecrets.projection import FLOW_LABEL
 from spacesecrets.reconcile import Operator
 from spacesecrets.rest import Rest
-from spacesecrets.settings import Settings
 
 log = logging.getLogger("spacesecrets")
 # projected targets only: the histories and the key ring are ours too, but nobody else's to edit

@@ -19,7 +19,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from spacesecrets import GROUP, MANAGED_BY, VERSION
-from spacesecrets.conditions import now_rfc3339
+from spacesecrets.core.conditions import now_rfc3339
 from spacesecrets.rest import MERGE_PATCH, ClientTransport, Transport, Unreachable
 
 log = logging.getLogger("spacesecrets")

@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from spacesecrets.settings import metrics_address
+from spacesecrets.core.settings import metrics_address
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from enum import StrEnum
 from typing import Any, NamedTuple
 
 from spacesecrets import API_VERSION, MANAGED_BY
-from spacesecrets.versions import Plain
+from spacesecrets.core.versions import Plain
 
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 FLOW_LABEL = "spacesecrets.io/flow"

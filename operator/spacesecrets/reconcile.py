@@ -22,12 +22,13 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, cast
 
-from spacesecrets import access, crypto, projection, provenance, schedule, versions
-from spacesecrets.conditions import get_condition, now_rfc3339, parse_rfc3339, set_condition
+from spacesecrets import projection
+from spacesecrets.core import access, crypto, provenance, schedule, versions
+from spacesecrets.core.conditions import get_condition, now_rfc3339, parse_rfc3339, set_condition
+from spacesecrets.core.settings import Settings
 from spacesecrets.kube import SPACES, AlreadyExists, Kube, NotFound, Permanent, Temporary
 from spacesecrets.metrics import Metrics, State
 from spacesecrets.projection import FlowSpec, Ownership, SpaceView
-from spacesecrets.settings import Settings
 
 log = logging.getLogger("spacesecrets")
 

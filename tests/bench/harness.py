@@ -21,7 +21,7 @@ from typing import Any
 
 import kubernetes
 
-from spacesecrets import crypto
+from spacesecrets.core import crypto
 from spacesecrets.kube import AlreadyExists, NotFound
 
 GROUP, VERSION = "spacesecrets.io", "v1alpha1"

@@ -65,10 +65,10 @@ from tests.bench.harness import (
 )
 from tests.conftest import public_key, reconciles
 
-from spacesecrets import crypto, versions
-from spacesecrets.dev import LocalCluster, OperatorProcess, local_cluster, wait_for
+from spacesecrets.core import crypto, versions
+from spacesecrets.core.settings import Settings
+from spacesecrets.devtools.dev import LocalCluster, OperatorProcess, local_cluster, wait_for
 from spacesecrets.reconcile import Operator
-from spacesecrets.settings import Settings
 
 N = int(os.environ.get("BENCH_N", "100"))
 KEYS = 20

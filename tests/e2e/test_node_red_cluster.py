@@ -26,8 +26,8 @@ import yaml
 from tests.conftest import Space
 from tests.support.nodered import deploy_flows, run_node_red, secret_manager_node
 
+from spacesecrets.devtools.kubelet import write_projection
 from spacesecrets.kube import Kube, NotFound, make_client
-from spacesecrets.kubelet import write_projection
 from spacesecrets.projection import decoded_documents
 
 T = TypeVar("T")

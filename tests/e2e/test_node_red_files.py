@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 from tests.support.nodered import deploy_flows, run_node_red, secret_manager_node
 
-from spacesecrets.kubelet import write_projection
+from spacesecrets.devtools.kubelet import write_projection
 
 T = TypeVar("T")
 

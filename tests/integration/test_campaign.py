@@ -43,8 +43,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from tests.conftest import Space, public_key
 
-from spacesecrets import crypto, versions
-from spacesecrets.dev import OPERATOR_NAMESPACE, LocalCluster, OperatorProcess, wait_for
+from spacesecrets.core import crypto, versions
+from spacesecrets.devtools.dev import OPERATOR_NAMESPACE, LocalCluster, OperatorProcess, wait_for
 from spacesecrets.kube import Kube, NotFound, make_client
 from spacesecrets.projection import decoded_documents
 

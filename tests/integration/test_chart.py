@@ -21,11 +21,11 @@ import pytest
 import yaml
 from tests.conftest import Space, denials
 
-from spacesecrets import manifests
-from spacesecrets.controlplane import ControlPlane, find_binaries
-from spacesecrets.dev import OPERATOR_NAMESPACE, LocalCluster, public_keys_reader, wait_for
+from spacesecrets.core.settings import Settings
+from spacesecrets.devtools.controlplane import ControlPlane, find_binaries
+from spacesecrets.devtools.dev import OPERATOR_NAMESPACE, LocalCluster, public_keys_reader, wait_for
 from spacesecrets.kube import Kube, make_client
-from spacesecrets.settings import Settings
+from spacesecrets.schema import manifests
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "spacesecrets"

@@ -13,7 +13,7 @@ import pytest
 import yaml
 from tests.conftest import Space
 
-from spacesecrets.dev import wait_for
+from spacesecrets.devtools.dev import wait_for
 
 
 def run(kubeconfig: Path, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from spacesecrets import crdgen
-from spacesecrets.dev import LocalCluster, wait_for
+from spacesecrets.devtools.dev import LocalCluster, wait_for
+from spacesecrets.schema import crdgen
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import yaml
 from tests.conftest import Space
 
-from spacesecrets import schedule
-from spacesecrets.dev import OPERATOR_USER, wait_for
+from spacesecrets.core import schedule
+from spacesecrets.devtools.dev import OPERATOR_USER, wait_for
 
 SCALE = 0.05  # the shared operator's autosync scale (conftest.FAST_ENV)
 

@@ -13,8 +13,8 @@ from typing import Any
 import yaml
 from tests.conftest import Space, reconciles
 
-from spacesecrets import crypto, schedule
-from spacesecrets.dev import OPERATOR_NAMESPACE, LocalCluster, wait_for
+from spacesecrets.core import crypto, schedule
+from spacesecrets.devtools.dev import OPERATOR_NAMESPACE, LocalCluster, wait_for
 from spacesecrets.kube import Kube, make_client
 from spacesecrets.projection import decoded_documents
 

@@ -9,7 +9,7 @@ from collections.abc import Callable
 import yaml
 from tests.conftest import Space, sample
 
-from spacesecrets.dev import LocalCluster, OperatorProcess, wait_for
+from spacesecrets.devtools.dev import LocalCluster, OperatorProcess, wait_for
 
 
 def test_metrics_move(space: Space, operator: OperatorProcess) -> None:

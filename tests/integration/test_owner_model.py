@@ -21,9 +21,9 @@ import yaml
 from tests.conftest import Space
 from tests.integration.test_owners import flow_doc, sa_kubeconfig
 
-from spacesecrets import provenance
-from spacesecrets.access import OWNER_CLUSTER_ROLE, OWNERS_ROLE_BINDING
-from spacesecrets.dev import OPERATOR_NAMESPACE, LocalCluster, OperatorProcess, wait_for
+from spacesecrets.core import provenance
+from spacesecrets.core.access import OWNER_CLUSTER_ROLE, OWNERS_ROLE_BINDING
+from spacesecrets.devtools.dev import OPERATOR_NAMESPACE, LocalCluster, OperatorProcess, wait_for
 from spacesecrets.kube import Kube, NotFound
 
 CREATOR_ROLE = "owner-model-creator"  # what a namespace's developers often get: all of our kinds

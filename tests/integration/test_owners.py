@@ -24,10 +24,10 @@ import pytest
 import yaml
 from tests.conftest import FAST_ENV, Space
 
-from spacesecrets.access import OWNER_CLUSTER_ROLE, OWNERS_ROLE_BINDING
-from spacesecrets.dev import LocalCluster, OperatorProcess, wait_for
+from spacesecrets.core.access import OWNER_CLUSTER_ROLE, OWNERS_ROLE_BINDING
+from spacesecrets.devtools.dev import LocalCluster, OperatorProcess, wait_for
 from spacesecrets.kube import Kube, NotFound, make_client
-from spacesecrets.manifests import operator_role
+from spacesecrets.schema.manifests import operator_role
 
 GROUP, VERSION = "spacesecrets.io", "v1alpha1"
 SPACES, FLOWS = "spacesecrets", "flowsecretsyncs"

@@ -10,7 +10,7 @@ import pytest
 import yaml
 from tests.conftest import Space
 
-from spacesecrets.dev import OPERATOR_NAMESPACE, wait_for
+from spacesecrets.devtools.dev import OPERATOR_NAMESPACE, wait_for
 
 
 def history_secret(space: Space) -> dict:

@@ -13,8 +13,8 @@ import pytest
 import yaml
 from click.testing import CliRunner, Result
 
-from spacesecrets import crypto
 from spacesecrets.cli import main
+from spacesecrets.core import crypto
 
 NOW = dt.datetime(2026, 11, 29, 12, 0, tzinfo=dt.UTC)
 NS = "team-a"

@@ -9,7 +9,7 @@ import hashlib
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from spacesecrets import crypto
+from spacesecrets.core import crypto
 
 NOW = dt.datetime(2026, 11, 29, 12, 0, tzinfo=dt.UTC)
 

@@ -12,12 +12,12 @@ from typing import Any
 
 import pytest
 
+from spacesecrets.devtools.kubelet import write_projection
 from spacesecrets.flow import (
     FlowSecrets,
     SecretsUnavailableError,
     parse_autosync,
 )
-from spacesecrets.kubelet import write_projection
 
 SECRET_VALUE = "s3cr3t-value-never-shown"
 

@@ -6,8 +6,8 @@ import datetime as dt
 
 import pytest
 
-from spacesecrets import crypto, versions
-from spacesecrets.settings import MAX_JSON_DEPTH
+from spacesecrets.core import crypto, versions
+from spacesecrets.core.settings import MAX_JSON_DEPTH
 
 NOW = dt.datetime(2026, 11, 29, 12, 0, tzinfo=dt.UTC)
 MARKER = "hunter2-marker"

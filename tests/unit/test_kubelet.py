@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from spacesecrets.kubelet import DATA_DIR_NAME, DATA_TMP_NAME, write_projection
+from spacesecrets.devtools.kubelet import DATA_DIR_NAME, DATA_TMP_NAME, write_projection
 
 TIMESTAMPED = re.compile(r"^\.\.\d{4}_\d{2}_\d{2}_\d{2}_\d{2}_\d{2}\.\d{9}$")
 

@@ -13,8 +13,8 @@ import urllib.request
 
 import pytest
 
+from spacesecrets.core.settings import Settings, SettingsError
 from spacesecrets.metrics import Metrics
-from spacesecrets.settings import Settings, SettingsError
 
 _DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never via a proxy
 

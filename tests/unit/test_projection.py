@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 from spacesecrets import projection
+from spacesecrets.core.versions import Value
 from spacesecrets.projection import FlowSpec, Ownership, SpaceView
-from spacesecrets.versions import Value
 
 KEYS = {
     "PRODUCT_A_API_HOST": {"format": "text", "version": 3, "updatedAt": "t3"},

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from spacesecrets import conditions, schedule
+from spacesecrets.core import conditions, schedule
 
 
 def test_ticks_are_periodic_and_phase_is_stable() -> None:
@@ -53,6 +53,6 @@ def test_conditions_keyed_by_type() -> None:
 
 
 def test_every_autosync_choice_of_the_api_has_a_period() -> None:
-    from spacesecrets.models import Autosync
+    from spacesecrets.schema.models import Autosync
 
     assert set(schedule.AUTOSYNC_SECONDS) == {choice.value for choice in Autosync}

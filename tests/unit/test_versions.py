@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from spacesecrets import crypto, versions
-from spacesecrets.versions import Value
+from spacesecrets.core import crypto, versions
+from spacesecrets.core.versions import Value
 
 NOW = dt.datetime(2026, 11, 29, 12, 0, tzinfo=dt.UTC)
 

@@ -9,9 +9,9 @@ import time
 import pytest
 
 from spacesecrets.controller import Controller, _outranked
+from spacesecrets.core.settings import Settings
 from spacesecrets.kube import NotFound
 from spacesecrets.reconcile import Operator
-from spacesecrets.settings import Settings
 from spacesecrets.workqueue import WorkQueue, merge
 
 SPACE = ("space", "ns", "secrets")

@@ -31,7 +31,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from spacesecrets.conditions import parse_rfc3339, rfc3339
+from spacesecrets.core.conditions import parse_rfc3339, rfc3339
 
 WIRE_PREFIX = "hpke1"
 INFO_PREFIX = "spacesecrets.io/v1alpha1"

@@ -10,8 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 from spacesecrets import GROUP, MANAGED_BY
-from spacesecrets.access import OWNER_CLUSTER_ROLE, OWNERS_ROLE_BINDING, VIEWER_CLUSTER_ROLE
-from spacesecrets.provenance import APPROVE, AUTHORIZED_BY, CLUSTER_ADMINS, CREATED_BY
+from spacesecrets.core.access import OWNER_CLUSTER_ROLE, OWNERS_ROLE_BINDING, VIEWER_CLUSTER_ROLE
+from spacesecrets.core.provenance import APPROVE, AUTHORIZED_BY, CLUSTER_ADMINS, CREATED_BY
 
 OPERATOR_ROLE = "spacesecrets-operator"
 PUBLIC_KEYS_READER = "spacesecrets-public-keys-reader"

@@ -22,8 +22,8 @@ from typing import Any
 
 import yaml
 
-from spacesecrets import crdgen, manifests
-from spacesecrets.controlplane import ControlPlane, find_binaries, free_port
+from spacesecrets.devtools.controlplane import ControlPlane, find_binaries, free_port
+from spacesecrets.schema import crdgen, manifests
 
 OPERATOR_NAMESPACE = "spacesecrets-system"
 OPERATOR_SERVICE_ACCOUNT = "spacesecrets-operator"
@@ -206,10 +206,12 @@ class LocalCluster:
         text = yaml.safe_dump(probe)
         wait_for(
             "the admission policies to judge SpaceSecrets",
-            lambda: self.cp.kubectl(
-                "create", "--dry-run=server", "-f", "-", input=text, check=False
-            ).returncode
-            == 0,
+            lambda: (
+                self.cp.kubectl(
+                    "create", "--dry-run=server", "-f", "-", input=text, check=False
+                ).returncode
+                == 0
+            ),
         )
 
     def operator_kubeconfig(self) -> Path:
@@ -294,7 +296,7 @@ def run_dev() -> int:
 
 def run_demo() -> int:
     """`make demo`: the operator end to end, printed as a user would see it, then torn down."""
-    from spacesecrets.demo import demo
+    from spacesecrets.devtools.demo import demo
 
     with (
         tempfile.TemporaryDirectory(prefix="spacesecrets-demo-") as tmp,

@@ -15,11 +15,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from spacesecrets.controlplane import _checkout_root
-from spacesecrets.dev import OPERATOR_NAMESPACE, LocalCluster, wait_for
+from spacesecrets.devtools.controlplane import _checkout_root
+from spacesecrets.devtools.dev import OPERATOR_NAMESPACE, LocalCluster, wait_for
+from spacesecrets.devtools.kubelet import write_projection
 from spacesecrets.flow import FlowSecrets
 from spacesecrets.kube import Kube, make_client
-from spacesecrets.kubelet import write_projection
 from spacesecrets.projection import decoded_documents
 
 SCALE = "0.05"  # autosync 1m runs every 3 s in the demo

@@ -47,7 +47,7 @@ __all__ = [
     "parse_autosync",
 ]
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("spacesecrets.flow")
 
 DEFAULT_DIRECTORY: Final = "/etc/spacesecrets"
 SECRETS_FILE: Final = "SECRETS"

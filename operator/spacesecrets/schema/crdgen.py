@@ -14,8 +14,9 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
-from spacesecrets import GROUP, VERSION, manifests
-from spacesecrets.models import (
+from spacesecrets import GROUP, VERSION
+from spacesecrets.schema import manifests
+from spacesecrets.schema.models import (
     FlowSecretSync,
     FlowSecretSyncSpec,
     FlowSecretSyncStatus,
@@ -203,12 +204,12 @@ def flow_secret_sync_crd() -> dict[str, Any]:
 
 def render(crd: Mapping[str, Any]) -> str:
     """The YAML text `make crds` writes for one CRD."""
-    header = "# Generated from operator/spacesecrets/models.py by `make crds`. Do not edit.\n"
+    header = "# Generated from operator/spacesecrets/schema/models.py by `make crds`. Do not edit.\n"
     return header + yaml.safe_dump(dict(crd), sort_keys=False, width=100)
 
 
 def render_all(docs: list[dict[str, Any]]) -> str:
-    header = "# Generated from operator/spacesecrets/manifests.py by `make crds`. Do not edit.\n"
+    header = "# Generated from operator/spacesecrets/schema/manifests.py by `make crds`. Do not edit.\n"
     return header + yaml.safe_dump_all(docs, sort_keys=False, width=100)
 
 
@@ -243,7 +244,7 @@ def chart_admission_template() -> str:
         _PLAIN_LABELS, '  labels:\n    {{- include "spacesecrets.labels" . | nindent 4 }}\n'
     )
     header = (
-        "# Generated from operator/spacesecrets/manifests.py by `make crds`. Do not edit.\n"
+        "# Generated from operator/spacesecrets/schema/manifests.py by `make crds`. Do not edit.\n"
         "# Owners are enforced inside the API server (no webhook to be down); the operator's\n"
         "# identity is this release's namespace and ServiceAccount.\n"
     )

@@ -16,8 +16,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from spacesecrets import crypto
-from spacesecrets.settings import (
+from spacesecrets.core import crypto
+from spacesecrets.core.settings import (
     HISTORY_BUDGET_BYTES,
     MAX_JSON_DEPTH,
     MAX_PROJECTION_BYTES,
