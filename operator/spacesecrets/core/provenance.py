@@ -19,10 +19,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-CREATED_BY = "spacesecrets.io/created-by"  # a SpaceSecrets: who created it (stamped)
-AUTHORIZED_BY = "spacesecrets.io/authorized-by"  # a FlowSecretSync: who created/changed/approved it
-APPROVE = "spacesecrets.io/approve"  # set or changed by an owner: the flow is approved by them
-RESTORE_FROM = "spacesecrets.io/restore-from"  # on a new SpaceSecrets: the deleted space's uid
+from spacesecrets.names import APPROVE, AUTHORIZED_BY, CREATED_BY, RESTORE_FROM
+
+__all__ = ["APPROVE", "AUTHORIZED_BY", "CREATED_BY", "RESTORE_FROM"]
+
 CLUSTER_ADMINS = "system:masters"
 
 # CEL's strings.quote escapes like a JSON string except for these control characters.

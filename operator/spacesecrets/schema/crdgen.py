@@ -202,14 +202,18 @@ def flow_secret_sync_crd() -> dict[str, Any]:
     return _crd("FlowSecretSync", "flowsecretsyncs", ["fss"], schema, columns)
 
 
+_MODELS = "operator/spacesecrets/schema/models.py"
+_MANIFESTS = "operator/spacesecrets/schema/manifests.py"
+
+
 def render(crd: Mapping[str, Any]) -> str:
     """The YAML text `make crds` writes for one CRD."""
-    header = "# Generated from operator/spacesecrets/schema/models.py by `make crds`. Do not edit.\n"
+    header = f"# Generated from {_MODELS} by `make crds`. Do not edit.\n"
     return header + yaml.safe_dump(dict(crd), sort_keys=False, width=100)
 
 
 def render_all(docs: list[dict[str, Any]]) -> str:
-    header = "# Generated from operator/spacesecrets/schema/manifests.py by `make crds`. Do not edit.\n"
+    header = f"# Generated from {_MANIFESTS} by `make crds`. Do not edit.\n"
     return header + yaml.safe_dump_all(docs, sort_keys=False, width=100)
 
 
@@ -244,7 +248,7 @@ def chart_admission_template() -> str:
         _PLAIN_LABELS, '  labels:\n    {{- include "spacesecrets.labels" . | nindent 4 }}\n'
     )
     header = (
-        "# Generated from operator/spacesecrets/schema/manifests.py by `make crds`. Do not edit.\n"
+        f"# Generated from {_MANIFESTS} by `make crds`. Do not edit.\n"
         "# Owners are enforced inside the API server (no webhook to be down); the operator's\n"
         "# identity is this release's namespace and ServiceAccount.\n"
     )
