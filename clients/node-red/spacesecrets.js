@@ -22,8 +22,10 @@ const SECRETS_FILE = "SECRETS";
 const METADATA_FILE = "SECRETS_METADATA";
 const DATA_LINK = "..data";
 const READ_ATTEMPTS = 20;
-const AUTOSYNC_SECONDS = { "1m": 60, "30m": 1800, "60m": 3600, "12h": 43200, "24h": 86400 };
-const DEFAULT_AUTOSYNC = "1m";
+// The autosync choices, generated from the operator's one table (`make crds`; a test compares).
+const AUTOSYNC = require("./autosync.json");
+const AUTOSYNC_SECONDS = AUTOSYNC.seconds;
+const DEFAULT_AUTOSYNC = AUTOSYNC.default;
 /** For tests only: overrides the autosync interval of every instance, in seconds. */
 const AUTOSYNC_ENV = "SPACESECRETS_AUTOSYNC_SECONDS";
 

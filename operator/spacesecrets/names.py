@@ -5,6 +5,8 @@ Standard library only, imported by every layer. A name is written here once.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Final
 
 SPACES: Final = "spacesecrets"
@@ -24,3 +26,8 @@ RESTORE_FROM: Final = "spacesecrets.io/restore-from"  # on a new SpaceSecrets: a
 CREATED_BY: Final = "spacesecrets.io/created-by"  # stamped by the API server on a SpaceSecrets
 AUTHORIZED_BY: Final = "spacesecrets.io/authorized-by"  # stamped by the API server on a flow
 APPROVE: Final = "spacesecrets.io/approve"  # set or changed by an owner: the flow is approved
+
+# The autosync choices (seconds), from the one table the flow reader and the Node-RED node share.
+_AUTOSYNC: Final = json.loads((Path(__file__).parent / "flow" / "autosync.json").read_text())
+AUTOSYNC_SECONDS: Final[dict[str, int]] = {str(k): int(v) for k, v in _AUTOSYNC["seconds"].items()}
+DEFAULT_AUTOSYNC: Final[str] = str(_AUTOSYNC["default"])

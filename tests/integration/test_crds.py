@@ -22,6 +22,8 @@ def test_crds_folder_equals_generated_output() -> None:
     assert chart == {n: t for n, t in generated.items() if n.startswith("spacesecrets.io_")}
     template = ROOT / "charts/spacesecrets/templates" / crdgen.CHART_POLICY_TEMPLATE
     assert template.read_text() == crdgen.chart_admission_template(), "run `make crds`"
+    node_red = ROOT / "clients/node-red" / crdgen.NODE_RED_AUTOSYNC
+    assert node_red.read_text() == crdgen.node_red_autosync(), "run `make crds`"
 
 
 def test_every_field_has_a_description() -> None:

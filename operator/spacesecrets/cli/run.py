@@ -67,11 +67,18 @@ def operator(ctx: click.Context, watch: Sequence[str], verbose: bool) -> None:
     default=Path("charts/spacesecrets/templates"),
     show_default=True,
 )
-def crds(out: Path, chart_crds: Path, chart_templates: Path) -> None:
-    """Write the CRDs, ClusterRoles and admission policies generated from the models."""
+@click.option(
+    "--node-red",
+    type=click.Path(path_type=Path),
+    default=Path("clients/node-red"),
+    show_default=True,
+)
+def crds(out: Path, chart_crds: Path, chart_templates: Path, node_red: Path) -> None:
+    """Write the CRDs, ClusterRoles and admission policies generated from the models, and the
+    Node-RED node's copy of the autosync table."""
     from spacesecrets.schema import crdgen
 
-    for path in crdgen.write(out, chart_crds, chart_templates):
+    for path in crdgen.write(out, chart_crds, chart_templates, node_red):
         click.echo(str(path))
 
 

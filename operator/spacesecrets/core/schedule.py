@@ -10,18 +10,14 @@ from __future__ import annotations
 import hashlib
 import math
 
-# the choices of models.Autosync (not imported: the operator does not load pydantic)
-AUTOSYNC_SECONDS: dict[str, int] = {
-    "1m": 60,
-    "30m": 1_800,
-    "60m": 3_600,
-    "12h": 43_200,
-    "24h": 86_400,
-}
+from spacesecrets.names import AUTOSYNC_SECONDS, DEFAULT_AUTOSYNC
+
+__all__ = ["AUTOSYNC_SECONDS", "last_tick", "next_tick", "period_seconds", "phase"]
 
 
 def period_seconds(autosync: str, scale: float = 1.0) -> float:
-    return AUTOSYNC_SECONDS.get(autosync, 60) * scale
+    seconds = AUTOSYNC_SECONDS.get(autosync, AUTOSYNC_SECONDS[DEFAULT_AUTOSYNC])
+    return seconds * scale
 
 
 def phase(uid: str, period: float) -> float:

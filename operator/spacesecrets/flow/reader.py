@@ -54,14 +54,12 @@ SECRETS_FILE: Final = "SECRETS"
 METADATA_FILE: Final = "SECRETS_METADATA"
 DATA_LINK: Final = "..data"
 
+# The one table of autosync choices: the operator, the CRD and the Node-RED node read this file too.
+_AUTOSYNC: Final = json.loads(Path(__file__).with_name("autosync.json").read_text())
 AUTOSYNC_CHOICES: Final[Mapping[str, float]] = {
-    "1m": 60.0,
-    "30m": 30 * 60.0,
-    "60m": 60 * 60.0,
-    "12h": 12 * 3600.0,
-    "24h": 24 * 3600.0,
+    choice: float(seconds) for choice, seconds in _AUTOSYNC["seconds"].items()
 }
-_DEFAULT_AUTOSYNC: Final = "1m"
+_DEFAULT_AUTOSYNC: Final = str(_AUTOSYNC["default"])
 _DEFAULT_POLL_SECONDS: Final = 1.0
 # A swap takes kubelet microseconds; a handful of attempts only fails under constant churn.
 _READ_ATTEMPTS: Final = 20

@@ -7,6 +7,7 @@ Pure core. pydantic's JSON schema is turned into a Kubernetes *structural* schem
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -255,8 +256,21 @@ def chart_admission_template() -> str:
     return header + text
 
 
+NODE_RED_AUTOSYNC = "autosync.json"
+
+
+def node_red_autosync() -> str:
+    """The Node-RED node's copy of the autosync table (it cannot import Python)."""
+    from spacesecrets.names import AUTOSYNC_SECONDS, DEFAULT_AUTOSYNC
+
+    return json.dumps({"default": DEFAULT_AUTOSYNC, "seconds": AUTOSYNC_SECONDS}, indent=2) + "\n"
+
+
 def write(
-    directory: Path, chart_crds: Path | None = None, chart_templates: Path | None = None
+    directory: Path,
+    chart_crds: Path | None = None,
+    chart_templates: Path | None = None,
+    node_red: Path | None = None,
 ) -> list[Path]:
     """Write `all_crds()` into `directory`, the CRDs alone into the chart's `crds/`, and the
     admission policies into the chart's templates."""
@@ -266,6 +280,8 @@ def write(
         targets.append((chart_crds, {n: t for n, t in all_crds().items() if n.startswith(GROUP)}))
     if chart_templates is not None:
         targets.append((chart_templates, {CHART_POLICY_TEMPLATE: chart_admission_template()}))
+    if node_red is not None:
+        targets.append((node_red, {NODE_RED_AUTOSYNC: node_red_autosync()}))
     for folder, files in targets:
         folder.mkdir(parents=True, exist_ok=True)
         for name, text in files.items():

@@ -13,6 +13,8 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from pydantic.config import JsonDict
 
+from spacesecrets.names import AUTOSYNC_SECONDS, DEFAULT_AUTOSYNC
+
 KEY_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 KEY_MAX_LENGTH = 128
 SEALED_PREFIX = "hpke1:"
@@ -57,14 +59,8 @@ class OwnerKind(StrEnum):
     SERVICE_ACCOUNT = "ServiceAccount"
 
 
-class Autosync(StrEnum):
-    """The autosync choices of a space's Secret Manager node."""
-
-    EVERY_1M = "1m"
-    EVERY_30M = "30m"
-    EVERY_60M = "60m"
-    EVERY_12H = "12h"
-    EVERY_24H = "24h"
+# The autosync choices of a space's Secret Manager node, from names.AUTOSYNC_SECONDS.
+Autosync = StrEnum("Autosync", {choice: choice for choice in AUTOSYNC_SECONDS})  # type: ignore[misc]
 
 
 class TargetKind(StrEnum):
@@ -294,7 +290,7 @@ class FlowSecretSyncSpec(_Model):
 
     target: Target = Field(description="The object the operator writes the documents into.")
     autosync: Autosync = Field(
-        default=Autosync.EVERY_1M,
+        default=Autosync(DEFAULT_AUTOSYNC),
         description="How often the target is brought to the space's current version: 1m, 30m, "
         "60m, 12h or 24h. Between ticks the flow keeps the version it was issued.",
     )
