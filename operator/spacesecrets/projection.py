@@ -2,7 +2,8 @@
 
 Pure core. `desired_target` builds the Secret or ConfigMap; `ownership` tells whether an existing
 object is ours to overwrite (the managed-by mark and a controller reference to this
-FlowSecretSync), so the operator never writes over what it does not own.
+FlowSecretSync), so the operator never writes over what it does not own; `keeper` decides which of
+several FlowSecretSyncs naming one target keeps it.
 """
 
 from __future__ import annotations
@@ -188,6 +189,42 @@ def ownership(obj: Mapping[str, Any], flow_uid: str) -> Ownership:
     return Ownership.OTHER_FLOW if controllers else Ownership.FOREIGN
 
 
+class Claimant(NamedTuple):
+    """A FlowSecretSync naming a target, as far as deciding who keeps the target goes."""
+
+    created: str  # creationTimestamp: RFC 3339 UTC, so it sorts as text
+    name: str
+    uid: str
+
+
+def controlling_flow(obj: Mapping[str, Any]) -> tuple[str, str] | None:
+    """(uid, name) of the FlowSecretSync that controls a target of ours; None for a target
+    spacesecrets does not manage or no FlowSecretSync controls."""
+    meta = obj.get("metadata") or {}
+    if (meta.get("labels") or {}).get(MANAGED_BY_LABEL) != MANAGED_BY:
+        return None
+    for ref in meta.get("ownerReferences") or []:
+        if ref.get("controller") and ref.get("kind") == "FlowSecretSync":
+            return str(ref.get("uid", "")), str(ref.get("name", ""))
+    return None
+
+
+def keeper(
+    target: Mapping[str, Any] | None, claimants: Sequence[Claimant]
+) -> tuple[str, str] | None:
+    """(uid, name) of the FlowSecretSync that keeps a target several of them name; the others
+    report a conflict. None when nobody may write it (it exists and is not ours).
+
+    The target's controller reference decides while the target is ours: it is stored in the API,
+    so the choice is the same in every process and survives restarts whatever order the flows are
+    seen in, and a flow that holds its target is never displaced by one created before it. Only
+    while no target exists does the earliest created flow (then the first by name) get it."""
+    if target is not None:
+        return controlling_flow(target)
+    first = min(claimants, default=None)
+    return (first.uid, first.name) if first else None
+
+
 def decoded_documents(obj: Mapping[str, Any]) -> dict[str, str]:
     """The documents an existing target holds (Secret data decoded)."""
     data: Mapping[str, str] = obj.get("data") or {}
@@ -196,13 +233,34 @@ def decoded_documents(obj: Mapping[str, Any]) -> dict[str, str]:
     return dict(data)
 
 
+def _parsed(text: str) -> Any:
+    """A document parsed; ValueError for one that is not JSON or is nested too deeply for the
+    parser (e.g. a hundred thousand `[` someone wrote into a target)."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+
+
+def unreadable_documents(obj: Mapping[str, Any]) -> list[str]:
+    """The documents of an existing target that do not parse (names only, never content)."""
+    out = []
+    for name, text in sorted(decoded_documents(obj).items()):
+        if name in (SECRETS, SECRETS_METADATA):
+            try:
+                _parsed(text)
+            except ValueError:
+                out.append(name)
+    return out
+
+
 def _without_issued(docs: Mapping[str, str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k, v in docs.items():
         try:
-            out[k] = json.loads(v)
-        except json.JSONDecodeError:
-            out[k] = v
+            out[k] = _parsed(v)
+        except ValueError:
+            out[k] = v  # not what we would write: the target is simply not up to date
     meta = out.get(SECRETS_METADATA)
     if isinstance(meta, dict):
         meta.pop("issuedAt", None)
@@ -234,7 +292,7 @@ def holds_issued(
     plaintext is `values` (read back from the history). Each key's metadata and the issue time
     are taken from the target; the key set and every value are checked."""
     try:
-        meta = json.loads(decoded_documents(existing)[SECRETS_METADATA])
+        meta = _parsed(decoded_documents(existing)[SECRETS_METADATA])
         keys, issued_at = meta["keys"], str(meta["issuedAt"])
         wanted = set(values) if flow.keys is None else set(flow.keys) & set(values)
         if set(keys) != wanted:

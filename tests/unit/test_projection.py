@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 
 from spacesecrets import projection
@@ -121,3 +122,51 @@ def test_a_changed_or_incomplete_target_is_not_its_issued_version() -> None:
     garbled = _issued()
     garbled["data"]["SECRETS_METADATA"] = "bm90IGpzb24="  # "not json"
     assert not projection.holds_issued(garbled, "team-a", FLOW, 7, VALUES)
+
+
+EARLY = projection.Claimant("2026-01-01T00:00:00Z", "zulu", "uid-early")
+LATE = projection.Claimant("2026-01-02T00:00:00Z", "alpha", "uid-late")
+
+
+def test_the_flow_owning_a_target_keeps_it_whoever_was_created_first() -> None:
+    owned_by_late = _issued(FlowSpec("alpha", "uid-late", "Secret", "t", "1m", True, None))
+    assert projection.keeper(owned_by_late, [EARLY, LATE]) == ("uid-late", "alpha")
+    # the same whatever order the flows are known in, and whichever of them is known at all
+    assert projection.keeper(owned_by_late, [LATE, EARLY]) == ("uid-late", "alpha")
+    assert projection.keeper(owned_by_late, [EARLY]) == ("uid-late", "alpha")
+
+
+def test_without_a_target_the_earliest_created_flow_gets_it() -> None:
+    assert projection.keeper(None, [LATE, EARLY]) == ("uid-early", "zulu")
+    same_second = projection.Claimant(EARLY.created, "alpha", "uid-same")
+    assert projection.keeper(None, [EARLY, same_second]) == ("uid-same", "alpha")  # by name
+    assert projection.keeper(None, []) is None
+
+
+def test_nobody_keeps_a_target_spacesecrets_does_not_manage() -> None:
+    hand_made = {"kind": "Secret", "metadata": {"name": "t"}, "data": {}}
+    assert projection.keeper(hand_made, [EARLY, LATE]) is None
+    unowned = {"metadata": {"labels": {"app.kubernetes.io/managed-by": "spacesecrets"}}}
+    assert projection.keeper(unowned, [EARLY]) is None
+    assert projection.controlling_flow(hand_made) is None
+
+
+DEEP = "[" * 100_000  # what someone may write into a target to break its readers
+
+
+def _with_secrets(text: str) -> dict:
+    target = _issued()
+    target["data"]["SECRETS"] = base64.b64encode(text.encode()).decode()
+    return target
+
+
+def test_a_target_that_does_not_parse_is_simply_not_up_to_date() -> None:
+    assert projection.unreadable_documents(_issued()) == []
+    for text in (DEEP, "{not json"):
+        broken = _with_secrets(text)
+        assert projection.unreadable_documents(broken) == ["SECRETS"]
+        assert not projection.up_to_date(broken, _issued())
+    deep_metadata = _issued()
+    deep_metadata["data"]["SECRETS_METADATA"] = base64.b64encode(DEEP.encode()).decode()
+    assert not projection.holds_issued(deep_metadata, "team-a", FLOW, 7, VALUES)
+    assert projection.unreadable_documents(deep_metadata) == ["SECRETS_METADATA"]
