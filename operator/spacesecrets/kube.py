@@ -47,6 +47,15 @@ class Permanent(Exception):
         super().__init__(message)
         self.status = status
 
+    @property
+    def reason(self) -> str:
+        """A constant reason for a condition or an Event reporting the refusal."""
+        return _REFUSALS.get(self.status, "Refused")
+
+
+# the API server's own Status reasons for these codes
+_REFUSALS = {400: "BadRequest", 403: "Forbidden", 413: "RequestEntityTooLarge", 422: "Invalid"}
+
 
 class NotFound(Exception):
     pass

@@ -28,7 +28,7 @@ from spacesecrets.core.conditions import get_condition, now_rfc3339, parse_rfc33
 from spacesecrets.core.settings import Settings
 from spacesecrets.kube import SPACES, AlreadyExists, Kube, NotFound, Permanent, Temporary
 from spacesecrets.metrics import Metrics, State
-from spacesecrets.projection import FlowSpec, Ownership, SpaceView
+from spacesecrets.projection import Claimant, FlowSpec, Ownership, SpaceView
 
 log = logging.getLogger("spacesecrets")
 
@@ -53,6 +53,8 @@ CONFLICT = "Conflict"
 CONFIGMAP_NOT_ALLOWED = "ConfigMapNotAllowed"
 CONFIGMAP_TARGET = "ConfigMapTarget"
 TARGET_RESTORED = "TargetRestored"
+TARGET_IMMUTABLE = "TargetImmutable"
+TARGET_UNREADABLE = "TargetUnreadable"
 ISSUED = "Issued"
 ABSENT = "absent"
 # Why a flow is synced. Only a drift restore and a first sync after its space was accepted
@@ -61,6 +63,7 @@ DRIFT = "drift"
 RESUME = "resume"  # a flow issued before this process started
 SPACE_READY = "space ready"
 SYNC_MESSAGE = "🆗 Synced"
+MESSAGE_LIMIT = 512  # of an API server's refusal quoted in a condition
 OWNERS_CHANGED = "owners changed"
 OWNERS_DRIFT = "owners binding drift"
 APPROVAL_REQUIRED = "ApprovalRequired"
@@ -396,7 +399,12 @@ class Operator:
         namespace = body["metadata"]["namespace"]
         timer = self.metrics.reconcile_seconds.labels("SpaceSecrets").time()
         with self._space_lock(namespace), timer:
-            self._reconcile_space(body)
+            try:
+                self._reconcile_space(body)
+            except Permanent as exc:
+                # a retry would be refused the same way: report it, and wait for a change
+                status = dict(body.get("status") or {})
+                self._space_failed(body, status, exc.reason, str(exc)[:MESSAGE_LIMIT])
 
     def _reconcile_space(self, body: Mapping[str, Any]) -> None:
         meta = body["metadata"]
@@ -993,7 +1001,11 @@ class Operator:
             if reason == SPACE_READY and entry.synced:
                 return  # synced already: a new version waits for the flow's tick or save
             self._seed_template_hash(entry)
-            self._sync_flow(entry, reason)
+            try:
+                self._sync_flow(entry, reason)
+            except Permanent as exc:
+                # a retry would be refused the same way: report it, and wait for a change
+                self._flow_failed(entry, exc.reason, str(exc)[:MESSAGE_LIMIT])
 
     def _seed_template_hash(self, entry: FlowEntry) -> None:
         """Remember the flowRef's pod template as it is now, so the next change is a save."""
@@ -1062,20 +1074,11 @@ class Operator:
                 f"the space has no key {', '.join(missing)} (version {space.version})",
             )
             return
-        rival = self._conflicting_flow(entry)
-        if rival:
-            self._flow_failed(
-                entry,
-                CONFLICT,
-                f"{flow.target_kind} {flow.target_name} is already the target of "
-                f"FlowSecretSync {rival}",
-            )
+        rivals = self._rivals(entry)
+        unread = self._never_reconciled(entry) and not rivals
+        existing = None if unread else self._read_target(entry)
+        if self._yields(entry, existing, rivals):
             return
-
-        # A flow never issued anything has most likely no target yet: create it without a read
-        # first; if one exists after all, the create fails and it is read.
-        never_written = entry.synced_version is None and entry.target_fingerprint is None
-        existing = None if never_written else self._read_target(entry)
         if (
             reason == RESUME
             and existing is not None
@@ -1086,7 +1089,52 @@ class Operator:
         try:
             self._project(entry, space, existing, reason)
         except AlreadyExists:
-            self._project(entry, space, self._read_target(entry), reason)
+            # a target after all: `_yields` keeps its fingerprint, so the next pass reads first
+            existing = self._read_target(entry)
+            if not self._yields(entry, existing, rivals):
+                self._project(entry, space, existing, reason)
+
+    @staticmethod
+    def _never_reconciled(entry: FlowEntry) -> bool:
+        """A flow never reconciled has most likely no target yet: it is created without a read
+        first (if one exists after all, the create fails and it is read). A flow whose status
+        shows any Synced condition was reconciled before, by this process or an earlier one,
+        and its target is read: after a restart a failing flow must not try a create each time."""
+        return (
+            entry.synced_version is None
+            and entry.target_fingerprint is None
+            and get_condition(entry.status.get("conditions") or [], "Synced") is None
+        )
+
+    def _yields(
+        self, entry: FlowEntry, existing: Mapping[str, Any] | None, rivals: list[Claimant]
+    ) -> bool:
+        """Whether the target is not this flow's to write (reported): it is someone else's, or
+        another FlowSecretSync keeps it."""
+        if existing is None and not rivals:
+            return False
+        if existing is not None:  # seen: when it carries this flow's name, its changes are news
+            entry.target_fingerprint = fingerprint(existing)
+        flow = entry.spec
+        mine = Claimant(entry.created, entry.name, entry.uid)
+        keeper = projection.keeper(existing, [mine, *rivals])
+        if keeper is None:
+            self._flow_failed(
+                entry,
+                TARGET_NOT_OWNED,
+                f"{flow.target_kind} {flow.target_name} exists and is not "
+                "managed by spacesecrets; it is left untouched",
+            )
+            return True
+        if keeper[0] != entry.uid:
+            self._flow_failed(
+                entry,
+                CONFLICT,
+                f"{flow.target_kind} {flow.target_name} is already the target of "
+                f"FlowSecretSync {keeper[1]}",
+            )
+            return True
+        return False
 
     def _keeps_issued_version(
         self, entry: FlowEntry, space: SpaceView, existing: Mapping[str, Any]
@@ -1127,26 +1175,9 @@ class Operator:
         existing: Mapping[str, Any] | None,
         reason: str,
     ) -> None:
-        """Write the target if it differs from the space's current version, then the status."""
+        """Write the target if it differs from the space's current version, then the status.
+        `existing` is ours or absent (see `_yields`)."""
         flow, ns = entry.spec, entry.namespace
-        if existing is not None:
-            owner = projection.ownership(existing, entry.uid)
-            if owner is Ownership.FOREIGN:
-                self._flow_failed(
-                    entry,
-                    TARGET_NOT_OWNED,
-                    f"{flow.target_kind} {flow.target_name} exists and is not "
-                    "managed by spacesecrets; it is left untouched",
-                )
-                return
-            if owner is Ownership.OTHER_FLOW:
-                self._flow_failed(
-                    entry,
-                    CONFLICT,
-                    f"{flow.target_kind} {flow.target_name} belongs to another FlowSecretSync",
-                )
-                return
-
         status = entry.status
         same_version = entry.synced_version == space.version and status.get("issuedAt")
         issued_at = str(status["issuedAt"]) if same_version else self.now()
@@ -1156,9 +1187,19 @@ class Operator:
         if existing is None:
             entry.target_fingerprint = fingerprint(self.kube.create(flow.target_kind, ns, desired))
             written = True
+            if reason == DRIFT:
+                self._restored(entry)
         elif not projection.up_to_date(existing, desired):
-            desired["metadata"]["resourceVersion"] = existing["metadata"]["resourceVersion"]
-            entry.target_fingerprint = fingerprint(self.kube.replace(flow.target_kind, ns, desired))
+            entry.target_fingerprint = fingerprint(existing)  # its deletion is a drift to restore
+            if existing.get("immutable") is True:
+                self._flow_failed(
+                    entry,
+                    TARGET_IMMUTABLE,
+                    f"{flow.target_kind} {flow.target_name} was made immutable by someone else "
+                    "and cannot be updated; delete it and it is recreated",
+                )
+                return
+            self._replace_target(entry, existing, desired, reason)
             written = True
         else:
             entry.target_fingerprint = fingerprint(existing)
@@ -1171,14 +1212,6 @@ class Operator:
                     "Normal",
                     ISSUED,
                     f"version {space.version} issued to {flow.target_kind} {flow.target_name}",
-                )
-            if reason == DRIFT:
-                self.kube.event(
-                    self._flow_body(entry),
-                    "Normal",
-                    TARGET_RESTORED,
-                    f"{flow.target_kind} {flow.target_name} was changed or deleted "
-                    "by someone else and is restored",
                 )
 
         conditions = set_condition(
@@ -1219,20 +1252,55 @@ class Operator:
         }
         self._write_flow_status(entry, new_status)
 
-    def _conflicting_flow(self, entry: FlowEntry) -> str | None:
-        """The earlier FlowSecretSync with the same target, if any (the later one yields)."""
-        mine = (entry.created, entry.name)
+    def _replace_target(
+        self,
+        entry: FlowEntry,
+        existing: Mapping[str, Any],
+        desired: dict[str, Any],
+        reason: str,
+    ) -> None:
+        """Overwrite a target of ours that differs from what it should hold; say so when someone
+        else changed it, as a Warning when they left a document that does not even parse."""
+        flow, ns = entry.spec, entry.namespace
+        unreadable = projection.unreadable_documents(existing)
+        desired["metadata"]["resourceVersion"] = existing["metadata"]["resourceVersion"]
+        try:
+            written = self.kube.replace(flow.target_kind, ns, desired)
+        except NotFound:  # deleted since it was read: its deletion event syncs again
+            raise Temporary(f"{flow.target_kind} {ns}/{flow.target_name} vanished", 1) from None
+        entry.target_fingerprint = fingerprint(written)
+        if unreadable:
+            self.kube.event(
+                self._flow_body(entry),
+                "Warning",
+                TARGET_UNREADABLE,
+                f"{flow.target_kind} {flow.target_name} held {' and '.join(unreadable)} that "
+                "does not parse, written by someone else, and is restored",
+            )
+        elif reason == DRIFT:
+            self._restored(entry)
+
+    def _restored(self, entry: FlowEntry) -> None:
+        flow = entry.spec
+        self.kube.event(
+            self._flow_body(entry),
+            "Normal",
+            TARGET_RESTORED,
+            f"{flow.target_kind} {flow.target_name} was changed or deleted "
+            "by someone else and is restored",
+        )
+
+    def _rivals(self, entry: FlowEntry) -> list[Claimant]:
+        """The other FlowSecretSyncs this process knows that name the same target."""
         with self._lock:
-            rivals = [
-                e
+            return [
+                Claimant(e.created, e.name, e.uid)
                 for e in self._flows_by_ns.get(entry.namespace, {}).values()
                 if e.uid != entry.uid
                 and not e.deleting
                 and (e.spec.target_kind, e.spec.target_name)
                 == (entry.spec.target_kind, entry.spec.target_name)
-                and (e.created, e.name) < mine
             ]
-        return rivals[0].name if rivals else None
 
     def _flow_failed(self, entry: FlowEntry, reason: str, message: str) -> None:
         status = entry.status
@@ -1251,12 +1319,14 @@ class Operator:
             "observedGeneration": entry.generation,
             "conditions": conditions,
         }
+        # the condition written is what says the Warning was posted: a status write refused
+        # must not leave an Event posted on every attempt
+        self._write_flow_status(entry, new_status)
         if (old.get("reason"), old.get("message")) != (reason, message):
             self.kube.event(self._flow_body(entry), "Warning", reason, message)
             log.warning(
                 "flow %s/%s not synced: %s: %s", entry.namespace, entry.name, reason, message
             )
-        self._write_flow_status(entry, new_status)
 
     def _write_flow_status(self, entry: FlowEntry, new_status: dict[str, Any]) -> None:
         space = self.spaces.get(entry.namespace)
@@ -1278,7 +1348,7 @@ class Operator:
         meta = obj.get("metadata") or {}
         flow_name = (meta.get("labels") or {}).get(projection.FLOW_LABEL)
         entry = self.flows.get((meta.get("namespace", ""), str(flow_name)))
-        if entry is None or entry.deleting or not entry.synced:
+        if entry is None or entry.deleting:
             return None
         if entry.target_fingerprint is None:
             return None  # not seen by this process yet: the flow's own first sync reads it
