@@ -6,6 +6,12 @@ from what its last successful reconcile saw, and a FlowSecretSync when its uid o
 Nothing is written to the objects for this bookkeeping -- kopf's own per-object annotations cost
 a patch per object -- so a restart simply reconciles everything once, and an unchanged object
 costs no write. Retries and every flow's autosync ticks are timers in the work queue's heap.
+
+Only what may pass is retried on a timer: a temporary failure (a conflict, throttling, the API
+server away) backs off up to MAX_RETRY_SECONDS, and a bug a few times. A permanent one (refused,
+invalid, gone) was reported by the reconcile, once, and a timer would only repeat the refusal: the
+object is reconciled again when something it depends on changes -- its own next event, a drift of
+its target, its space's reconcile, or, for a flow, its next autosync tick.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from spacesecrets.core import schedule
-from spacesecrets.kube import NamespaceTerminating, Permanent, Temporary
+from spacesecrets.kube import AlreadyExists, NamespaceTerminating, NotFound, Permanent, Temporary
 from spacesecrets.reconcile import (
     DRIFT,
     OWNERS_CHANGED,
@@ -40,6 +46,7 @@ SPACE, FLOW = "space", "flow"
 TICK = "autosync"
 DELETED = "deleted"
 MAX_RETRY_SECONDS = 30.0
+MAX_BUG_RETRIES = 5  # then the object waits for a change, like a permanent failure
 PEERING_CHECK_SECONDS = 5.0
 
 
@@ -229,23 +236,33 @@ class Controller:
     def _failed(self, key: Key, reason: str, exc: Exception) -> None:
         self._handled.pop(key, None)  # the next event of this object is worth a reconcile
         kind, ns, name = key
-        if isinstance(exc, SpaceNotReady):
-            self._waiting.setdefault(ns, set()).add(key)
-            self._retry_after(MAX_RETRY_SECONDS, key, reason)  # in case no space comes
-            return
-        if isinstance(exc, NamespaceTerminating):
-            log.debug("skipped, the namespace is being deleted: %s", exc)
-            return
-        if isinstance(exc, Temporary):
-            delay, why = exc.delay, str(exc)
-        elif isinstance(exc, Permanent):
-            delay, why = MAX_RETRY_SECONDS, str(exc)
-        else:  # a bug must not stop the worker: logged, and retried like the rest
-            log.error("reconcile of %s %s/%s failed", kind, ns, name, exc_info=exc)
-            delay, why = 5.0, type(exc).__name__
         failures = self._failures[key] = self._failures.get(key, 0) + 1
-        delay = max(delay, min(MAX_RETRY_SECONDS, 0.5 * 2**failures))
-        log.warning("%s %s/%s: %s; retrying in %.0fs", kind, ns, name, why, delay)
+        if isinstance(exc, SpaceNotReady):
+            self._waiting.setdefault(ns, set()).add(key)  # its space's reconcile wakes it
+            if failures == 1:
+                self._retry_after(MAX_RETRY_SECONDS, key, reason)  # once, in case none comes
+            return
+        if isinstance(exc, NamespaceTerminating | NotFound):
+            log.debug("%s %s/%s skipped, gone or going: %s", kind, ns, name, exc)
+            return
+        if isinstance(exc, Permanent):  # the reconcile could not even report it
+            log.warning("%s %s/%s: %s; not retried until it changes", kind, ns, name, exc)
+            return
+        if isinstance(exc, Temporary | AlreadyExists):
+            wanted = exc.delay if isinstance(exc, Temporary) else 1.0
+            delay = min(MAX_RETRY_SECONDS, max(wanted, 0.5 * 2**failures))
+            log.warning("%s %s/%s: %s; retrying in %.0fs", kind, ns, name, exc, delay)
+            self._retry_after(delay, key, reason)
+            return
+        # a bug must not stop the worker, nor fill the log: its traceback once, then one line
+        # per retry, and after a few the object waits for a change
+        if failures == 1:
+            log.error("reconcile of %s %s/%s failed", kind, ns, name, exc_info=exc)
+        if failures > MAX_BUG_RETRIES:
+            log.error("%s %s/%s: %s again; not retried until it changes", kind, ns, name, exc)
+            return
+        delay = min(MAX_RETRY_SECONDS, 0.5 * 2**failures)
+        log.warning("%s %s/%s: %s; retrying in %.0fs", kind, ns, name, type(exc).__name__, delay)
         self._retry_after(delay, key, reason)
 
     def _retry_after(self, delay: float, key: Key, reason: str) -> None:

@@ -8,9 +8,9 @@ import time
 
 import pytest
 
-from spacesecrets.controller import Controller, _outranked
+from spacesecrets.controller import MAX_BUG_RETRIES, MAX_RETRY_SECONDS, Controller, _outranked
 from spacesecrets.core.settings import Settings
-from spacesecrets.kube import NotFound
+from spacesecrets.kube import NotFound, Permanent, Temporary
 from spacesecrets.reconcile import Operator
 from spacesecrets.workqueue import WorkQueue, merge
 
@@ -131,3 +131,42 @@ def test_the_space_index_starts_empty_when_the_crd_is_not_served_yet() -> None:
     op = Operator(Settings(), NoCrdYet())  # type: ignore[arg-type]
     op.seed_space_index()
     assert op._space_index == {}
+
+
+def test_a_permanent_failure_waits_for_a_change_not_a_timer() -> None:
+    controller = Controller(op=None, workers=1)  # type: ignore[arg-type]  # no reconcile runs
+    for exc in (
+        Permanent("replace Secret ns/t: field is immutable", 422),
+        Permanent("patch flowsecretsyncs ns/f status: forbidden", 403),
+        NotFound("get Secret ns/t"),
+    ):
+        controller._failed(FLOW, "autosync", exc)
+        assert FLOW not in controller._retries, exc
+        assert controller.queue.next_due() is None, exc
+    controller.executor.shutdown()
+
+
+def test_temporary_failures_back_off_with_a_cap() -> None:
+    controller = Controller(op=None, workers=1)  # type: ignore[arg-type]
+    delays = []
+    for _ in range(10):
+        before = time.time()
+        controller._failed(FLOW, "create", Temporary("HTTP 409 Conflict", delay=0.1))
+        delays.append(round(controller._retries[FLOW] - before))
+    assert delays == sorted(delays)
+    assert delays[0] <= 1 and delays[-1] == MAX_RETRY_SECONDS
+    controller.executor.shutdown()
+
+
+def test_a_bug_is_retried_a_few_times_and_its_traceback_logged_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    controller = Controller(op=None, workers=1)  # type: ignore[arg-type]
+    retried = 0
+    for _ in range(MAX_BUG_RETRIES + 3):
+        controller._retries.pop(FLOW, None)
+        controller._failed(FLOW, "create", KeyError("nobody expected this"))
+        retried += FLOW in controller._retries
+    assert retried == MAX_BUG_RETRIES
+    assert sum(1 for r in caplog.records if r.exc_info) == 1
+    controller.executor.shutdown()
