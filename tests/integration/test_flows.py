@@ -3,15 +3,16 @@ ownership, drift, garbage collection, and the zero-write rule read from the audi
 
 from __future__ import annotations
 
+import base64
 import json
 import time
-from pathlib import Path
 
 import yaml
-from tests.conftest import Space
+from tests.conftest import Space, audit_mark, audit_writes, described
 
 from spacesecrets.core import schedule
-from spacesecrets.devtools.dev import OPERATOR_USER, wait_for
+from spacesecrets.devtools.dev import OperatorProcess, wait_for
+from spacesecrets.projection import decoded_documents
 
 SCALE = 0.05  # the shared operator's autosync scale (conftest.FAST_ENV)
 
@@ -278,29 +279,6 @@ def test_configmap_target_is_flagged(space: Space) -> None:
     assert warning["type"] == "Warning"
 
 
-def _audit_writes(audit_log: Path, start: int, namespace: str) -> list[dict]:
-    """Writes by the operator's user touching this space (its namespace, or its history).
-
-    Other tests' namespaces are being deleted meanwhile; their clean-up is not this test's."""
-    writes = []
-    with audit_log.open() as fh:
-        fh.seek(start)
-        for line in fh:
-            event = json.loads(line)
-            ref = event.get("objectRef") or {}
-            ours = ref.get("namespace") == namespace or (
-                ref.get("namespace") == "spacesecrets-system"
-                and ref.get("name") in (None, f"history-{namespace}")
-            )
-            if (
-                event["user"]["username"] == OPERATOR_USER
-                and event["verb"] in ("create", "update", "patch", "delete")
-                and ours
-            ):
-                writes.append(event)
-    return writes
-
-
 def test_idle_ticks_make_no_api_writes(space: Space) -> None:
     """The audit log proves it: several autosync ticks with no change, zero operator writes."""
     space.apply({"A": "1", "B": {"x": 1}})
@@ -309,22 +287,100 @@ def test_idle_ticks_make_no_api_writes(space: Space) -> None:
         apply(space, space.flow(f"idle-{i}", f"idle-{i}-secrets"))
     for i in range(3):
         wait_synced(space, f"idle-{i}", 1)
-    audit = space.cluster.cp.audit_log
-    # the batch audit backend flushes within a second: wait until our own marker request shows
-    marker = f"marker-{time.time_ns()}"
-    space.cluster.cp.kubectl("get", "configmap", marker, "-n", space.ns, check=False)
-    wait_for("the audit log to flush", lambda: marker in audit.read_text(), timeout=20)
-    start = audit.stat().st_size
+    start = audit_mark(space.cluster, space.ns)
     period = schedule.period_seconds("1m", SCALE)
     window_end = time.time() + 4 * period  # at least three ticks of every flow
     wait_for("several ticks", lambda: time.time() > window_end, timeout=4 * period + 5)
-    marker = f"marker-{time.time_ns()}"
-    space.cluster.cp.kubectl("get", "configmap", marker, "-n", space.ns, check=False)
-    wait_for("the audit log to flush", lambda: marker in audit.read_text(), timeout=20)
-    writes = _audit_writes(audit, start, space.ns)
-    assert writes == [], [(w["verb"], w["objectRef"]) for w in writes]
+    audit_mark(space.cluster, space.ns)
+    writes = audit_writes(space.cluster.cp.audit_log, start, space.ns)
+    assert writes == [], described(writes)
     # and a real change is still delivered by the next tick
     space.apply({"A": "2", "B": {"x": 1}})
     space.wait_version(2)
     for i in range(3):
         wait_synced(space, f"idle-{i}", 2, timeout=15)
+
+
+RETRY_SECONDS = 30  # the longest a retry of a failed reconcile ever waits (controller)
+
+
+def _quiet_window(space: Space, seconds: float) -> list[dict]:
+    """The operator's writes touching this space over the next `seconds`."""
+    start = audit_mark(space.cluster, space.ns)
+    window_end = time.time() + seconds
+    wait_for("the window to pass", lambda: time.time() > window_end, timeout=seconds + 5)
+    audit_mark(space.cluster, space.ns)
+    return audit_writes(space.cluster.cp.audit_log, start, space.ns)
+
+
+def test_a_refused_flow_is_reported_once_and_waits_for_a_change(space: Space) -> None:
+    """TargetNotOwned is permanent: one condition, one Warning, and no write at the ticks or on a
+    retry timer after it; what it waits for (the foreign target gone) lets it sync at its tick."""
+    space.apply({"A": "1"})
+    space.wait_version(1)
+    space.cluster.cp.kubectl(
+        "create", "secret", "generic", "theirs", "-n", space.ns, "--from-literal=x=y"
+    )
+    apply(space, space.flow("grabby", "theirs"))  # 1m: a tick every 3 s
+    space.wait_condition("Synced", "False", "TargetNotOwned", "grabby", "flowsecretsyncs")
+    wait_for("the warning", lambda: space.events("TargetNotOwned"))
+    # longer than the longest retry delay, and a dozen ticks: each one tries the flow again
+    writes = _quiet_window(space, RETRY_SECONDS + 4 * schedule.period_seconds("1m", SCALE))
+    assert writes == [], described(writes)
+    assert len(space.events("TargetNotOwned")) == 1
+    space.cluster.cp.kubectl("delete", "secret", "theirs", "-n", space.ns)
+    wait_synced(space, "grabby", 1, timeout=15)
+    assert space.target_documents("theirs")["SECRETS"] == {"A": "1"}
+
+
+def test_a_target_made_immutable_is_reported_and_restored_once_deleted(
+    space: Space, operator: OperatorProcess
+) -> None:
+    log_from = len(operator.log_text())
+    space.apply({"A": "1"})
+    space.wait_version(1)
+    apply(space, space.flow("frozen", "frozen-secrets"))
+    wait_synced(space, "frozen", 1)
+    space.cluster.cp.kubectl(
+        "patch", "secret", "frozen-secrets", "-n", space.ns, "-p", '{"immutable": true}'
+    )
+    space.apply({"A": "2"})
+    space.wait_version(2)
+    cond = space.wait_condition("Synced", "False", "TargetImmutable", "frozen", "flowsecretsyncs")
+    assert "frozen-secrets" in cond["message"]
+    warning = wait_for("the warning", lambda: space.events("TargetImmutable"))[0]
+    assert warning["type"] == "Warning" and "frozen-secrets" in warning["message"]
+    assert flow_status(space, "frozen")["syncedVersion"] == 1  # what the target still holds
+    writes = _quiet_window(space, 4 * schedule.period_seconds("1m", SCALE))
+    assert writes == [], described(writes)
+    assert len(space.events("TargetImmutable")) == 1
+    space.cluster.cp.kubectl("delete", "secret", "frozen-secrets", "-n", space.ns)
+    wait_synced(space, "frozen", 2, timeout=15)
+    assert space.target_documents("frozen-secrets")["SECRETS"] == {"A": "2"}
+    assert "Traceback" not in operator.log_text()[log_from:]
+
+
+def test_a_target_that_does_not_parse_is_restored_with_a_warning(
+    space: Space, operator: OperatorProcess
+) -> None:
+    log_from = len(operator.log_text())
+    space.apply({"A": "1"})
+    space.wait_version(1)
+    apply(space, space.flow("parsed", "parsed-secrets"))
+    wait_synced(space, "parsed", 1)
+    target = space.kube.get("Secret", space.ns, "parsed-secrets")
+    deep = "[" * 100_000  # too deep for any recursive JSON parser
+    target["data"]["SECRETS"] = base64.b64encode(deep.encode()).decode()
+    space.kube.replace("Secret", space.ns, target)
+
+    def restored() -> bool:
+        text = decoded_documents(space.kube.get("Secret", space.ns, "parsed-secrets"))["SECRETS"]
+        return not text.startswith("[") and json.loads(text) == {"A": "1"}
+
+    wait_for("the target to be restored", restored, timeout=15)
+    warning = wait_for("the warning", lambda: space.events("TargetUnreadable"))[0]
+    assert warning["type"] == "Warning" and "parsed-secrets" in warning["message"]
+    assert "SECRETS" in warning["message"] and "[[" not in warning["message"]
+    assert space.condition("Synced", "parsed", "flowsecretsyncs")["status"] == "True"
+    logged = operator.log_text()[log_from:]
+    assert "Traceback" not in logged and "RecursionError" not in logged

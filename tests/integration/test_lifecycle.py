@@ -11,9 +11,10 @@ from collections.abc import Callable
 from typing import Any
 
 import yaml
-from tests.conftest import Space, reconciles
+from tests.conftest import Space, audit_mark, audit_writes, described, reconciles
 
 from spacesecrets.core import crypto, schedule
+from spacesecrets.core.conditions import parse_rfc3339
 from spacesecrets.devtools.dev import OPERATOR_NAMESPACE, LocalCluster, wait_for
 from spacesecrets.kube import Kube, make_client
 from spacesecrets.projection import decoded_documents
@@ -197,6 +198,78 @@ def test_a_restart_is_not_a_tick(fresh_cluster: Callable[[], LocalCluster]) -> N
     assert space.target_documents("late-secrets")["SECRETS"] == {"A": "2"}
     assert status("late")["syncedVersion"] == 2
     assert "forged" not in op.log_text()
+
+
+def _conflict_pair_and_a_refused_flow(space: Space) -> None:
+    """A healthy flow, a Conflict and a TargetNotOwned, as a converged state holds them.
+
+    zulu owns shared-secrets, yet alpha was created before it and is listed first: neither
+    creation order nor the order a new process sees the flows in may hand alpha the target."""
+    _apply(space, space.flow("calm", "calm-secrets"))
+    _apply(space, space.flow("alpha", "alpha-secrets"))
+    space.wait_condition("Synced", "True", name="alpha", plural="flowsecretsyncs")
+    created = space.kube.get_custom("flowsecretsyncs", space.ns, "alpha")["metadata"]
+    born = parse_rfc3339(created["creationTimestamp"]).timestamp()
+    wait_for("a later creationTimestamp", lambda: time.time() >= born + 1.2)
+    _apply(space, space.flow("zulu", "shared-secrets"))
+    space.wait_condition("Synced", "True", name="zulu", plural="flowsecretsyncs")
+    _apply(space, space.flow("alpha", "shared-secrets"))  # now names zulu's target
+    space.cluster.cp.kubectl(
+        "create", "secret", "generic", "theirs", "-n", space.ns, "--from-literal=x=y"
+    )
+    _apply(space, space.flow("grabby", "theirs"))
+    space.wait_condition("Synced", "False", "Conflict", "alpha", "flowsecretsyncs")
+    space.wait_condition("Synced", "False", "TargetNotOwned", "grabby", "flowsecretsyncs")
+    space.wait_condition("Synced", "True", name="calm", plural="flowsecretsyncs")
+
+
+def _synced_conditions(space: Space) -> dict[str, Any]:
+    """Each flow's Synced condition, and who owns the shared target."""
+    out: dict[str, Any] = {
+        name: space.condition("Synced", name, "flowsecretsyncs")
+        for name in ("calm", "alpha", "zulu", "grabby")
+    }
+    owners = space.kube.get("Secret", space.ns, "shared-secrets")["metadata"]["ownerReferences"]
+    out["owner"] = [o["name"] for o in owners]
+    return out
+
+
+def test_a_restart_over_failing_flows_writes_nothing(
+    fresh_cluster: Callable[[], LocalCluster],
+) -> None:
+    """A new process over a converged state with a Conflict and a TargetNotOwned in it: no write,
+    no Event, the same winner -- on its first pass and on the ticks after it."""
+    cluster = fresh_cluster()
+    env = {"SPACESECRETS_AUTOSYNC_SCALE": "0.05"}  # 1m ticks every 3 s: failing flows retry at each
+    op = cluster.start_operator(env=env)
+    space = _space(cluster, "team-c")
+    space.apply({"A": "1"})
+    space.wait_version(1)
+    _conflict_pair_and_a_refused_flow(space)
+    before = _synced_conditions(space)
+    flows = len(space.kube.list_custom("flowsecretsyncs", space.ns))
+    op.stop()
+    events = len(space.events())
+    start = audit_mark(cluster)
+
+    op = cluster.start_operator(env=env)
+    # every flow once, then the two failing ones again at two ticks each at least
+    wait_for(
+        "every flow reconciled, and the failing ones again at their ticks",
+        lambda: reconciles(op.metrics(), "FlowSecretSync") >= flows + 6,
+        timeout=60,
+    )
+    audit_mark(cluster)
+    writes = audit_writes(cluster.cp.audit_log, start)
+    assert writes == [], described(writes)
+    assert len(space.events()) == events
+    after = _synced_conditions(space)
+    assert after == before
+    # the owner kept its target; the other one, created first, is the one in conflict
+    assert after["owner"] == ["zulu"] and after["zulu"]["status"] == "True"
+    assert after["alpha"]["reason"] == "Conflict" and "zulu" in after["alpha"]["message"]
+    assert after["grabby"]["reason"] == "TargetNotOwned"
+    assert "Traceback" not in op.log_text()
 
 
 MARKERS = ["pl41ntext-marker-alpha", "pl41ntext-marker-beta", "pl41ntext-marker-gamma"]
