@@ -41,7 +41,7 @@ import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
-from tests.conftest import Space, public_key
+from tests.conftest import Space, audit_mark, audit_writes, described, public_key, reconciles
 
 from spacesecrets.core import crypto, versions
 from spacesecrets.devtools.dev import OPERATOR_NAMESPACE, LocalCluster, OperatorProcess, wait_for
@@ -271,6 +271,42 @@ def plaintext_hits(
         hits["logs"] += log.read_text(errors="replace").count(marker)
     hits["audit"] = cluster.cp.audit_log.read_text(errors="replace").count(marker)
     return hits
+
+
+def restart_writes(
+    cluster: LocalCluster, op: OperatorProcess, env: dict[str, str]
+) -> list[dict[str, Any]]:
+    """Stop `op`, start a new operator, and return what it wrote (Events included) until it had
+    reconciled every space and every flow, and every flow not synced once more at a tick."""
+    op.stop()
+    custom = _custom(cluster)
+
+    def live(plural: str) -> list[dict[str, Any]]:
+        items = custom.list_cluster_custom_object(GROUP, VERSION, plural)["items"]
+        return [i for i in items if not i["metadata"].get("deletionTimestamp")]
+
+    spaces, flows = live("spacesecrets"), live("flowsecretsyncs")
+    failing = [
+        f
+        for f in flows
+        if not any(
+            c["type"] == "Synced" and c["status"] == "True"
+            for c in (f.get("status") or {}).get("conditions") or []
+        )
+    ]
+    start = audit_mark(cluster)
+    new = cluster.start_operator(env=env)
+
+    def reconciled() -> bool:
+        metrics = new.metrics()
+        return reconciles(metrics, "SpaceSecrets") >= len(spaces) and reconciles(
+            metrics, "FlowSecretSync"
+        ) >= len(flows) + len(failing)
+
+    wait_for("every space and flow reconciled by the new process", reconciled, 120, 1.0)
+    audit_mark(cluster)
+    assert "Traceback" not in new.log_text()
+    return audit_writes(cluster.cp.audit_log, start)
 
 
 def operator_tracebacks(cluster: LocalCluster) -> int:
@@ -1148,11 +1184,58 @@ def run_other_operator_case(c: Corpus, name: str, ns: str) -> str | None:
         time.sleep(1.1)  # a later creationTimestamp: the newcomer is the one that yields
         create("flowsecretsyncs", FlowDef("copycat", flow.target).body(ns))
         problem = expect("flowsecretsyncs", "copycat", "Synced", "Conflict", flow.target)
+    elif name == "flow target made immutable by someone else":
+        problem = _immutable_target(c, ns, custom, expect)
+    elif name == "flow target rewritten so that it does not parse":
+        problem = _unparseable_target(c, ns, flow)
     else:
         raise AssertionError(name)
     if not problem and converged(c.kube, ns, [flow]) != 1:
         problem = "the good version is no longer projected"
     return problem
+
+
+def _immutable_target(
+    c: Corpus,
+    ns: str,
+    custom: kubernetes.client.CustomObjectsApi,
+    expect: Callable[..., str | None],
+) -> str | None:
+    """Its flow changed, the target can't follow: Synced=False and one Warning, no retry loop."""
+    frozen = FlowDef("frozen", "frozen-secrets")
+    create_flow(custom, ns, frozen.body(ns))
+    c.projections.add((ns, frozen.target))
+    wait_for("frozen synced", lambda: converged(c.kube, ns, [frozen]) == 1, timeout=60)
+    _core(c.kube).patch_namespaced_secret(frozen.target, ns, {"immutable": True})
+    custom.patch_namespaced_custom_object(
+        GROUP, VERSION, ns, "flowsecretsyncs", "frozen", {"spec": {"autosync": "24h"}}
+    )
+    problem = expect("flowsecretsyncs", "frozen", "Synced", "TargetImmutable", frozen.target)
+    events = _core(c.kube).list_namespaced_event(ns, field_selector="reason=TargetImmutable")
+    if not problem and [e.type for e in events.items] != ["Warning"]:
+        problem = f"not one Warning: {[e.type for e in events.items]}"
+    return problem
+
+
+def _unparseable_target(c: Corpus, ns: str, flow: FlowDef) -> str | None:
+    """A document too deep for any recursive parser, written into a target: restored, with a
+    Warning, and no traceback."""
+    deep = base64.b64encode(b"[" * 100_000).decode()
+    _core(c.kube).patch_namespaced_secret(flow.target, ns, {"data": {"SECRETS": deep}})
+    try:
+        wait_for(
+            "the target restored",
+            lambda: (
+                _core(c.kube)
+                .list_namespaced_event(ns, field_selector="reason=TargetUnreadable,type=Warning")
+                .items
+                and converged(c.kube, ns, [flow]) == 1
+            ),
+            timeout=60,
+        )
+    except TimeoutError:
+        return "not restored with a TargetUnreadable Warning"
+    return None
 
 
 OTHER_OPERATOR_CASES = [
@@ -1164,6 +1247,8 @@ OTHER_OPERATOR_CASES = [
     "flow target exists, not ours",
     "flow ConfigMap target not allowed",
     "flow target taken by another flow",
+    "flow target made immutable by someone else",
+    "flow target rewritten so that it does not parse",
 ]
 
 
@@ -1358,3 +1443,7 @@ def test_bad_input_corpus(fresh_cluster: Callable[[], LocalCluster], tmp_path: P
     assert hits == {"objects": 0, "events": 0, "logs": 0, "audit": 0}
     # a value typed in plain into `sealed` is refused by CEL, whose message quotes nothing
     assert echoed == {"objects": 0, "events": 0, "logs": 0, "audit": 0}
+    # every refusal above is still in place: a new process over all of it writes nothing
+    writes = restart_writes(cluster, op, env={"SPACESECRETS_AUTOSYNC_SCALE": "0.05"})
+    report(f"bad input: a restart over every refusal made {len(writes)} writes")
+    assert writes == [], described(writes)
