@@ -17,9 +17,10 @@ What is measured, and how:
   FlowSecretSync) to the target holding that version (save -> target);
 - API writes by the operator's user at steady state, from the audit log, over a window after
   everything converged (the real 1m autosync ticks fall inside it);
-- restart: then a new operator process over the converged objects; time from its start until it
-  has reconciled every space and flow once (its /metrics), its CPU, peak RSS and API requests.
-  It must write nothing, and that is asserted;
+- restart: then a new operator process over the converged objects, among them flows that fail
+  for good (a Conflict pair and a TargetNotOwned); time from its start until it has reconciled
+  every space and flow once (its /metrics), and the failing ones again at their ticks, its CPU,
+  peak RSS and API requests. It must write nothing, and that is asserted;
 - the operator's RSS and CPU from /proc; unseal and seal per value and the CPU of reconciling a
   100-key space in-process, against an in-memory API.
 
@@ -408,6 +409,7 @@ def test_operator_at_scale(bench_cluster: LocalCluster, results: dict[str, Any])
     spy.stop()
     sampler.stopped.set()
     final_rss, final_peak = rss_mib(pid)
+    failing = _failing_flows(client)
     assert op.alive(), op.log_text()[-3000:]
     assert "Traceback" not in op.log_text()
     # the latency probes left flows behind their spaces until their next 1m tick
@@ -416,7 +418,9 @@ def test_operator_at_scale(bench_cluster: LocalCluster, results: dict[str, Any])
     rec.stop()
 
     # -- restart ------------------------------------------------------------------------------
-    restart = _restart(cluster, operator_kubeconfig, extra_env, flows=N + len(first_projection))
+    restart = _restart(
+        cluster, operator_kubeconfig, extra_env, flows=N + len(first_projection), failing=failing
+    )
 
     time.sleep(2)  # the audit log is written in 1 s batches
     cold = audit_requests(cluster.cp.audit_log, OPERATOR_USER, wall0, cold_wall)
@@ -469,11 +473,36 @@ def _all_current(op: OperatorProcess) -> bool:
     return False
 
 
+def _failing_flows(client: kubernetes.client.ApiClient) -> int:
+    """Flows that fail for good, for the restart to find: in the first space, a second
+    FlowSecretSync naming its flow's target (Conflict), and one naming a Secret nobody manages
+    (TargetNotOwned). Returns how many."""
+    core = kubernetes.client.CoreV1Api(client)
+    custom = kubernetes.client.CustomObjectsApi(client)
+    ns = _ns(0)
+    core.create_namespaced_secret(ns, {"metadata": {"name": "theirs"}, "stringData": {"x": "y"}})
+    expected = {"copycat": "Conflict", "grabby": "TargetNotOwned"}
+    for body in (flow_body(ns, "copycat", "flow-secrets"), flow_body(ns, "grabby", "theirs")):
+        custom.create_namespaced_custom_object(GROUP, VERSION, ns, "flowsecretsyncs", body)
+
+    def reported() -> bool:
+        for name, reason in expected.items():
+            obj = custom.get_namespaced_custom_object(GROUP, VERSION, ns, "flowsecretsyncs", name)
+            conditions = (obj.get("status") or {}).get("conditions") or []
+            if not any(c["type"] == "Synced" and c["reason"] == reason for c in conditions):
+                return False
+        return True
+
+    wait_for("a Conflict and a TargetNotOwned", reported, 120, interval=1.0)
+    return len(expected)
+
+
 def _restart(
-    cluster: LocalCluster, kubeconfig: Path, env: dict[str, str], flows: int
+    cluster: LocalCluster, kubeconfig: Path, env: dict[str, str], flows: int, failing: int
 ) -> dict[str, Any]:
-    """A new operator process over N converged spaces (no flow behind): time until it has
-    reconciled every space and flow once, its CPU, RSS and API requests meanwhile."""
+    """A new operator process over N converged spaces (no flow behind but the `failing` ones,
+    which fail for good): time until it has reconciled every space and flow once, and the failing
+    ones once more at their next tick, its CPU, RSS and API requests meanwhile."""
     wall0, t0 = time.time(), time.monotonic()
     op = cluster.start_operator(env=env, kubeconfig=kubeconfig, wait=False)
     pid = op.popen.pid
@@ -481,17 +510,19 @@ def _restart(
     sampler.start()
     op.wait_ready(timeout=600)
 
-    def reconciled() -> bool:
+    def reconciled(again: int = 0) -> bool:
         metrics = op.metrics()  # one scrape lists every flow: one a second, not one every 0.2 s
         return (
             reconciles(metrics, "SpaceSecrets") >= N
-            and reconciles(metrics, "FlowSecretSync") >= flows
+            and reconciles(metrics, "FlowSecretSync") >= flows + failing + again
         )
 
     wait_for("every space and flow reconciled by the new process", reconciled, 3600, 1.0)
     seconds, cpu = time.monotonic() - t0, cpu_seconds(pid)
     rss, peak = rss_mib(pid)
     sampler.stopped.set()
+    # the failing flows are tried again (their space's reconcile, their next tick): still nothing
+    wait_for("the failing flows tried again", lambda: reconciled(failing), 120, 1.0)
     assert "Traceback" not in op.log_text()
     wall1 = time.time()
     op.stop()
@@ -502,6 +533,7 @@ def _restart(
         "cpuSeconds": round(cpu, 1),
         "rssMiB": round(rss, 1),
         "peakMiB": round(max(peak, sampler.peak), 1),
+        "failingFlows": failing,
         "apiRequests": len(requests),
         "apiWrites": by_verb_and_resource(requests),
         "apiReads": by_verb_and_resource(requests, writes_only=False),
