@@ -1291,7 +1291,8 @@ class Operator:
         )
 
     def _rivals(self, entry: FlowEntry) -> list[Claimant]:
-        """The other FlowSecretSyncs this process knows that name the same target."""
+        """The other FlowSecretSyncs this process knows that name the same target (one no
+        current owner approved claims nothing)."""
         with self._lock:
             return [
                 Claimant(e.created, e.name, e.uid)
@@ -1300,6 +1301,7 @@ class Operator:
                 and not e.deleting
                 and (e.spec.target_kind, e.spec.target_name)
                 == (entry.spec.target_kind, entry.spec.target_name)
+                and not self.approval_problem(e)
             ]
 
     def _flow_failed(self, entry: FlowEntry, reason: str, message: str) -> None:
