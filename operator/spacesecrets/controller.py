@@ -258,11 +258,12 @@ class Controller:
         # per retry, and after a few the object waits for a change
         if failures == 1:
             log.error("reconcile of %s %s/%s failed", kind, ns, name, exc_info=exc)
+        why = type(exc).__name__  # its message may quote anything, a value among it
         if failures > MAX_BUG_RETRIES:
-            log.error("%s %s/%s: %s again; not retried until it changes", kind, ns, name, exc)
+            log.error("%s %s/%s: %s again; not retried until it changes", kind, ns, name, why)
             return
         delay = min(MAX_RETRY_SECONDS, 0.5 * 2**failures)
-        log.warning("%s %s/%s: %s; retrying in %.0fs", kind, ns, name, type(exc).__name__, delay)
+        log.warning("%s %s/%s: %s; retrying in %.0fs", kind, ns, name, why, delay)
         self._retry_after(delay, key, reason)
 
     def _retry_after(self, delay: float, key: Key, reason: str) -> None:
