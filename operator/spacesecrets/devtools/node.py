@@ -116,8 +116,11 @@ def _cgroup_hierarchies() -> list[Path]:
     )
 
 
-def can_run_node(bin_dir: Path | None = None) -> str | None:
-    """None when this machine can run the node; otherwise why not, in one sentence."""
+def can_run_node(bin_dir: Path | None = None, *, packages: bool = True) -> str | None:
+    """None when this machine can run the node; otherwise why not, in one sentence.
+
+    `packages=False` asks only about the host (root, namespaces, cgroups, overlayfs), not about
+    what `make kubenode` installs (runc, the CNI plugins) or builds (`bin_dir`)."""
     if os.uname().sysname != "Linux":
         return "the node needs Linux"
     if os.geteuid() != 0:
@@ -139,10 +142,6 @@ def can_run_node(bin_dir: Path | None = None) -> str | None:
     v2 = hierarchies == [Path("/sys/fs/cgroup")]
     if not v2 and not {"memory", "cpu", "pids"} <= names | {n for h in names for n in h.split(",")}:
         return "no cgroup v1 memory/cpu/pids hierarchies and no cgroup v2 at /sys/fs/cgroup"
-    if runc_binary() is None:
-        return "runc is not installed (make kubenode installs Debian's)"
-    if cni_bin_dir() is None:
-        return "the CNI plugins are not installed (make kubenode installs Debian's)"
     probe = subprocess.run(
         ["unshare", "--fork", "--pid", "--net", "--mount", "--propagation", "private", "true"],
         capture_output=True,
@@ -151,6 +150,12 @@ def can_run_node(bin_dir: Path | None = None) -> str | None:
     )
     if probe.returncode != 0:
         return f"cannot create namespaces: {probe.stderr.strip()}"
+    if not packages:
+        return None
+    if runc_binary() is None:
+        return "runc is not installed (make kubenode installs Debian's)"
+    if cni_bin_dir() is None:
+        return "the CNI plugins are not installed (make kubenode installs Debian's)"
     if bin_dir is not None:
         missing = [b for b in NODE_BINARIES if not (bin_dir / b).exists()]
         if missing:
@@ -874,3 +879,20 @@ def add_node(cp: ControlPlane, bin_dir: Path | None = None, **kwargs: Any) -> No
     node = Node(cp, found, **kwargs)
     node.start()
     return node
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m spacesecrets.devtools.node why-not [--host]`: print why this machine cannot run
+    the node (nothing when it can); for the Makefile."""
+    import sys
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] != "why-not":
+        print("usage: python -m spacesecrets.devtools.node why-not [--host]", file=sys.stderr)
+        return 2
+    print(can_run_node(packages="--host" not in args) or "")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
