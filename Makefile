@@ -9,7 +9,7 @@ NODE_STAMP := $(NODE_RED)/node_modules/.installed
 CONTROLPLANE = $(shell bash hack/controlplane/build.sh)
 PYTEST_ARGS ?=
 
-.PHONY: all venv controlplane node lint test unit integration e2e crds run demo bench soak clean
+.PHONY: all venv controlplane node kubenode lint test unit integration e2e crds run demo bench soak clean
 
 all: test
 
@@ -22,6 +22,23 @@ venv: $(STAMP)
 
 controlplane:
 	bash hack/controlplane/build.sh
+
+# A real kubelet node for the e2e tests and the demo, where the machine allows it (root, cgroups,
+# overlayfs, namespaces): Debian's runc and CNI plugins (and gcc for the static pause binary) when
+# missing, then kubelet, kube-scheduler and containerd built by hack/node (cached). Elsewhere it
+# says why not, and the tests that need the node skip with that reason.
+NODE_DEBS := runc containernetworking-plugins gcc libc6-dev
+kubenode: venv
+	@why=$$($(PY) -m spacesecrets.devtools.node why-not --host); \
+	if [ -n "$$why" ]; then echo "kubenode: no real node on this machine: $$why"; exit 0; fi; \
+	missing=$$(for p in $(NODE_DEBS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "kubenode: installing" $$missing; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null \
+	    || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; }; \
+	fi; \
+	bash hack/node/build.sh >/dev/null && echo "kubenode: $$($(PY) -m spacesecrets.devtools.node why-not || true)" \
+	  | sed 's/^kubenode: $$/kubenode: ready (kubelet, containerd, runc)/'
 
 $(NODE_STAMP): $(NODE_RED)/package-lock.json
 	cd $(NODE_RED) && npm ci --no-audit --no-fund --loglevel=error
@@ -38,7 +55,7 @@ lint: venv
 crds: venv
 	$(VENV)/bin/spacesecrets crds --out crds
 
-test: venv controlplane node lint
+test: venv controlplane kubenode node lint
 	cd $(NODE_RED) && npm test
 	SPACESECRETS_CONTROLPLANE_BIN=$(CONTROLPLANE) $(PY) -m pytest $(PYTEST_ARGS)
 
@@ -51,7 +68,7 @@ integration: venv controlplane
 run: venv controlplane
 	SPACESECRETS_CONTROLPLANE_BIN=$(CONTROLPLANE) $(VENV)/bin/spacesecrets dev
 
-demo: venv controlplane
+demo: venv controlplane kubenode
 	SPACESECRETS_CONTROLPLANE_BIN=$(CONTROLPLANE) $(VENV)/bin/spacesecrets dev --demo
 
 bench: venv controlplane

@@ -44,6 +44,10 @@ CONTROLLERS = (
     "namespace-controller",
     "serviceaccount-controller",
     "clusterrole-aggregation-controller",
+    # for a node (spacesecrets.devtools.node): kube-root-ca.crt in every namespace, which pods'
+    # tokens mount, and the removal of the not-ready taint the API server puts on a new node
+    "root-ca-cert-publisher",
+    "node-lifecycle-controller",
 )
 AUDIT_POLICY = {
     "apiVersion": "audit.k8s.io/v1",
@@ -369,6 +373,9 @@ class ControlPlane:
                 f"--client-ca-file={pki / 'ca.crt'}",
                 f"--service-account-key-file={pki / 'sa.pub'}",
                 f"--service-account-signing-key-file={pki / 'sa.key'}",
+                # for logs, exec and port-forward through a node's kubelet (spacesecrets.devtools)
+                f"--kubelet-client-certificate={pki / 'kubelet-client.crt'}",
+                f"--kubelet-client-key={pki / 'kubelet-client.key'}",
                 "--service-account-issuer=https://kubernetes.default.svc",
                 "--authorization-mode=RBAC",
                 "--service-cluster-ip-range=10.0.0.0/24",
@@ -423,6 +430,9 @@ class ControlPlane:
         )
         (pki / "apiserver.crt").write_bytes(serving.cert_pem)
         (pki / "apiserver.key").write_bytes(serving.key_pem)
+        kubelet_client = self._ca.issue("kube-apiserver-kubelet-client", ["system:masters"])
+        (pki / "kubelet-client.crt").write_bytes(kubelet_client.cert_pem)
+        (pki / "kubelet-client.key").write_bytes(kubelet_client.key_pem)
         sa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         (pki / "sa.key").write_bytes(_pem_key(sa_key))
         (pki / "sa.pub").write_bytes(

@@ -15,9 +15,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from spacesecrets.devtools import oci
 from spacesecrets.devtools.controlplane import _checkout_root
 from spacesecrets.devtools.dev import OPERATOR_NAMESPACE, LocalCluster, wait_for
 from spacesecrets.devtools.kubelet import write_projection
+from spacesecrets.devtools.node import Node
 from spacesecrets.flow import FlowSecrets
 from spacesecrets.kube import Kube, make_client
 from spacesecrets.projection import decoded_documents
@@ -34,7 +36,8 @@ def _show(result: subprocess.CompletedProcess[str]) -> None:
 
 
 class _Demo:
-    def __init__(self, cluster: LocalCluster, tmp: Path) -> None:
+    def __init__(self, cluster: LocalCluster, tmp: Path, node: Node | None = None) -> None:
+        self.node = node
         self.cluster, self.tmp = cluster, tmp
         self.examples = _checkout_root() / "examples" / "team-a"
         self.alice = cluster.cp.kubeconfig_for("alice@example.com")
@@ -67,6 +70,47 @@ class _Demo:
         volume = self.tmp / "volume"
         write_projection(volume, self.target())
         return volume
+
+    def start_pod(self) -> None:
+        """With a real node: a pod mounts the target Secret, as the flow's pod would."""
+        pod = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "volume-reader", "namespace": "team-a"},
+            "spec": {
+                "hostNetwork": True,
+                "terminationGracePeriodSeconds": 1,
+                "containers": [
+                    {
+                        "name": "reader",
+                        "image": oci.BUSYBOX_IMAGE,
+                        "imagePullPolicy": "Never",
+                        "command": ["sleep", "3600"],
+                        "volumeMounts": [{"name": "secrets", "mountPath": "/etc/spacesecrets"}],
+                    }
+                ],
+                "volumes": [{"name": "secrets", "secret": {"secretName": "orders-flow-secrets"}}],
+            },
+        }
+        self.kubectl("apply", "-f", "-", stdin=json.dumps(pod))
+        self.kubectl("wait", "--for=condition=Ready", "pod/volume-reader", "-n", "team-a")
+        print(f"\na real pod on node {self.node.name if self.node else '?'} mounts the target:")
+        print(
+            self.kubectl("exec", "-n", "team-a", "volume-reader", "--", "ls", "/etc/spacesecrets")
+        )
+        print(f"its SECRETS_METADATA.version = {self.pod_version()}")
+
+    def pod_version(self) -> int:
+        text = self.kubectl(
+            "exec",
+            "-n",
+            "team-a",
+            "volume-reader",
+            "--",
+            "cat",
+            "/etc/spacesecrets/SECRETS_METADATA",
+        )
+        return int(json.loads(text)["version"])
 
     def run(self) -> int:
         op = self.cluster.start_operator(env={"SPACESECRETS_AUTOSYNC_SCALE": SCALE})
@@ -132,6 +176,8 @@ class _Demo:
         print(f"SECRETS_METADATA.version = {reader.version}, keys = {sorted(reader)}")
         print(f"SECRETS.PRODUCT_A_API_HOST = {reader['PRODUCT_A_API_HOST']}")
         print(f"SECRETS.PRODUCT_A_CONFIG   = {json.dumps(reader['PRODUCT_A_CONFIG'])}")
+        if self.node is not None:
+            self.start_pod()
 
         _say("6. the owner edits a secret; the flow picks it up at its next autosync tick")
         print(self.cli("set", "PRODUCT_A_API_HOST", "-n", "team-a", stdin="api-v2.example.com\n"))
@@ -153,6 +199,14 @@ class _Demo:
             f"{reader['PRODUCT_A_API_HOST']} ({bool(changed)})"
         )
         reader.close()
+        if self.node is not None:
+            started = time.monotonic()
+            wait_for("the pod's volume at version 2", lambda: self.pod_version() == 2, 90)
+            print(
+                f"the pod on node {self.node.name} reads version 2 from its real Secret volume "
+                f"{time.monotonic() - started:.1f} s later (kubelet syncFrequency "
+                f"{self.node.sync_frequency})"
+            )
 
         _say("7. history (key names only) and the flows' view")
         print(self.cli("history", "-n", "team-a"))
@@ -162,5 +216,5 @@ class _Demo:
         return 0
 
 
-def demo(cluster: LocalCluster, tmp: Path) -> int:
-    return _Demo(cluster, tmp).run()
+def demo(cluster: LocalCluster, tmp: Path, node: Node | None = None) -> int:
+    return _Demo(cluster, tmp, node).run()

@@ -295,14 +295,29 @@ def run_dev() -> int:
 
 
 def run_demo() -> int:
-    """`make demo`: the operator end to end, printed as a user would see it, then torn down."""
+    """`make demo`: the operator end to end, printed as a user would see it, then torn down.
+    Where the machine allows it, a real node runs a pod that mounts the flow's target Secret."""
     from spacesecrets.devtools.demo import demo
+    from spacesecrets.devtools.node import Node, can_run_node, find_node_binaries
 
+    why_not = can_run_node()
+    node_bin = None if why_not else find_node_binaries()
     with (
         tempfile.TemporaryDirectory(prefix="spacesecrets-demo-") as tmp,
         local_cluster() as cluster,
     ):
-        code = demo(cluster, Path(tmp))
+        node = None
+        if node_bin is not None:
+            node = Node(cluster.cp, node_bin, sync_frequency="1s")
+            node.start()
+            print(f"node {node.name} Ready in {node.timings['node start to Ready']:.1f} s")
+        else:
+            print(f"no real node ({why_not}): a kubelet-like writer fills the flow's volume")
+        try:
+            code = demo(cluster, Path(tmp), node)
+        finally:
+            if node is not None:
+                node.stop()  # raises when anything of it stayed behind
         pids = [*cluster.cp.pids().values(), *(op.popen.pid for op in cluster.operators)]
         workdir = cluster.cp.workdir
     alive = [pid for pid in pids if _alive(pid)]
