@@ -26,7 +26,8 @@ from spacesecrets.devtools.dev import (
     local_cluster,
     wait_for,
 )
-from spacesecrets.kube import Kube, make_client
+from spacesecrets.kube.client import Kube
+from spacesecrets.kube.factory import kube_for
 
 
 def sample(text: str, name: str, labels: dict[str, str] | None = None) -> float | None:
@@ -172,7 +173,7 @@ def fresh_cluster() -> Iterator[Callable[[], LocalCluster]]:
 
 @pytest.fixture(scope="session")
 def kube(cluster: LocalCluster) -> Kube:
-    return Kube(make_client(str(cluster.kubeconfig)))
+    return kube_for(str(cluster.kubeconfig))
 
 
 @pytest.fixture
@@ -311,7 +312,7 @@ class Space:
         return doc
 
     def target_documents(self, name: str, kind: str = "Secret") -> dict[str, Any]:
-        from spacesecrets.projection import decoded_documents
+        from spacesecrets.core.projection import decoded_documents
 
         obj = self.kube.get(kind, self.ns, name)
         return {k: json.loads(v) for k, v in decoded_documents(obj).items()}

@@ -1,7 +1,8 @@
 """The kopf handlers: the only kopf-decorated module.
 
-Edge. Each handler parses what kopf hands it, calls `reconcile.Operator`, and turns our errors into
-kopf's (`Temporary` -> `kopf.TemporaryError` with its delay). No business logic lives here.
+Edge, and the only module that imports kopf. Each handler parses what kopf hands it and passes it
+to the controller or the engine (`engine.app.Engine`), and turns our errors into kopf's
+(`Temporary` -> `kopf.TemporaryError` with its delay). No business logic lives here.
 """
 
 from __future__ import annotations
@@ -18,13 +19,14 @@ from typing import Any
 import kopf
 
 from spacesecrets import GROUP, MANAGED_BY
-from spacesecrets.controller import Controller
+from spacesecrets.core.projection import FLOW_LABEL
 from spacesecrets.core.settings import Settings
-from spacesecrets.kube import CONNECTIONS, Kube, NamespaceTerminating, Permanent, Temporary
-from spacesecrets.metrics import Metrics
-from spacesecrets.projection import FLOW_LABEL
-from spacesecrets.reconcile import Operator
-from spacesecrets.rest import Rest
+from spacesecrets.engine.app import Engine
+from spacesecrets.engine.controller import Controller
+from spacesecrets.engine.metrics import Metrics
+from spacesecrets.kube import NamespaceTerminating, Permanent, Temporary
+from spacesecrets.kube.client import CONNECTIONS, Kube
+from spacesecrets.kube.transport import Rest
 
 log = logging.getLogger("spacesecrets")
 # projected targets only: the histories and the key ring are ours too, but nobody else's to edit
@@ -36,9 +38,9 @@ LIST_CHUNK = 100  # objects a page when kopf lists a resource (a space is ~20 KB
 KOPF_IDLE_SECONDS = 0.5
 
 
-def _operator(memo: Any) -> Operator:
-    op: Operator = memo["operator"]
-    return op
+def _engine(memo: Any) -> Engine:
+    engine: Engine = memo["engine"]
+    return engine
 
 
 def _controller(memo: Any) -> Controller:
@@ -111,26 +113,24 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
             metrics.serve(config.metrics_port, config.metrics_address)
         memo["kube"], memo["metrics"] = kube, metrics
     kube, metrics = memo["kube"], memo["metrics"]
-    op = Operator(config, kube, metrics)
-    await _run(op.load_keyring)
-    await _run(op.prefetch_histories)
-    await _run(lambda: op.seed_space_index(config.watch_namespaces))
-    controller = Controller(op, workers=WORKERS)
+    engine = Engine(config, kube, metrics)
+    await _run(engine.start)
+    controller = Controller(engine, workers=WORKERS)
     if config.peering:
         controller.start(functools.partial(kube.get_peering, config.peering), priority)
     else:
         controller.start()
-    memo["operator"] = op
+    memo["engine"] = engine
     memo["controller"] = controller
     every = min(3600.0, max(1.0, min(config.rotation_period, config.history_retention) / 10))
-    memo["maintenance"] = asyncio.create_task(maintenance(op, every))
+    memo["maintenance"] = asyncio.create_task(maintenance(engine, every))
     memo["release_memory"] = asyncio.create_task(release_memory(MEMORY_TRIM_SECONDS))
 
 
 @kopf.on.probe(id="keyring")
 def probe_keyring(memo: kopf.Memo, **_: Any) -> str:
-    op = _operator(memo)
-    return op.ring.current.kid if op.ring else "none"
+    ring = _engine(memo).ring.ring
+    return ring.current.kid if ring else "none"
 
 
 # -- SpaceSecrets ---------------------------------------------------------------------------------
@@ -155,7 +155,7 @@ async def flow_event(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> N
 @kopf.on.event("", "v1", "configmaps", labels=TARGETS)
 async def target_changed(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """A projected target changed: restore it if someone else edited or deleted it."""
-    flow = _operator(memo).target_event(str(type), body)
+    flow = _engine(memo).watches.target_changed(str(type), body)
     if flow is not None:
         _controller(memo).target_drifted(*flow)
 
@@ -163,7 +163,7 @@ async def target_changed(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) 
 @kopf.on.event("rbac.authorization.k8s.io", "v1", "rolebindings", labels=OWNED)
 async def role_binding_changed(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """An owners' RoleBinding changed: repair it at once if someone else deleted or edited it."""
-    namespace = _operator(memo).role_binding_event(str(type), body)
+    namespace = _engine(memo).owners.drifted(str(type), body)
     if namespace is not None:
         _controller(memo).owners_drifted(namespace)
 
@@ -177,7 +177,7 @@ async def workload_changed(
     if type == "DELETED":
         return
     kind = "Deployment" if resource.plural == "deployments" else "StatefulSet"
-    for ns, name in _operator(memo).workload_event(kind, body):
+    for ns, name in _engine(memo).watches.workload_changed(kind, body):
         _controller(memo).flow_saved(ns, name)
 
 
@@ -197,13 +197,13 @@ async def release_memory(every: float) -> None:
         _release_freed_memory()
 
 
-async def maintenance(op: Operator, every: float) -> None:
+async def maintenance(engine: Engine, every: float) -> None:
     """Rotate keys when due and drop expired history. Safe on every replica: writes are
     conditional on resourceVersion, so two replicas never both rotate."""
     while True:
         try:
-            await _run(op.rotate_if_due)
-            await _run(op.housekeeping)
+            await _run(engine.ring.rotate_if_due)
+            await _run(engine.histories.housekeeping)
         except kopf.TemporaryError as exc:
             log.warning("maintenance failed, retrying: %s", exc)
         await asyncio.sleep(every)
@@ -218,3 +218,24 @@ async def stop_maintenance(memo: kopf.Memo, **_: Any) -> None:
     controller = memo.get("controller")
     if controller is not None:
         await controller.stop()
+
+
+def run(watch: tuple[str, ...] = (), verbose: bool = False) -> None:
+    """Run the operator until it is stopped: kopf's watches, these handlers, the engine."""
+    settings = Settings.from_env()
+    namespaces = list(watch) or list(settings.watch_namespaces)
+    kopf.configure(
+        verbose=verbose,
+        log_format=kopf.LogFormat.JSON if settings.log_json else kopf.LogFormat.PLAIN,
+        log_prefix=False,
+    )
+    liveness = f"http://0.0.0.0:{settings.health_port}/healthz" if settings.health_port else None
+    asyncio.run(
+        kopf.operator(
+            clusterwide=not namespaces,
+            namespaces=namespaces,
+            standalone=not settings.peering,
+            peering_name=settings.peering or None,
+            liveness_endpoint=liveness,
+        )
+    )

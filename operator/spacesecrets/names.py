@@ -6,6 +6,7 @@ Standard library only, imported by every layer. A name is written here once.
 from __future__ import annotations
 
 import json
+from enum import StrEnum
 from pathlib import Path
 from typing import Final
 
@@ -31,3 +32,81 @@ APPROVE: Final = "spacesecrets.io/approve"  # set or changed by an owner: the fl
 _AUTOSYNC: Final = json.loads((Path(__file__).parent / "flow" / "autosync.json").read_text())
 AUTOSYNC_SECONDS: Final[dict[str, int]] = {str(k): int(v) for k, v in _AUTOSYNC["seconds"].items()}
 DEFAULT_AUTOSYNC: Final[str] = str(_AUTOSYNC["default"])
+
+HISTORY_PREFIX: Final = "history-"  # + namespace: a space's history in the operator's namespace
+ARCHIVE_PREFIX: Final = "archive-"  # + uid: a deleted space's history set aside
+PUBLIC_KEYS_CONFIGMAP: Final = "spacesecrets-public-keys"
+SYNC_MESSAGE: Final = "🆗 Synced"
+
+
+class SpaceReason(StrEnum):
+    """Reasons of a SpaceSecrets' conditions and Events: constants alerts and tests match on."""
+
+    UNSEALED = "Unsealed"
+    DUPLICATE_SPACE = "DuplicateSpace"
+    INVALID_SECRETS = "InvalidSecrets"  # more than one kind of bad entry at once
+    OPERATOR_NAMESPACE = "OperatorNamespace"
+    ROLLBACK_FAILED = "RollbackFailed"
+    ROLLED_BACK = "RolledBack"
+    VERSION_CREATED = "VersionCreated"
+    RESTORE_NOT_ALLOWED = "RestoreNotAllowed"
+    RESTORED = "Restored"
+    ROLE_BINDING_NOT_OWNED = "RoleBindingNotOwned"
+    BOUND = "Bound"
+
+
+class FlowReason(StrEnum):
+    """Reasons of a FlowSecretSync's conditions and Events."""
+
+    SYNCED = "Synced"
+    ISSUED = "Issued"
+    SPACE_MISSING = "SpaceMissing"
+    APPROVAL_REQUIRED = "ApprovalRequired"
+    OPERATOR_NAMESPACE = "OperatorNamespace"
+    MISSING_KEY = "MissingKey"
+    TARGET_NOT_OWNED = "TargetNotOwned"
+    CONFLICT = "Conflict"
+    CONFIGMAP_NOT_ALLOWED = "ConfigMapNotAllowed"
+    CONFIGMAP_TARGET = "ConfigMapTarget"
+    TARGET_RESTORED = "TargetRestored"
+    TARGET_IMMUTABLE = "TargetImmutable"
+    TARGET_UNREADABLE = "TargetUnreadable"
+
+
+class Condition(StrEnum):
+    READY = "Ready"
+    SYNCED = "Synced"
+    ROLLBACK = "Rollback"
+    RESTORE = "Restore"
+    OWNERS_BOUND = "OwnersBound"
+    CONFIGMAP_TARGET = "ConfigMapTarget"
+
+
+class QueueReason(StrEnum):
+    """Why a key is queued, strongest first: a key queued again keeps the stronger reason.
+
+    A deleted space must be handled as deleted whatever else was queued for it; a drift restore
+    says so in an Event; "space ready" only syncs a flow that is not synced yet, so every other
+    reason wins over it."""
+
+    DELETED = "deleted"
+    DRIFT = "drift"
+    SAVE = "save"
+    UPDATE = "update"
+    CREATE = "create"
+    RESUME = "resume"  # a flow issued before this process started
+    AUTOSYNC = "autosync"
+    OWNERS_CHANGED = "owners changed"  # its space's owners changed: is it still authorized
+    SPACE_DELETED = "space deleted"
+    CHANGE = "change"  # a space's spec or rollback annotations changed
+    OWNERS_DRIFT = "owners binding drift"  # someone else deleted or edited the owners' binding
+    SPACE_READY = "space ready"
+
+
+def stronger(old: str | None, new: str) -> str:
+    """The reason to keep when a queued key is added again (see QueueReason)."""
+    if old is None:
+        return new
+    order = list(QueueReason)
+    rank = {reason.value: i for i, reason in enumerate(order)}
+    return new if rank.get(new, len(order)) < rank.get(old, len(order)) else old

@@ -315,7 +315,7 @@ def by_verb_and_resource(entries: list[dict[str, Any]], writes_only: bool = True
 
 
 class MemoryKube:
-    """Just enough of `spacesecrets.kube.Kube` for `Operator.reconcile_space`, in memory."""
+    """Just enough of `spacesecrets.kube.client.Kube` for a space's reconcile, in memory."""
 
     def __init__(self) -> None:
         self.objects: dict[tuple[str, str, str], dict[str, Any]] = {}
@@ -344,6 +344,9 @@ class MemoryKube:
 
     def replace(self, kind: str, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
         return self._store(kind, namespace, body)
+
+    def namespace_uid(self, name: str) -> str:
+        return f"uid-of-{name}"
 
     def list_custom(self, plural: str, namespace: str | None = None) -> list[dict[str, Any]]:
         return list(self.customs.get((plural, namespace or ""), []))

@@ -26,9 +26,11 @@ import yaml
 from tests.conftest import Space
 from tests.support.nodered import deploy_flows, run_node_red, secret_manager_node
 
+from spacesecrets.core.projection import decoded_documents
 from spacesecrets.devtools.kubelet import write_projection
-from spacesecrets.kube import Kube, NotFound, make_client
-from spacesecrets.projection import decoded_documents
+from spacesecrets.kube import NotFound
+from spacesecrets.kube.client import Kube
+from spacesecrets.kube.factory import kube_for
 
 T = TypeVar("T")
 
@@ -85,7 +87,7 @@ class KubeletLoop:
 @contextmanager
 def kubelet_loop(space: Space, volume: Path) -> Iterator[KubeletLoop]:
     # A client of its own: the test thread keeps using the fixture's.
-    loop = KubeletLoop(Kube(make_client(str(space.cluster.kubeconfig))), space.ns, TARGET, volume)
+    loop = KubeletLoop(kube_for(str(space.cluster.kubeconfig)), space.ns, TARGET, volume)
     loop.start()
     try:
         yield loop

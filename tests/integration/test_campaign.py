@@ -44,9 +44,11 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from tests.conftest import Space, audit_mark, audit_writes, described, public_key, reconciles
 
 from spacesecrets.core import crypto, versions
+from spacesecrets.core.projection import decoded_documents
 from spacesecrets.devtools.dev import OPERATOR_NAMESPACE, LocalCluster, OperatorProcess, wait_for
-from spacesecrets.kube import Kube, NotFound, make_client
-from spacesecrets.projection import decoded_documents
+from spacesecrets.kube import NotFound
+from spacesecrets.kube.client import Kube
+from spacesecrets.kube.factory import kube_for, make_client
 
 SOAK = os.environ.get("SOAK") == "1"
 SEED = int(os.environ.get("CAMPAIGN_SEED", str(random.SystemRandom().randrange(1 << 30))))
@@ -504,7 +506,7 @@ def test_sigkill_storm(fresh_cluster: Callable[[], LocalCluster]) -> None:
     rng = random.Random(SEED)
     cluster = fresh_cluster()
     op = cluster.start_operator(env=STORM_ENV)
-    kube = Kube(make_client(str(cluster.kubeconfig)))
+    kube = kube_for(str(cluster.kubeconfig))
     sealer, marker, ns = Sealer(cluster), _marker(), "storm"
     flows = [
         FlowDef("all", "all-secrets"),
@@ -559,7 +561,7 @@ def test_sigkill_storm(fresh_cluster: Callable[[], LocalCluster]) -> None:
 def test_apiserver_and_etcd_restarts(fresh_cluster: Callable[[], LocalCluster]) -> None:
     cluster = fresh_cluster()
     op = cluster.start_operator(env=STORM_ENV)
-    kube = Kube(make_client(str(cluster.kubeconfig)))
+    kube = kube_for(str(cluster.kubeconfig))
     sealer, marker, ns = Sealer(cluster), _marker(), "restarts"
     flows = [FlowDef("all", "all-secrets"), FlowDef("some", "some-secrets", ["K0", "K1"])]
     initial: Plain = {k: ("text", f"{marker}-init-{k}".encode()) for k in KEYS[:4]}
@@ -1372,7 +1374,7 @@ def run_cli(
 def test_bad_input_corpus(fresh_cluster: Callable[[], LocalCluster], tmp_path: Path) -> None:
     cluster = fresh_cluster()
     op = cluster.start_operator(env={"SPACESECRETS_AUTOSYNC_SCALE": "0.05"})
-    kube = Kube(make_client(str(cluster.kubeconfig)))
+    kube = kube_for(str(cluster.kubeconfig))
     corpus = Corpus(cluster, kube, Sealer(cluster), _marker(), _marker())
     _namespace_with_good_space(corpus, "adm")
     cli_flow = _namespace_with_good_space(corpus, "cli")

@@ -24,7 +24,7 @@ from tests.conftest import Space, denials
 from spacesecrets.core.settings import Settings
 from spacesecrets.devtools.controlplane import ControlPlane, find_binaries
 from spacesecrets.devtools.dev import OPERATOR_NAMESPACE, LocalCluster, public_keys_reader, wait_for
-from spacesecrets.kube import Kube, make_client
+from spacesecrets.kube.factory import kube_for
 from spacesecrets.schema import manifests
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -510,7 +510,7 @@ def test_operator_runs_with_exactly_the_chart_rbac(installed: LocalCluster) -> N
         },
     )
     try:
-        kube = Kube(make_client(str(installed.kubeconfig)))
+        kube = kube_for(str(installed.kubeconfig))
         cp.kubectl("create", "namespace", "team-chart")
         space = Space(installed, kube, "team-chart")
         space.apply({"API_HOST": "api.example.com", "CONFIG": {"retries": 3}})
@@ -571,7 +571,7 @@ def test_one_of_two_replicas_serves_and_the_other_takes_over(installed: LocalClu
             ),
         )
         cp.kubectl("create", "namespace", "team-replicas")
-        space = Space(installed, Kube(make_client(str(installed.kubeconfig))), "team-replicas")
+        space = Space(installed, kube_for(str(installed.kubeconfig)), "team-replicas")
         space.apply({"API_HOST": "api.example.com"})
         space.wait_version(1, timeout=20)
         # SIGKILL the active replica (the one whose log shows the reconcile)

@@ -11,8 +11,8 @@ import yaml
 from tests.conftest import Space, audit_mark, audit_writes, described
 
 from spacesecrets.core import schedule
+from spacesecrets.core.projection import decoded_documents
 from spacesecrets.devtools.dev import OperatorProcess, wait_for
-from spacesecrets.projection import decoded_documents
 
 SCALE = 0.05  # the shared operator's autosync scale (conftest.FAST_ENV)
 

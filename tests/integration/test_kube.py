@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from spacesecrets import kube as kube_module
-from spacesecrets.kube import Kube
-from spacesecrets.rest import Response, Transport
+from spacesecrets.kube.client import Kube
+from spacesecrets.kube.transport import Response, Transport
 
 LABEL = "test.spacesecrets.io/page"
 
@@ -28,6 +28,7 @@ class Recording(Transport):
         method: str,
         path: str,
         body: Any = None,
+        *,
         query: Mapping[str, str] | None = None,
         content_type: str = "application/json",
         accept: str = "application/json",

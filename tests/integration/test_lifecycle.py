@@ -15,14 +15,14 @@ from tests.conftest import Space, audit_mark, audit_writes, described, reconcile
 
 from spacesecrets.core import crypto, schedule
 from spacesecrets.core.conditions import parse_rfc3339
+from spacesecrets.core.projection import decoded_documents
 from spacesecrets.devtools.dev import OPERATOR_NAMESPACE, LocalCluster, wait_for
-from spacesecrets.kube import Kube, make_client
-from spacesecrets.projection import decoded_documents
+from spacesecrets.kube.factory import kube_for
 
 
 def _space(cluster: LocalCluster, ns: str) -> Space:
     cluster.cp.kubectl("create", "namespace", ns)
-    return Space(cluster, Kube(make_client(str(cluster.kubeconfig))), ns)
+    return Space(cluster, kube_for(str(cluster.kubeconfig)), ns)
 
 
 def _apply(space: Space, doc: dict) -> None:
@@ -342,7 +342,7 @@ def test_two_replicas_starting_at_once_share_one_key_ring(
             return str(json.loads(resp.read())["keyring"])
 
     assert kid(first) == kid(second) == _current_kid(cluster)
-    secret = Kube(make_client(str(cluster.kubeconfig))).get(
+    secret = kube_for(str(cluster.kubeconfig)).get(
         "Secret", OPERATOR_NAMESPACE, "spacesecrets-keyring"
     )
     ring = crypto.KeyRing.from_json(base64.b64decode(secret["data"]["keyring.json"]))

@@ -133,9 +133,9 @@ def test_structured_json_logs(fresh_cluster: Callable[[], LocalCluster]) -> None
     cluster = fresh_cluster()
     op = cluster.start_operator(env={"SPACESECRETS_LOG_FORMAT": "json"})
     cluster.cp.kubectl("create", "namespace", "team-j")
-    from spacesecrets.kube import Kube, make_client
+    from spacesecrets.kube.factory import kube_for
 
-    space = Space(cluster, Kube(make_client(str(cluster.kubeconfig))), "team-j")
+    space = Space(cluster, kube_for(str(cluster.kubeconfig)), "team-j")
     space.apply({"A": "1"})
     space.wait_version(1)
     lines = [line for line in op.log_text().splitlines() if line.startswith("{")]

@@ -24,7 +24,8 @@ from tests.integration.test_owners import flow_doc, sa_kubeconfig
 from spacesecrets.core import provenance
 from spacesecrets.core.access import OWNER_CLUSTER_ROLE, OWNERS_ROLE_BINDING
 from spacesecrets.devtools.dev import OPERATOR_NAMESPACE, LocalCluster, OperatorProcess, wait_for
-from spacesecrets.kube import Kube, NotFound
+from spacesecrets.kube import NotFound
+from spacesecrets.kube.client import Kube
 
 CREATOR_ROLE = "owner-model-creator"  # what a namespace's developers often get: all of our kinds
 SECRET = "alice-only-value-7d1f"

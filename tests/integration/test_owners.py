@@ -26,7 +26,9 @@ from tests.conftest import FAST_ENV, Space
 
 from spacesecrets.core.access import OWNER_CLUSTER_ROLE, OWNERS_ROLE_BINDING
 from spacesecrets.devtools.dev import LocalCluster, OperatorProcess, wait_for
-from spacesecrets.kube import Kube, NotFound, make_client
+from spacesecrets.kube import NotFound
+from spacesecrets.kube.client import Kube
+from spacesecrets.kube.factory import kube_for, make_client
 from spacesecrets.schema.manifests import operator_role
 
 GROUP, VERSION = "spacesecrets.io", "v1alpha1"
@@ -947,7 +949,7 @@ def test_operator_rbac_binds_only_the_owner_role(world: World) -> None:
 def test_policy_holds_with_the_operator_stopped(fresh_cluster: Callable[[], LocalCluster]) -> None:
     cluster = fresh_cluster()
     cp = cluster.cp
-    kube = Kube(make_client(str(cluster.kubeconfig)))
+    kube = kube_for(str(cluster.kubeconfig))
     op = cluster.start_operator(env=FAST_ENV)
     ns = "team-a"
     cp.kubectl("create", "namespace", ns)

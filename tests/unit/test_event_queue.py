@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 import time
 
-from spacesecrets.kube import EventQueue
+from spacesecrets.kube.client import EventQueue
 
 
 def test_warnings_are_posted_first_and_each_kind_is_bounded() -> None:

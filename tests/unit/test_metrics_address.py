@@ -14,7 +14,7 @@ import urllib.request
 import pytest
 
 from spacesecrets.core.settings import Settings, SettingsError
-from spacesecrets.metrics import Metrics
+from spacesecrets.engine.metrics import Metrics
 
 _DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never via a proxy
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import base64
 import json
 
-from spacesecrets import projection
+from spacesecrets.core import projection
+from spacesecrets.core.projection import FlowSpec, Ownership, SpaceView
 from spacesecrets.core.versions import Value
-from spacesecrets.projection import FlowSpec, Ownership, SpaceView
 
 KEYS = {
     "PRODUCT_A_API_HOST": {"format": "text", "version": 3, "updatedAt": "t3"},
@@ -18,7 +18,9 @@ VALUES = {
     "PRODUCT_A_CONFIG": Value("json", b'{"retries": 3}'),
 }
 CREATED, UPDATED = "2026-01-01T00:00:00Z", "2026-02-01T00:00:00Z"
-SPACE = SpaceView.of("team-a", 7, CREATED, UPDATED, KEYS, VALUES)
+SPACE = SpaceView.of(
+    "team-a", version=7, created_at=CREATED, updated_at=UPDATED, keys=KEYS, values=VALUES
+)
 FLOW = FlowSpec("orders-flow", "uid-1", "Secret", "orders-flow-secrets", "1m", True, None)
 
 
@@ -71,11 +73,11 @@ def test_up_to_date_ignores_issued_at_only() -> None:
     assert projection.up_to_date(a, b)
     other = SpaceView.of(
         "team-a",
-        7,
-        CREATED,
-        UPDATED,
-        KEYS,
-        {**VALUES, "PRODUCT_A_API_HOST": Value("text", b"other")},
+        version=7,
+        created_at=CREATED,
+        updated_at=UPDATED,
+        keys=KEYS,
+        values={**VALUES, "PRODUCT_A_API_HOST": Value("text", b"other")},
     )
     c = projection.desired_target("team-a", FLOW, projection.documents(other, FLOW, "t1"), 7, "t1")
     assert not projection.up_to_date(a, c)

@@ -8,11 +8,17 @@ import time
 
 import pytest
 
-from spacesecrets.controller import MAX_BUG_RETRIES, MAX_RETRY_SECONDS, Controller, _outranked
-from spacesecrets.core.settings import Settings
+from spacesecrets.engine.controller import (
+    MAX_BUG_RETRIES,
+    MAX_RETRY_SECONDS,
+    Controller,
+    _outranked,
+)
+from spacesecrets.engine.index import SpaceIndex
+from spacesecrets.engine.state import State
+from spacesecrets.engine.workqueue import WorkQueue
 from spacesecrets.kube import NotFound, Permanent, Temporary
-from spacesecrets.reconcile import Operator
-from spacesecrets.workqueue import WorkQueue, merge
+from spacesecrets.names import QueueReason, stronger
 
 SPACE = ("space", "ns", "secrets")
 FLOW = ("flow", "ns", "f")
@@ -90,10 +96,15 @@ def test_timers_fire_in_order_and_an_earlier_one_wakes_the_sleeper() -> None:
 
 
 def test_reasons_merge_toward_the_one_with_consequences() -> None:
-    assert merge(None, "autosync") == "autosync"
-    assert merge("autosync", "drift") == "drift"
-    assert merge("save", "autosync") == "save"
-    assert merge("resume", "space ready") == "resume"
+    assert stronger(None, "autosync") == "autosync"
+    assert stronger("autosync", "drift") == "drift"
+    assert stronger("save", "autosync") == "save"
+    assert stronger("resume", "space ready") == "resume"
+    assert stronger("owners binding drift", "deleted") == "deleted"  # a deleted space is deleted
+    assert stronger("space ready", "owners changed") == "owners changed"
+    assert stronger("change", "change") == "change"
+    ranks = list(QueueReason)
+    assert ranks[0] is QueueReason.DELETED and ranks[-1] is QueueReason.SPACE_READY
 
 
 def test_a_live_peer_of_higher_priority_outranks_us_a_dead_one_does_not() -> None:
@@ -111,7 +122,7 @@ def test_a_live_peer_of_higher_priority_outranks_us_a_dead_one_does_not() -> Non
 
 
 def test_a_retry_fires_only_while_its_key_is_still_failing() -> None:
-    controller = Controller(op=None, workers=1)  # type: ignore[arg-type]  # no reconcile runs
+    controller = Controller(engine=None, workers=1)  # type: ignore[arg-type]  # no reconcile runs
     controller._retry_after(30, FLOW, "create")
     when = controller._retries[FLOW]
     controller._succeeded(FLOW, None)  # e.g. its space arrived first and woke it
@@ -128,13 +139,13 @@ def test_the_space_index_starts_empty_when_the_crd_is_not_served_yet() -> None:
         def list_custom_metadata(self, plural: str, namespace: str | None = None) -> None:
             raise NotFound(f"list {plural}")
 
-    op = Operator(Settings(), NoCrdYet())  # type: ignore[arg-type]
-    op.seed_space_index()
-    assert op._space_index == {}
+    state = State()
+    SpaceIndex(NoCrdYet(), state).seed()  # type: ignore[arg-type]
+    assert state.live_spaces("anywhere") == {}
 
 
 def test_a_permanent_failure_waits_for_a_change_not_a_timer() -> None:
-    controller = Controller(op=None, workers=1)  # type: ignore[arg-type]  # no reconcile runs
+    controller = Controller(engine=None, workers=1)  # type: ignore[arg-type]  # no reconcile runs
     for exc in (
         Permanent("replace Secret ns/t: field is immutable", 422),
         Permanent("patch flowsecretsyncs ns/f status: forbidden", 403),
@@ -147,7 +158,7 @@ def test_a_permanent_failure_waits_for_a_change_not_a_timer() -> None:
 
 
 def test_temporary_failures_back_off_with_a_cap() -> None:
-    controller = Controller(op=None, workers=1)  # type: ignore[arg-type]
+    controller = Controller(engine=None, workers=1)  # type: ignore[arg-type]
     delays = []
     for _ in range(10):
         before = time.time()
@@ -161,7 +172,7 @@ def test_temporary_failures_back_off_with_a_cap() -> None:
 def test_a_bug_is_retried_a_few_times_and_its_traceback_logged_once(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    controller = Controller(op=None, workers=1)  # type: ignore[arg-type]
+    controller = Controller(engine=None, workers=1)  # type: ignore[arg-type]
     retried = 0
     for _ in range(MAX_BUG_RETRIES + 3):
         controller._retries.pop(FLOW, None)

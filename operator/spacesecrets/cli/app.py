@@ -28,6 +28,8 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except kube.NotFound as exc:
             raise UserError(f"not found: {exc}") from None
+        except kube.AlreadyExists as exc:
+            raise UserError(f"already exists: {exc}") from None
         except kube.Permanent as exc:
             raise UserError(_api_message(exc)) from None
         except kube.Temporary as exc:
@@ -92,10 +94,10 @@ def namespaced(fn: F) -> F:
 
 
 def _client(ctx: click.Context) -> Any:
-    from spacesecrets import kube
+    from spacesecrets.kube.factory import kube_for
 
     try:
-        return kube.Kube(kube.make_client(ctx.obj["kubeconfig"]))
+        return kube_for(ctx.obj["kubeconfig"])
     except Exception as exc:  # the kubernetes client raises many kinds for a bad config
         raise UserError(f"cannot load a kubeconfig: {exc}") from None
 
@@ -103,13 +105,9 @@ def _client(ctx: click.Context) -> Any:
 def _namespace(ctx: click.Context) -> str:
     if ctx.obj["namespace"]:
         return str(ctx.obj["namespace"])
-    import kubernetes
+    from spacesecrets.kube.factory import current_namespace
 
-    try:
-        _, active = kubernetes.config.list_kube_config_contexts(ctx.obj["kubeconfig"])
-        return str(active.get("context", {}).get("namespace") or "default")
-    except Exception:
-        return "default"
+    return current_namespace(ctx.obj["kubeconfig"])
 
 
 def _public_key(ctx: click.Context, cert: Path | None) -> tuple[Any, str]:

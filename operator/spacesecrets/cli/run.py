@@ -23,34 +23,13 @@ from spacesecrets.cli.app import main
 @click.pass_context
 def operator(ctx: click.Context, watch: Sequence[str], verbose: bool) -> None:
     """Run the operator (kopf)."""
-    import asyncio
-
     # kopf imports the official client whenever it is installed, only to recognise its model
     # objects, which spacesecrets never hands it; refusing the import keeps 58 MiB out of the
     # operator. kopf then logs in with its own kubeconfig and ServiceAccount readers.
     sys.modules.setdefault("kubernetes", None)  # type: ignore[arg-type]
-    import kopf
+    from spacesecrets import handlers
 
-    from spacesecrets import handlers  # noqa: F401 -- registers the handlers
-    from spacesecrets.core.settings import Settings
-
-    settings = Settings.from_env()
-    namespaces = list(watch) or list(settings.watch_namespaces)
-    kopf.configure(
-        verbose=verbose,
-        log_format=kopf.LogFormat.JSON if settings.log_json else kopf.LogFormat.PLAIN,
-        log_prefix=False,
-    )
-    liveness = f"http://0.0.0.0:{settings.health_port}/healthz" if settings.health_port else None
-    asyncio.run(
-        kopf.operator(
-            clusterwide=not namespaces,
-            namespaces=namespaces,
-            standalone=not settings.peering,
-            peering_name=settings.peering or None,
-            liveness_endpoint=liveness,
-        )
-    )
+    handlers.run(tuple(watch), verbose)
 
 
 @main.command()

@@ -53,6 +53,7 @@ def pubkey(ctx: click.Context, cert: Path | None) -> None:
 @click.pass_context
 def seal(
     ctx: click.Context,
+    *,
     source: Any,
     name: str,
     owners: Sequence[str],

@@ -51,27 +51,26 @@ def parse_values(text: str, filename: str) -> dict[str, tuple[str, bytes]]:
         raise ValueError(f"{filename} is nested too deeply") from None
     if not isinstance(doc, dict):
         raise ValueError(f"{filename} must be a mapping of KEY: value")
-    out: dict[str, tuple[str, bytes]] = {}
-    for raw_key, value in doc.items():
-        key = _check_key(str(raw_key))
-        if isinstance(value, dict) and set(value) == {"format", "value"}:
-            fmt = str(value["format"])
-            if fmt not in ("text", "json"):
-                raise ValueError(f"{key}: format must be text or json")
-            raw = value["value"]
-            if fmt == "json":
-                data = raw if isinstance(raw, str) else _json_text(key, raw)
-                versions.check_json(key, data)
-            else:
-                data = _text(key, raw)
-            out[key] = (fmt, data.encode())
-        elif isinstance(value, str | dt.date):
-            out[key] = ("text", _text(key, value).encode())
-        else:
-            data = _json_text(key, value)
-            versions.check_json(key, data)
-            out[key] = ("json", data.encode())
-    return out
+    return {_check_key(str(raw)): _entry(_check_key(str(raw)), value) for raw, value in doc.items()}
+
+
+def _entry(key: str, value: Any) -> tuple[str, bytes]:
+    """One YAML value as (format, bytes): strings and dates are text, anything else JSON, or
+    an explicit {format, value}."""
+    if isinstance(value, dict) and set(value) == {"format", "value"}:
+        fmt = str(value["format"])
+        if fmt not in ("text", "json"):
+            raise ValueError(f"{key}: format must be text or json")
+        raw = value["value"]
+        if fmt == "text":
+            return fmt, _text(key, raw).encode()
+        data = raw if isinstance(raw, str) else _json_text(key, raw)
+    elif isinstance(value, str | dt.date):
+        return "text", _text(key, value).encode()
+    else:
+        fmt, data = "json", _json_text(key, value)
+    versions.check_json(key, data)
+    return fmt, data.encode()
 
 
 def _parse_env(text: str, filename: str) -> dict[str, tuple[str, bytes]]:

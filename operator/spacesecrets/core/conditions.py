@@ -29,7 +29,7 @@ def parse_rfc3339(text: str) -> dt.datetime:
     return dt.datetime.strptime(text, RFC3339).replace(tzinfo=dt.UTC)
 
 
-def set_condition(
+def set_condition(  # noqa: PLR0913 -- a condition is these facts; the last two are keywords
     conditions: Sequence[Condition],
     type_: str,
     status: bool,
@@ -49,14 +49,15 @@ def set_condition(
             continue
         found = True
         transition = cond.get("lastTransitionTime") if cond.get("status") == wanted else None
-        out.append(_condition(type_, wanted, reason, message, generation, transition or now))
+        at = transition or now
+        out.append(_condition(type_, wanted, reason, message, generation=generation, at=at))
     if not found:
-        out.append(_condition(type_, wanted, reason, message, generation, now))
+        out.append(_condition(type_, wanted, reason, message, generation=generation, at=now))
     return out
 
 
 def _condition(
-    type_: str, status: str, reason: str, message: str, generation: int | None, at: str | None
+    type_: str, status: str, reason: str, message: str, *, generation: int | None, at: str | None
 ) -> Condition:
     cond: Condition = {
         "type": type_,

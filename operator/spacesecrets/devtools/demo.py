@@ -15,14 +15,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+from spacesecrets.core.projection import decoded_documents
 from spacesecrets.devtools import oci
 from spacesecrets.devtools.controlplane import _checkout_root
 from spacesecrets.devtools.dev import OPERATOR_NAMESPACE, LocalCluster, wait_for
 from spacesecrets.devtools.kubelet import write_projection
 from spacesecrets.devtools.node import Node
 from spacesecrets.flow import FlowSecrets
-from spacesecrets.kube import Kube, make_client
-from spacesecrets.projection import decoded_documents
+from spacesecrets.kube.factory import kube_for
 
 SCALE = "0.05"  # autosync 1m runs every 3 s in the demo
 
@@ -41,7 +41,7 @@ class _Demo:
         self.cluster, self.tmp = cluster, tmp
         self.examples = _checkout_root() / "examples" / "team-a"
         self.alice = cluster.cp.kubeconfig_for("alice@example.com")
-        self.kube = Kube(make_client(str(cluster.kubeconfig)))
+        self.kube = kube_for(str(cluster.kubeconfig))
 
     def cli(self, *args: str, as_alice: bool = True, stdin: str | None = None) -> str:
         env = {**os.environ, "KUBECONFIG": str(self.alice if as_alice else self.cluster.kubeconfig)}

@@ -116,24 +116,25 @@ def _cgroup_hierarchies() -> list[Path]:
     )
 
 
-def can_run_node(bin_dir: Path | None = None, *, packages: bool = True) -> str | None:
-    """None when this machine can run the node; otherwise why not, in one sentence.
-
-    `packages=False` asks only about the host (root, namespaces, cgroups, overlayfs), not about
-    what `make kubenode` installs (runc, the CNI plugins) or builds (`bin_dir`)."""
+def _host_problem() -> str | None:
+    """Why this host cannot run a node at all (root, namespaces, cgroups, overlayfs)."""
     if os.uname().sysname != "Linux":
         return "the node needs Linux"
     if os.geteuid() != 0:
         return "the node needs root (namespaces, mounts, cgroups)"
-    for tool in ("unshare", "nsenter", "mount", "ip"):
-        if shutil.which(tool) is None:
-            return f"`{tool}` is not installed (util-linux, iproute2)"
+    missing = [t for t in ("unshare", "nsenter", "mount", "ip") if shutil.which(t) is None]
+    if missing:
+        return f"`{missing[0]}` is not installed (util-linux, iproute2)"
     try:
         filesystems = Path("/proc/filesystems").read_text()
     except OSError:
         filesystems = ""
     if "overlay" not in filesystems.split():
         return "the kernel has no overlayfs (containerd's snapshotter)"
+    return _cgroup_problem() or _namespace_problem()
+
+
+def _cgroup_problem() -> str | None:
     try:
         hierarchies = _cgroup_hierarchies()
     except OSError:
@@ -142,24 +143,34 @@ def can_run_node(bin_dir: Path | None = None, *, packages: bool = True) -> str |
     v2 = hierarchies == [Path("/sys/fs/cgroup")]
     if not v2 and not {"memory", "cpu", "pids"} <= names | {n for h in names for n in h.split(",")}:
         return "no cgroup v1 memory/cpu/pids hierarchies and no cgroup v2 at /sys/fs/cgroup"
+    return None
+
+
+def _namespace_problem() -> str | None:
     probe = subprocess.run(
         ["unshare", "--fork", "--pid", "--net", "--mount", "--propagation", "private", "true"],
         capture_output=True,
         text=True,
         check=False,
     )
-    if probe.returncode != 0:
-        return f"cannot create namespaces: {probe.stderr.strip()}"
-    if not packages:
-        return None
+    return f"cannot create namespaces: {probe.stderr.strip()}" if probe.returncode else None
+
+
+def can_run_node(bin_dir: Path | None = None, *, packages: bool = True) -> str | None:
+    """None when this machine can run the node; otherwise why not, in one sentence.
+
+    `packages=False` asks only about the host (root, namespaces, cgroups, overlayfs), not about
+    what `make kubenode` installs (runc, the CNI plugins) or builds (`bin_dir`)."""
+    problem = _host_problem()
+    if problem or not packages:
+        return problem
     if runc_binary() is None:
         return "runc is not installed (make kubenode installs Debian's)"
     if cni_bin_dir() is None:
         return "the CNI plugins are not installed (make kubenode installs Debian's)"
-    if bin_dir is not None:
-        missing = [b for b in NODE_BINARIES if not (bin_dir / b).exists()]
-        if missing:
-            return f"node binaries missing in {bin_dir}: {', '.join(missing)} (make kubenode)"
+    missing = [b for b in NODE_BINARIES if bin_dir is not None and not (bin_dir / b).exists()]
+    if missing:
+        return f"node binaries missing in {bin_dir}: {', '.join(missing)} (make kubenode)"
     return None
 
 

@@ -71,7 +71,7 @@ def _json(doc: Mapping[str, Any]) -> bytes:
     return json.dumps(doc, separators=(",", ":"), sort_keys=True).encode()
 
 
-def write_image(
+def write_image(  # noqa: PLR0913 -- an image's config; all but the first three are keywords
     path: Path,
     ref: str,
     entries: Sequence[Entry],

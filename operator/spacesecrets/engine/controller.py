@@ -26,25 +26,17 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from spacesecrets.core import schedule
+from spacesecrets.engine.app import Engine
+from spacesecrets.engine.flows import SpaceNotReady
+from spacesecrets.engine.workqueue import Key, WorkQueue
 from spacesecrets.kube import AlreadyExists, NamespaceTerminating, NotFound, Permanent, Temporary
-from spacesecrets.reconcile import (
-    DRIFT,
-    OWNERS_CHANGED,
-    OWNERS_DRIFT,
-    RESTORED_ANNOTATION,
-    RESUME,
-    ROLLBACK_ANNOTATION,
-    SPACE_READY,
-    Operator,
-    SpaceNotReady,
-)
-from spacesecrets.workqueue import Key, WorkQueue
+from spacesecrets.names import RESTORED_ANNOTATION, ROLLBACK_ANNOTATION, QueueReason
 
 log = logging.getLogger("spacesecrets")
 
 SPACE, FLOW = "space", "flow"
-TICK = "autosync"
-DELETED = "deleted"
+TICK = QueueReason.AUTOSYNC
+DELETED = QueueReason.DELETED
 MAX_RETRY_SECONDS = 30.0
 MAX_BUG_RETRIES = 5  # then the object waits for a change, like a permanent failure
 PEERING_CHECK_SECONDS = 5.0
@@ -76,8 +68,8 @@ def space_essence(body: Mapping[str, Any]) -> tuple[object, ...]:
 
 
 class Controller:
-    def __init__(self, op: Operator, workers: int = 16) -> None:
-        self.op = op
+    def __init__(self, engine: Engine, workers: int = 16) -> None:
+        self.engine = engine
         self.workers = workers
         self.queue = WorkQueue(rank=lambda key: 0 if key[0] == SPACE else 1, ranks=2)
         self.executor = ThreadPoolExecutor(workers, thread_name_prefix="reconcile")
@@ -95,7 +87,7 @@ class Controller:
     def space_event(self, event_type: str, body: Mapping[str, Any]) -> None:
         key = _key(SPACE, body)
         gone = event_type == "DELETED"
-        self.op.observe_space(body, deleted=gone)
+        self.engine.state.observe_space(body["metadata"], deleted=gone)
         if gone or body["metadata"].get("deletionTimestamp"):
             self._bodies.pop(key, None)
             self._handled.pop(key, None)
@@ -106,43 +98,44 @@ class Controller:
         if self._handled.get(key) == space_essence(body):
             return  # our own status write, or nothing that matters
         self._bodies[key] = pack(body)
-        self.queue.add(key, "change")
+        self.queue.add(key, QueueReason.CHANGE)
 
     def flow_event(self, event_type: str, body: Mapping[str, Any]) -> None:
         key = _key(FLOW, body)
         _, ns, name = key
         if event_type == "DELETED":
-            self.op.forget_flow(ns, name)
+            self.engine.state.forget_flow(ns, name)
             self._forget(key)
             return
-        before = self.op.flows.get((ns, name))
+        before = self.engine.state.flow(ns, name)
         seen = (before.uid, before.generation, before.authorized_by) if before else None
-        entry = self.op.register_flow(body)
+        entry = self.engine.state.register_flow(body)
         if entry.deleting:  # its target is left to garbage collection
             self._forget(key)
             return
         # an approval changes only the API server's stamp of who authorized the flow
         if seen != (entry.uid, entry.generation, entry.authorized_by):
             if before is not None:
-                reason = "update"
+                reason = QueueReason.UPDATE
             else:
-                reason = RESUME if entry.synced_version is not None else "create"
+                resumed = entry.synced_version is not None
+                reason = QueueReason.RESUME if resumed else QueueReason.CREATE
             self.queue.add(key, reason)
         autosync = str((body.get("spec") or {}).get("autosync", "1m"))
-        period = schedule.period_seconds(autosync, self.op.settings.autosync_scale)
+        period = schedule.period_seconds(autosync, self.engine.settings.autosync_scale)
         self._arm_tick(key, entry.uid, period)
 
     def flow_saved(self, namespace: str, name: str) -> None:
-        self.queue.add((FLOW, namespace, name), "save")
+        self.queue.add((FLOW, namespace, name), QueueReason.SAVE)
 
     def target_drifted(self, namespace: str, name: str) -> None:
-        self.queue.add((FLOW, namespace, name), DRIFT)
+        self.queue.add((FLOW, namespace, name), QueueReason.DRIFT)
 
     def owners_drifted(self, namespace: str) -> None:
         """Someone else deleted or edited a space's owners RoleBinding: repair it now."""
-        store = self.op.space_owners.get(namespace)
+        store = self.engine.state.owners(namespace)
         if store is not None:
-            self.queue.add((SPACE, namespace, store.name), OWNERS_DRIFT)
+            self.queue.add((SPACE, namespace, store.name), QueueReason.OWNERS_DRIFT)
 
     def _forget(self, key: Key) -> None:
         self.queue.forget(key)
@@ -176,7 +169,7 @@ class Controller:
         period, _, uid = armed
         self._arm_tick(key, uid, period, after=when)
         _, ns, name = key
-        if self.active and self.op.needs_tick(ns, name):
+        if self.active and self.engine.flows.needs_tick(ns, name):
             self.queue.add(key, TICK)
 
     # -- running ------------------------------------------------------------------------------
@@ -206,32 +199,36 @@ class Controller:
         loop = asyncio.get_running_loop()
         while True:
             key, reason = await self.queue.get()
-            self.op.kube.hold_normal_events(True)
+            self.engine.kube.hold_normal_events(True)
             packed = self._bodies.get(key)
             body = json.loads(packed) if packed is not None else None
             if body is not None:  # the event of our own status write must not queue it again
                 self._handled[key] = space_essence(body)
             try:
-                await loop.run_in_executor(self.executor, self._reconcile, key, reason, body)
+                told = await loop.run_in_executor(self.executor, self._reconcile, key, reason, body)
             except Exception as exc:
                 self._failed(key, reason, exc)
             else:
                 self._succeeded(key, packed)
+                for flow in told:  # a deleted store's flows, through the queue like the rest
+                    self.queue.add(flow, QueueReason.SPACE_DELETED)
             finally:
                 self.queue.done(key)
                 if self.queue.idle:
-                    self.op.kube.hold_normal_events(False)
+                    self.engine.kube.hold_normal_events(False)
 
-    def _reconcile(self, key: Key, reason: str, body: Mapping[str, Any] | None) -> None:
-        kind, ns, name = key
+    def _reconcile(self, key: Key, reason: str, body: Mapping[str, Any] | None) -> list[Key]:
+        """One reconcile, in a worker thread: the flows to queue after it (a deleted store's)."""
+        kind, ns, _ = key
         if kind == FLOW:
-            self.op.sync_flow(ns, name, reason=reason)
+            self.engine.flows.sync(ns, key[2], reason=reason)
         elif body is not None:
-            self.op.reconcile_space(body)
-        elif reason == DELETED:
-            self.op.space_deleted(ns, name)
-        elif reason == OWNERS_DRIFT:
-            self.op.repair_owners(ns)
+            self.engine.spaces.reconcile(body)
+        elif reason == DELETED and self.engine.spaces.deleted(ns):
+            return [(FLOW, ns, entry.name) for entry in self.engine.state.flows_in(ns)]
+        elif reason == QueueReason.OWNERS_DRIFT:
+            self.engine.owners.repair(ns)
+        return []
 
     def _failed(self, key: Key, reason: str, exc: Exception) -> None:
         self._handled.pop(key, None)  # the next event of this object is worth a reconcile
@@ -280,12 +277,12 @@ class Controller:
             del self._bodies[key]
         # flows waiting for this space, or failing, get another chance now rather than next tick
         waiting = self._waiting.pop(ns, set())
-        for entry in self.op.flows_in(ns):
+        for entry in self.engine.state.flows_in(ns):
             flow = (FLOW, ns, entry.name)
             if flow in waiting or not entry.synced:
-                self.queue.add(flow, SPACE_READY)
-        for entry in self.op.flows_to_recheck(ns):
-            self.queue.add((FLOW, ns, entry.name), OWNERS_CHANGED)
+                self.queue.add(flow, QueueReason.SPACE_READY)
+        for entry in self.engine.flows.to_recheck(ns):
+            self.queue.add((FLOW, ns, entry.name), QueueReason.OWNERS_CHANGED)
 
     # -- peering ------------------------------------------------------------------------------
 

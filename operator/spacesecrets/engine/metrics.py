@@ -17,7 +17,7 @@ from spacesecrets.core.settings import metrics_address
 
 
 @dataclass(frozen=True)
-class State:
+class Snapshot:
     """What the per-object gauges show: each space's version; each flow's synced version and
     how many versions it is behind its space (namespace, flow, synced, behind)."""
 
@@ -54,7 +54,7 @@ class Metrics:
             "spacesecrets_key_ring_age_seconds", "Age of the current sealing key.", registry=r
         )
 
-    def report_state(self, state: Callable[[], State]) -> None:
+    def report_state(self, state: Callable[[], Snapshot]) -> None:
         """Per-space and per-flow versions, read from `state` at scrape time.
 
         The operator already holds these figures; a labelled Gauge would keep a second copy of
@@ -74,7 +74,7 @@ class Metrics:
 
 
 class _StateCollector(Collector):
-    def __init__(self, state: Callable[[], State]) -> None:
+    def __init__(self, state: Callable[[], Snapshot]) -> None:
         self._state = state
 
     def collect(self) -> Iterator[GaugeMetricFamily]:

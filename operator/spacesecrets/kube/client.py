@@ -13,170 +13,57 @@ import json
 import logging
 import secrets as pysecrets
 import threading
-import time
-from collections import deque
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 from spacesecrets import GROUP, MANAGED_BY, VERSION
 from spacesecrets.core.conditions import now_rfc3339
-from spacesecrets.rest import MERGE_PATCH, ClientTransport, Transport, Unreachable
+from spacesecrets.kube.errors import (
+    NamespaceTerminating,
+    NotFound,
+    Permanent,
+    Temporary,
+    error_for,
+)
+from spacesecrets.kube.events import EventQueue
+from spacesecrets.kube.transport import MERGE_PATCH, Transport, Unreachable
 
 log = logging.getLogger("spacesecrets")
-SPACES = "spacesecrets"
-CONNECTIONS = 32
-FLOWS = "flowsecretsyncs"
+CONNECTIONS = 32  # the operator's pool: one connection per reconcile worker
 METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
 LIST_PAGE = 250  # objects a page: a LIST of thousands is parsed one page at a time
 _CORE = {"Secret": "secrets", "ConfigMap": "configmaps"}
 _APPS = {"Deployment": "deployments", "StatefulSet": "statefulsets"}
 
 
-class Temporary(Exception):
-    """Retry later: a conflict, throttling, or the API server not being there right now."""
-
-    def __init__(self, message: str, delay: float = 2.0) -> None:
-        super().__init__(message)
-        self.delay = delay
-
-
-class Permanent(Exception):
-    """A retry will not help (forbidden, invalid)."""
-
-    def __init__(self, message: str, status: int = 0) -> None:
-        super().__init__(message)
-        self.status = status
-
-    @property
-    def reason(self) -> str:
-        """A constant reason for a condition or an Event reporting the refusal."""
-        return _REFUSALS.get(self.status, "Refused")
-
-
-# the API server's own Status reasons for these codes
-_REFUSALS = {400: "BadRequest", 403: "Forbidden", 413: "RequestEntityTooLarge", 422: "Invalid"}
-
-
-class NotFound(Exception):
-    pass
-
-
-class AlreadyExists(Exception):
-    pass
-
-
-class NamespaceTerminating(Exception):
-    """The namespace is being deleted: nothing there needs writing any more."""
-
-
-def _error(what: str, status: int, data: bytes) -> Exception:
-    try:
-        body = json.loads(data or b"{}")
-    except ValueError:
-        body = {}
-    body = body if isinstance(body, dict) else {}
-    reason, message = str(body.get("reason") or ""), str(body.get("message") or "")
-    if status == 404:
-        return NotFound(what)
-    if status == 409 and reason == "AlreadyExists":
-        return AlreadyExists(what)
-    if status == 403 and "being terminated" in message:
-        return NamespaceTerminating(what)
-    if status in (409, 429) or status >= 500 or status == 0:
-        return Temporary(f"{what}: HTTP {status} {reason}".rstrip())
-    # the API server's own explanation (an admission denial says who may do what)
-    return Permanent(f"{what}: {message or f'HTTP {status} {reason}'.rstrip()}", status)
-
-
-def make_client(kubeconfig: str | None = None) -> Any:
-    """The official client, for the CLI and tests: it loads every kind of kubeconfig."""
-    import kubernetes
-
-    config = kubernetes.client.Configuration()
-    if kubeconfig:
-        kubernetes.config.load_kube_config(config_file=kubeconfig, client_configuration=config)
-    else:
-        try:
-            kubernetes.config.load_incluster_config(client_configuration=config)
-        except kubernetes.config.ConfigException:
-            kubernetes.config.load_kube_config(client_configuration=config)
-    # one connection per worker thread, so handlers never queue for a socket
-    config.connection_pool_maxsize = CONNECTIONS
-    return kubernetes.client.ApiClient(config)
-
-
-class EventQueue:
-    """Events waiting to be posted: Warnings first, each kind bounded. Normal Events can be held
-    while reconciles are running, so a burst of them does not compete with the writes users wait
-    for; a held Event waits `max_hold` seconds at most."""
-
-    def __init__(self, capacity: int, max_hold: float = 10.0) -> None:
-        self.capacity = capacity
-        self.max_hold = max_hold
-        self._warnings: deque[tuple[str, dict[str, Any]]] = deque()
-        self._normal: deque[tuple[str, dict[str, Any]]] = deque()
-        self._ready = threading.Condition()
-        self._held = False
-
-    def hold(self, held: bool) -> None:
-        with self._ready:
-            if held != self._held:
-                self._held = held
-                self._ready.notify_all()
-
-    def put(self, warning: bool, item: tuple[str, dict[str, Any]]) -> bool:
-        """False when that kind's queue is full (the Event is dropped)."""
-        queue = self._warnings if warning else self._normal
-        with self._ready:
-            if len(queue) >= self.capacity:
-                return False
-            queue.append(item)
-            self._ready.notify()
-            return True
-
-    def get(self) -> tuple[str, dict[str, Any]]:
-        with self._ready:
-            deadline: float | None = None
-            while True:
-                if self._warnings:
-                    return self._warnings.popleft()
-                if self._normal and not self._held:
-                    return self._normal.popleft()
-                if not self._normal:
-                    self._ready.wait()
-                    continue
-                deadline = deadline or time.monotonic() + self.max_hold
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return self._normal.popleft()
-                self._ready.wait(left)
-
-
 class Kube:
     """Typed-enough access to the objects spacesecrets reads and writes."""
 
-    def __init__(self, client: Transport | Any) -> None:
-        """`client`: a `rest.Transport`, or the official client's ApiClient (see `make_client`)."""
-        self.http = client if isinstance(client, Transport) else ClientTransport(client)
+    def __init__(self, transport: Transport) -> None:
+        """`transport`: `transport.Rest` in the operator; `factory.ClientTransport` elsewhere."""
+        self.http = transport
         self.events_dropped = 0
         self._events: EventQueue | None = None
 
-    def _request(
+    def _request(  # noqa: PLR0913 -- one HTTP request's parts; the last three are keywords
         self,
         what: str,
         method: str,
         path: str,
         body: Any = None,
+        *,
         query: Mapping[str, str] | None = None,
         content_type: str = "application/json",
         accept: str = "application/json",
     ) -> dict[str, Any]:
         try:
-            response = self.http.request(method, path, body, query, content_type, accept)
+            response = self.http.request(
+                method, path, body, query=query, content_type=content_type, accept=accept
+            )
         except Unreachable as exc:
             raise Temporary(f"{what}: {exc}") from None
         if not 200 <= response.status < 300:
-            raise _error(what, response.status, response.data)
+            raise error_for(what, response.status, response.data)
         out = json.loads(response.data) if response.data else {}
         return out if isinstance(out, dict) else {}
 

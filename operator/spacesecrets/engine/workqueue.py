@@ -17,6 +17,8 @@ import time
 from collections import deque
 from collections.abc import Callable
 
+from spacesecrets.names import stronger
+
 Key = tuple[str, str, str]  # kind, namespace, name
 
 
@@ -42,9 +44,9 @@ class WorkQueue:
 
     def add(self, key: Key, reason: str) -> None:
         if key in self._held:
-            self._again[key] = merge(self._again.get(key), reason)
+            self._again[key] = stronger(self._again.get(key), reason)
         elif key in self._reasons:
-            self._reasons[key] = merge(self._reasons[key], reason)
+            self._reasons[key] = stronger(self._reasons[key], reason)
         else:
             self._reasons[key] = reason
             self._ready[self._rank(key)].append(key)
@@ -102,19 +104,3 @@ class WorkQueue:
         if delay > 0:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._timer_event.wait(), delay)
-
-
-# Strongest first. A deleted space must be handled as deleted whatever else was queued for it; a
-# drift restore says so in an Event; "space ready" only syncs a flow that is not synced yet, so
-# any other reason must win over it (a flow rechecked because its space's owners changed too).
-_STRONGER = ("deleted", "drift", "save", "update", "create", "resume", "autosync", "owners changed")
-
-
-def merge(old: str | None, new: str) -> str:
-    """The reason to keep when a queued key is added again."""
-    if old is None:
-        return new
-    for reason in _STRONGER:
-        if reason in (old, new):
-            return reason
-    return old

@@ -9,6 +9,7 @@ several FlowSecretSyncs naming one target keeps it.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -17,11 +18,14 @@ from typing import Any, NamedTuple
 
 from spacesecrets import API_VERSION, MANAGED_BY
 from spacesecrets.core.versions import Plain
+from spacesecrets.names import (
+    FLOW_LABEL,
+    ISSUED_ANNOTATION,
+    MANAGED_BY_LABEL,
+    VERSION_ANNOTATION,
+)
 
-MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
-FLOW_LABEL = "spacesecrets.io/flow"
-VERSION_ANNOTATION = "spacesecrets.io/version"
-ISSUED_ANNOTATION = "spacesecrets.io/issued-at"
+__all__ = ["FLOW_LABEL", "ISSUED_ANNOTATION", "MANAGED_BY_LABEL", "VERSION_ANNOTATION"]
 SECRETS = "SECRETS"
 SECRETS_METADATA = "SECRETS_METADATA"
 
@@ -57,6 +61,7 @@ class SpaceView:
     def of(
         cls,
         namespace: str,
+        *,
         version: int,
         created_at: str,
         updated_at: str,
@@ -299,11 +304,11 @@ def holds_issued(
             return False
         view = SpaceView.of(
             namespace,
-            version,
-            str(meta["createdAt"]),
-            str(meta["updatedAt"]),
-            keys,
-            {k: values[k] for k in wanted},
+            version=version,
+            created_at=str(meta["createdAt"]),
+            updated_at=str(meta["updatedAt"]),
+            keys=keys,
+            values={k: values[k] for k in wanted},
         )
     except (KeyError, TypeError, ValueError):
         return False  # not a document we wrote
@@ -321,3 +326,22 @@ def _same_refs(have: Sequence[Mapping[str, Any]], want: Sequence[Mapping[str, An
 def issued_at_of(obj: Mapping[str, Any]) -> str | None:
     value = ((obj.get("metadata") or {}).get("annotations") or {}).get(ISSUED_ANNOTATION)
     return str(value) if value else None
+
+
+def fingerprint(obj: Mapping[str, Any]) -> str:
+    """A digest of what a target holds that matters (data, our labels and version annotation):
+    our own writes are told from someone else's by it."""
+    meta = obj.get("metadata") or {}
+    relevant = {
+        "data": obj.get("data") or {},
+        "labels": meta.get("labels") or {},
+        "version": (meta.get("annotations") or {}).get(VERSION_ANNOTATION),
+        "owners": [r.get("uid") for r in meta.get("ownerReferences") or []],
+    }
+    return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()
+
+
+def template_hash(workload: Mapping[str, Any]) -> str:
+    """A digest of a Deployment's or StatefulSet's pod template: a change of it is a save."""
+    template = (workload.get("spec") or {}).get("template") or {}
+    return hashlib.sha256(json.dumps(template, sort_keys=True).encode()).hexdigest()

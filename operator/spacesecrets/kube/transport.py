@@ -52,6 +52,7 @@ class Transport(abc.ABC):
         method: str,
         path: str,
         body: Any = None,
+        *,
         query: Mapping[str, str] | None = None,
         content_type: str = JSON,
         accept: str = JSON,
@@ -143,6 +144,7 @@ class Rest(Transport):
         method: str,
         path: str,
         body: Any = None,
+        *,
         query: Mapping[str, str] | None = None,
         content_type: str = JSON,
         accept: str = JSON,
@@ -200,43 +202,3 @@ def _pem(user: Mapping[str, Any], field: str, base: Path) -> bytes | None:
     if user.get(field):
         return (base / str(user[field])).read_bytes()
     return None
-
-
-class ClientTransport(Transport):
-    """The official client's connection, for callers that load kubeconfigs through it."""
-
-    def __init__(self, api_client: Any) -> None:
-        self.api = api_client
-
-    def request(
-        self,
-        method: str,
-        path: str,
-        body: Any = None,
-        query: Mapping[str, str] | None = None,
-        content_type: str = JSON,
-        accept: str = JSON,
-    ) -> Response:
-        from kubernetes.client.exceptions import ApiException
-
-        headers = {"Accept": accept}
-        if body is not None:
-            headers["Content-Type"] = content_type
-        try:
-            response = self.api.call_api(
-                path,
-                method,
-                query_params=list((query or {}).items()),
-                header_params=headers,
-                body=body,
-                auth_settings=["BearerToken"],
-                _preload_content=False,
-                _return_http_data_only=True,
-                _request_timeout=30,
-            )
-        except ApiException as exc:
-            data = exc.body if isinstance(exc.body, bytes) else str(exc.body or "").encode()
-            return Response(int(exc.status or 0), data)
-        except (urllib3.exceptions.HTTPError, OSError) as exc:
-            raise Unreachable(type(exc).__name__) from None
-        return Response(int(response.status), bytes(response.data))
