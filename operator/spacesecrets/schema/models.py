@@ -319,9 +319,6 @@ class FlowSecretSyncStatus(_Status):
     issuedAt: str | None = Field(
         default=None, description="When the flow was handed that version (RFC 3339 UTC)."
     )
-    behind: int | None = Field(
-        default=None, description="How many versions the target is behind the space."
-    )
     observedGeneration: int | None = Field(
         default=None, description="The metadata.generation last reconciled."
     )
