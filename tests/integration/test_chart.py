@@ -230,7 +230,7 @@ def test_deployment_configures_the_operator_from_values() -> None:
     assert container["image"].endswith(":0.1.0")
     assert pod["serviceAccountName"] == SERVICE_ACCOUNT
     assert Settings.from_env(container_env(docs)) == Settings(
-        namespace=OPERATOR_NAMESPACE, peering=PEERING, service_account=SERVICE_ACCOUNT
+        namespace=OPERATOR_NAMESPACE, peering=PEERING
     )
 
     # restricted: non-root, read-only root filesystem, nothing to escalate
@@ -505,7 +505,6 @@ def test_operator_runs_with_exactly_the_chart_rbac(installed: LocalCluster) -> N
         kubeconfig=kubeconfig,
         env={
             "SPACESECRETS_PEERING": PEERING,
-            "SPACESECRETS_SERVICE_ACCOUNT": SERVICE_ACCOUNT,
             "SPACESECRETS_AUTOSYNC_SCALE": "0.05",
         },
     )
@@ -555,7 +554,7 @@ def test_one_of_two_replicas_serves_and_the_other_takes_over(installed: LocalClu
         "create", "token", SERVICE_ACCOUNT, "-n", OPERATOR_NAMESPACE, "--duration=1h"
     ).stdout.strip()
     kubeconfig = cp.token_kubeconfig(SA_USER, token)
-    env = {"SPACESECRETS_PEERING": PEERING, "SPACESECRETS_SERVICE_ACCOUNT": SERVICE_ACCOUNT}
+    env = {"SPACESECRETS_PEERING": PEERING}
     replicas = [installed.start_operator(kubeconfig=kubeconfig, env=env) for _ in range(2)]
     try:
         wait_for(
@@ -601,7 +600,6 @@ def test_operator_binds_the_metrics_address_the_chart_sets(installed: LocalClust
         kubeconfig=cp.token_kubeconfig(SA_USER, token),
         env={
             "SPACESECRETS_PEERING": PEERING,
-            "SPACESECRETS_SERVICE_ACCOUNT": SERVICE_ACCOUNT,
             "SPACESECRETS_METRICS_ADDRESS": env["SPACESECRETS_METRICS_ADDRESS"],
         },
     )

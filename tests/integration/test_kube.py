@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from spacesecrets import kube as kube_module
+from spacesecrets.kube import client as kube_module
 from spacesecrets.kube.client import Kube
 from spacesecrets.kube.transport import Response, Transport
 
@@ -37,7 +37,9 @@ class Recording(Transport):
             self.queries.append(dict(query))
             if len(self.queries) == self.expire_page:
                 return Response(410, b'{"reason": "Expired", "message": "continue expired"}')
-        return self.inner.request(method, path, body, query, content_type, accept)
+        return self.inner.request(
+            method, path, body, query=query, content_type=content_type, accept=accept
+        )
 
 
 def _secrets(kube: Kube, ns: str, count: int) -> None:

@@ -31,15 +31,11 @@ class _Group(click.Group):
         except kube.AlreadyExists as exc:
             raise UserError(f"already exists: {exc}") from None
         except kube.Permanent as exc:
-            raise UserError(_api_message(exc)) from None
+            raise UserError(str(exc)) from None
         except kube.Temporary as exc:
             raise UserError(f"the API server is not answering right now: {exc}") from None
         except (crypto.UnsealError, ValueError, OSError) as exc:
             raise UserError(str(exc)) from None
-
-
-def _api_message(exc: Exception) -> str:
-    return str(exc)
 
 
 @click.group(cls=_Group)

@@ -85,16 +85,3 @@ def not_managed_message(namespace: str) -> str:
         "by spacesecrets; it is left untouched, so the owners get no role from spacesecrets: "
         "delete it to let the operator bind the owners"
     )
-
-
-def owner_names(namespace: str, owners: Sequence[Mapping[str, Any]]) -> list[str]:
-    """How the API server names each owner, e.g. for a denial message."""
-    names = []
-    for owner in owners:
-        if owner["kind"] == "ServiceAccount":
-            names.append(f"system:serviceaccount:{namespace}:{owner['name']}")
-        elif owner["kind"] == "Group":
-            names.append(f"group {owner['name']}")
-        else:
-            names.append(str(owner["name"]))
-    return names

@@ -78,7 +78,6 @@ class Settings:
     health_port: int = 8081
     peering: str = ""
     log_json: bool = False
-    service_account: str = "spacesecrets-operator"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -98,7 +97,6 @@ class Settings:
                 health_port=int(get("SPACESECRETS_HEALTH_PORT", "8081")),
                 peering=get("SPACESECRETS_PEERING", ""),
                 log_json=get("SPACESECRETS_LOG_FORMAT", "text") == "json",
-                service_account=get("SPACESECRETS_SERVICE_ACCOUNT", cls.service_account),
             )
         except ValueError as exc:
             raise SettingsError(str(exc)) from exc

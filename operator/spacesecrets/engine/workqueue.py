@@ -58,9 +58,6 @@ class WorkQueue:
         if self._timers[0][2] == key:
             self._timer_event.set()  # an earlier deadline than the one the timer loop sleeps for
 
-    def add_after(self, delay: float, key: Key, reason: str) -> None:
-        self.add_at(time.time() + delay, key, reason)
-
     def forget(self, key: Key) -> None:
         """Drop a queued key (its object is gone). Timers for it fire and are ignored upstream."""
         if self._reasons.pop(key, None) is not None:

@@ -222,22 +222,6 @@ class Kube:
             content_type=MERGE_PATCH,
         )
 
-    def replace_custom(
-        self, plural: str, namespace: str, body: Mapping[str, Any]
-    ) -> dict[str, Any]:
-        name = body["metadata"]["name"]
-        return self._request(
-            f"replace {plural} {namespace}/{name}",
-            "PUT",
-            self._custom(plural, namespace, name),
-            dict(body),
-        )
-
-    def create_custom(self, plural: str, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
-        return self._request(
-            f"create {plural} {namespace}", "POST", self._custom(plural, namespace), dict(body)
-        )
-
     # -- RBAC -----------------------------------------------------------------------------------
 
     @staticmethod
@@ -262,11 +246,6 @@ class Kube:
             "PUT",
             self._bindings(namespace, name),
             dict(body),
-        )
-
-    def delete_role_binding(self, namespace: str, name: str) -> None:
-        self._request(
-            f"delete RoleBinding {namespace}/{name}", "DELETE", self._bindings(namespace, name)
         )
 
     # -- workloads ------------------------------------------------------------------------------
