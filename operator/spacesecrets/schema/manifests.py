@@ -383,29 +383,9 @@ def _operator_namespace_policy(operator_namespace: str) -> dict[str, Any]:
     )
 
 
-def admission_policies(
-    operator_namespace: str = "spacesecrets-system",
-    service_account: str = "spacesecrets-operator",
-) -> list[dict[str, Any]]:
-    """Owners are enforced inside the API server: no webhook to be down, no operator needed.
-
-    - spaces: update/delete of a SpaceSecrets only by the owners it lists now (`oldObject`, read
-      from storage, so an owner removed is out at once).
-    - new spaces: the first SpaceSecrets of a namespace may be created by whoever RBAC allows; a
-      further one only by the owners of those already there (otherwise a second, ignored store
-      would make its creator an owner of the namespace's flows).
-    - flows: create/update/delete of a FlowSecretSync only by the owners of the namespace's
-      SpaceSecrets (the policy's parameters, from the API server's cache). With no SpaceSecrets
-      there are no owners: RBAC alone decides, and the stamp of who did it (see
-      `provenance_policies`) lets the operator refuse such a flow secrets until an owner
-      approves it.
-    - status: only the operator writes the status of either kind (a wildcard role would
-      otherwise let anyone forge `Synced` or versions).
-    - the owners' RoleBinding: only the operator writes it.
-    - the operator's namespace: no space or flow is created there.
-    - provenance: who created each space and who authorized each flow, stamped by the API server.
-    """
-    exempt = _not_exempt(operator_namespace, service_account)
+def _owner_policies(exempt: list[dict[str, str]]) -> list[dict[str, Any]]:
+    """The policies that let only a space's owners change it and its flows, and only the
+    operator write their status."""
 
     def owners_message(what: str) -> str:
         return (
@@ -467,6 +447,33 @@ def admission_policies(
             ),
         },
     )
+    return [spaces, new_spaces, flows, status]
+
+
+def admission_policies(
+    operator_namespace: str = "spacesecrets-system",
+    service_account: str = "spacesecrets-operator",
+) -> list[dict[str, Any]]:
+    """Owners are enforced inside the API server: no webhook to be down, no operator needed.
+
+    - spaces: update/delete of a SpaceSecrets only by the owners it lists now (`oldObject`, read
+      from storage, so an owner removed is out at once).
+    - new spaces: the first SpaceSecrets of a namespace may be created by whoever RBAC allows; a
+      further one only by the owners of those already there (otherwise a second, ignored store
+      would make its creator an owner of the namespace's flows).
+    - flows: create/update/delete of a FlowSecretSync only by the owners of the namespace's
+      SpaceSecrets (the policy's parameters, from the API server's cache). With no SpaceSecrets
+      there are no owners: RBAC alone decides, and the stamp of who did it (see
+      `provenance_policies`) lets the operator refuse such a flow secrets until an owner
+      approves it.
+    - status: only the operator writes the status of either kind (a wildcard role would
+      otherwise let anyone forge `Synced` or versions).
+    - the owners' RoleBinding: only the operator writes it.
+    - the operator's namespace: no space or flow is created there.
+    - provenance: who created each space and who authorized each flow, stamped by the API server.
+    """
+    exempt = _not_exempt(operator_namespace, service_account)
+    spaces, new_spaces, flows, status = _owner_policies(exempt)
     return [
         spaces,
         new_spaces,
