@@ -32,13 +32,7 @@ def loaded(*args: str, stdin: str | None = None) -> list[str]:
         check=True,
     ).stdout
     modules: list[str] = json.loads(out.splitlines()[-1])
-    return [
-        m
-        for m in modules
-        if m.split(".")[0] in OPERATOR_MODULES
-        or m in OPERATOR_MODULES
-        or any(m == p or m.startswith(p + ".") for p in OPERATOR_MODULES)
-    ]
+    return [m for m in modules if any(m == p or m.startswith(f"{p}.") for p in OPERATOR_MODULES)]
 
 
 def test_help_loads_no_operator_module() -> None:
