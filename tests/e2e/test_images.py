@@ -411,6 +411,25 @@ def test_operator_image_serves_a_cluster(operator_image: Image, cluster: LocalCl
     assert not _mounted_under(operator_image.rootfs)
 
 
+@pytest.mark.parametrize("transport", ["oci-archive", "docker-archive"])
+def test_container_tools_read_the_archive(
+    operator_image: Image, transport: str, tmp_path: Path
+) -> None:
+    """containers/image (what `podman load` uses) reads the archive both as an OCI layout and as
+    a docker archive, verifying every blob on the way."""
+    if shutil.which("skopeo") is None:
+        pytest.skip("skopeo is not installed (apt-get install skopeo)")
+    source = f"{transport}:{operator_image.archive}"
+    subprocess.run(["skopeo", "copy", "-q", source, f"dir:{tmp_path / 'copy'}"], check=True)
+    inspected = json.loads(
+        subprocess.run(
+            ["skopeo", "inspect", "--config", source], capture_output=True, check=True
+        ).stdout
+    )
+    assert inspected["config"]["User"] == f"{NONROOT}:{NONROOT}"
+    assert inspected["rootfs"] == operator_image.config["rootfs"]
+
+
 # -- the Dockerfile and the chart agree with the build ----------------------------------------
 
 
