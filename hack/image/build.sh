@@ -60,7 +60,7 @@ base() {  # IMAGE DEPS-INPUT... -> prints the cached rootfs directory
   local image=$1; shift
   local cache key out tmp
   cache=${SPACESECRETS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/spacesecrets}/image
-  key=$(cd "$here" && cat rootfs.sh build.sh sources.list epoch "$image"/packages \
+  key=$(cd "$here" && cat rootfs.sh build.sh sources.list source-date-epoch "$image"/packages \
         "$image"/debian.lock "$@" | sha256sum | cut -c1-16)
   out="$cache/$image-$key"
   mkdir -p "$cache"
@@ -140,7 +140,7 @@ image() {  # operator|nodered
   fi
   log "$image root filesystem: $(du -sm "$tmp/rootfs" | cut -f1) MB"
   "$PYTHON" -m spacesecrets.devtools.oci --rootfs "$tmp/rootfs" --config "$here/$image/image.json" \
-    --name "$name" --epoch "$(cat "$here/epoch")" --out "$tmp/image.oci.tar" >&2
+    --name "$name" --epoch "$(grep -v "^#" "$here/source-date-epoch")" --out "$tmp/image.oci.tar" >&2
   mv "$tmp/image.oci.tar" "$out"
   echo "$key" > "$out.inputs"
   log "$out: $(du -m "$out" | cut -f1) MB"

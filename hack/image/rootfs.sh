@@ -11,7 +11,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 image=$1 out=$2 mode=${3:-}
 lock="$here/$image/debian.lock"
 include=$(grep -v '^\s*#' "$here/$image/packages" | grep . | paste -sd, -)
-SOURCE_DATE_EPOCH=$(cat "$here/epoch")
+SOURCE_DATE_EPOCH=$(grep -v "^#" "$here/source-date-epoch")
 export SOURCE_DATE_EPOCH
 
 # Documentation, man pages and translations are never unpacked (copyright files are kept);
