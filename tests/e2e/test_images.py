@@ -430,6 +430,60 @@ def test_container_tools_read_the_archive(
     assert inspected["rootfs"] == operator_image.config["rootfs"]
 
 
+def _containerd_bin() -> Path | None:
+    env = os.environ.get("SPACESECRETS_CONTAINERD_BIN")
+    if env:
+        return Path(env)
+    found = shutil.which("containerd")
+    return Path(found).parent if found and shutil.which("ctr") else None
+
+
+# A private containerd (no CRI plugin) in its own mount and PID namespaces, so its socket, store
+# and unpacking mounts all go with them; `ctr images import` as the kubelet's node would.
+_CONTAINERD = r"""
+set -eu
+bin=$1 dir=$2; shift 2
+"$bin/containerd" --config "$dir/config.toml" >"$dir/containerd.log" 2>&1 &
+for _ in $(seq 100); do [ -S "$dir/c.sock" ] && break; sleep 0.1; done
+for archive in "$@"; do
+  "$bin/ctr" -a "$dir/c.sock" -n k8s.io images import "$archive" >/dev/null
+done
+"$bin/ctr" -a "$dir/c.sock" -n k8s.io images ls -q
+"$bin/ctr" -a "$dir/c.sock" -n k8s.io snapshots ls | tail -n +2 | wc -l
+"""
+
+
+def test_containerd_imports_the_archives(
+    operator_image: Image, nodered_image: Image, tmp_path: Path
+) -> None:
+    bin_dir = _containerd_bin()
+    if bin_dir is None:
+        pytest.skip("no containerd and ctr (PATH or SPACESECRETS_CONTAINERD_BIN)")
+    (tmp_path / "config.toml").write_text(
+        "version = 3\n"
+        f'root = "{tmp_path}/root"\nstate = "{tmp_path}/state"\n'
+        'disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.cri.v1.runtime",'
+        ' "io.containerd.cri.v1.images"]\n'
+        f'[grpc]\n  address = "{tmp_path}/c.sock"\n'
+    )
+    archives = [str(operator_image.archive), str(nodered_image.archive)]
+    done = subprocess.run(
+        ["unshare", "--mount", "--pid", "--fork", "--kill-child", "--propagation", "private",
+         "sh", "-c", _CONTAINERD, "containerd", str(bin_dir), str(tmp_path), *archives],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    log = (tmp_path / "containerd.log").read_text()[-2000:]
+    assert done.returncode == 0, f"{done.stderr}\n{log}"
+    *names, snapshots = done.stdout.split()
+    names_wanted = {
+        image.index["manifests"][0]["annotations"]["io.containerd.image.name"]
+        for image in (operator_image, nodered_image)
+    }
+    assert set(names) == names_wanted
+    assert int(snapshots) == 2  # each image's one layer, unpacked
+    assert not _mounted_under(tmp_path)
+
+
 # -- the Dockerfile and the chart agree with the build ----------------------------------------
 
 
