@@ -565,6 +565,22 @@ def test_the_chart_runs_the_operator_as_the_image_expects() -> None:
     [volume] = [v for v in pod["volumes"] if v["name"] == tmp["name"]]
     assert "emptyDir" in volume
     assert env["HOME"] == "/tmp"  # writable, unlike the image's /home/nonroot on a read-only root
+    # health.bindAddress=podIP: the pod's own IP, from the downward API
+    rendered = subprocess.run(
+        [f"{bin_dir}/helm", "template", "spacesecrets", str(ROOT / "charts/spacesecrets"),
+         "--set", "health.bindAddress=podIP"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    [deployment] = [d for d in yaml.safe_load_all(rendered) if d and d["kind"] == "Deployment"]
+    [address] = [
+        e
+        for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+        if e["name"] == "SPACESECRETS_HEALTH_ADDRESS"
+    ]
+    assert address == {
+        "name": "SPACESECRETS_HEALTH_ADDRESS",
+        "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}},
+    }
 
 
 # -- the Node-RED image ------------------------------------------------------------------------
