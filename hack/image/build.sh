@@ -20,15 +20,22 @@ compile() {  # ROOTFS DIR...
   chroot "$rootfs" /usr/bin/python3 -m compileall -q --invalidation-mode checked-hash "$@" >/dev/null
 }
 
+# pip writes console scripts with the build machine's interpreter in their #!: not in the image
+# (it has its own `spacesecrets`), nor in the packages' RECORDs.
+strip_scripts() {  # SITE
+  rm -rf "$1/bin"
+  sed -i '\|^\.\./\.\./bin/|d' "$1"/*.dist-info/RECORD
+}
+
 # The operator's Python packages from PyPI, exactly those in requirements.txt (hashes checked), for
 # the image's Python; Debian's own bytecode recompiled the same way.
 python_deps() {  # ROOTFS
   local rootfs=$1 tmp
   tmp=$(mktemp -d)
   PIP_CONFIG_FILE="$here/operator/pip.conf" "$PYTHON" -m pip install --quiet \
-    --disable-pip-version-check --no-cache-dir --no-compile --no-deps --require-hashes \
-    --target "$tmp/site" -r "$here/operator/requirements.txt"
-  rm -rf "$tmp/site/bin"  # console scripts with the build machine's interpreter in their #!
+    --disable-pip-version-check --root-user-action=ignore --no-cache-dir --no-compile \
+    --no-deps --require-hashes --target "$tmp/site" -r "$here/operator/requirements.txt"
+  strip_scripts "$tmp/site"
   mkdir -p "$rootfs/$site"
   cp -a "$tmp/site/." "$rootfs/$site/"
   rm -rf "$tmp"
@@ -42,10 +49,11 @@ python_app() {  # ROOTFS SRC
   local rootfs=$1 src=$2 tmp
   tmp=$(mktemp -d)
   "$PYTHON" -m pip wheel --quiet --disable-pip-version-check --no-deps -w "$tmp/wheel" "$src"
-  "$PYTHON" -m pip install --quiet --disable-pip-version-check --no-compile --no-deps \
-    --target "$tmp/site" "$tmp"/wheel/*.whl
+  "$PYTHON" -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
+    --no-compile --no-deps --target "$tmp/site" "$tmp"/wheel/*.whl
+  strip_scripts "$tmp/site"
   # where the wheel was built: a temporary path that would make every build differ
-  rm -rf "$tmp/site/bin" "$tmp"/site/*.dist-info/direct_url.json
+  rm "$tmp"/site/*.dist-info/direct_url.json
   sed -i '/direct_url\.json,/d' "$tmp"/site/*.dist-info/RECORD
   cp -a "$tmp/site/." "$rootfs/$site/"
   rm -rf "$tmp"

@@ -531,6 +531,75 @@ def test_dockerfile_builds_the_same_image() -> None:
     assert labels == run["Labels"]
 
 
+def _tree(root: Path) -> dict[str, tuple[Any, ...]]:
+    """Every path under `root` with what an image keeps of it (no mtimes), but /dev's contents."""
+    out: dict[str, tuple[Any, ...]] = {}
+    for top, dirs, files in os.walk(root):
+        for name in dirs + files:
+            path = Path(top, name)
+            rel = str(path.relative_to(root))
+            st = path.lstat()
+            if path.is_symlink():
+                what: Any = os.readlink(path)
+            elif path.is_file():
+                what = hashlib.sha256(path.read_bytes()).hexdigest()
+            else:
+                what = None
+            out[rel] = (st.st_mode, st.st_uid, st.st_gid, what)
+    return {k: v for k, v in out.items() if not k.startswith("dev/")}
+
+
+@pytest.mark.slow
+def test_dockerfile_build_stage_makes_the_same_root_filesystem(
+    operator_image: Image, tmp_path: Path
+) -> None:
+    """With no Docker here, the Dockerfile's build stage is played step by step (its COPYs from
+    this tree with .dockerignore's exclusions, its RUNs with /src and /rootfs moved into a temporary
+    directory, Debian's own pip as in the build stage): it makes the very root filesystem that
+    `make image` packs, file for file, modes and owners included."""
+    debian_python = Path("/usr/bin/python3")
+    if subprocess.run([debian_python, "-m", "pip", "--version"], check=False).returncode:
+        pytest.skip("Debian's python3-pip is not installed (the Dockerfile's build stage has it)")
+    instructions = _dockerfile()
+    froms = [i for i, (word, _) in enumerate(instructions) if word == "FROM"]
+    src, rootfs = tmp_path / "src", tmp_path / "rootfs"
+    for word, arg in instructions[froms[0] + 1 : froms[1]]:
+        if word == "WORKDIR":
+            assert arg == "/src"
+            src.mkdir()
+        elif word == "COPY":
+            *sources, dest = arg.split()
+            # each source lands at its own path: `COPY a/ a/` or top-level files into `./`
+            assert all(dest.rstrip("/") in (s.rstrip("/"), ".") for s in sources), arg
+            subprocess.run(
+                ["tar", "-C", str(ROOT), "--exclude=__pycache__", "--exclude=*.pyc",
+                 "--exclude=*.egg-info", "--exclude=.mypy_cache", "--exclude=node_modules",
+                 "-cf", str(tmp_path / "copy.tar"), *(s.rstrip("/") for s in sources)],
+                check=True,
+            )  # fmt: skip
+            subprocess.run(["tar", "-C", str(src), "-xf", str(tmp_path / "copy.tar")], check=True)
+        elif word == "RUN" and "apt-get" in arg:
+            continue  # the build stage's own tools, pinned (see above)
+        elif word == "RUN":
+            command = re.sub(r"(?<=\s)/rootfs(?=\s|$)", str(rootfs), arg)
+            command = re.sub(r"(?<=\s)/src(?=\s|$)", str(src), command)
+            done = subprocess.run(
+                ["bash", "-ec", command],
+                cwd=src,
+                env={**os.environ, "PYTHON": str(debian_python)},
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            assert done.returncode == 0, f"{arg}:\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}"
+        else:
+            pytest.fail(f"the build stage has a {word} this test does not play")
+    built, packed = _tree(rootfs), _tree(operator_image.rootfs)
+    shutil.rmtree(rootfs)
+    assert sorted(set(built) ^ set(packed)) == []
+    assert [k for k in built if built[k] != packed[k]] == []
+
+
 def test_the_pinned_debian_packages_are_in_the_lock() -> None:
     for image in ("operator", "nodered"):
         lock = set((HACK / image / "debian.lock").read_text().split())
