@@ -10,6 +10,7 @@ root, mmdebstrap and the network to Debian's mirror, PyPI and npm.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import json
@@ -123,9 +124,12 @@ def _open(archive: Path, into: Path) -> Image:
     return Image(archive, index, manifest, config, rootfs, len(layer_data))
 
 
-# Runs inside `unshare --mount --pid --fork`: the root bind-mounted onto itself read-only, tmpfs
-# where the pod has writable volumes, a minimal /dev and a /proc of the new PID namespace, files
-# staged into /tmp, then chroot as uid/gid 65532 (no capabilities left) with exactly `env`.
+# Runs inside `unshare --mount --pid --fork --kill-child`: the root bind-mounted onto itself
+# read-only, tmpfs where the pod has writable volumes, a minimal /dev and a /proc of the new PID
+# namespace, files staged into /tmp, then the command chrooted as uid/gid 65532 (no capabilities
+# left) with exactly `env`. This shell stays the namespace's PID 1 and root: the death signal
+# --kill-child gives it would be cleared by a change of user, and when it dies, for any reason,
+# the kernel kills everything in the namespace. It passes SIGTERM on to the command.
 _RUNNER = r"""
 set -eu
 root=$1 stage=$2 workdir=$3 writable=$4; shift 4
@@ -142,7 +146,13 @@ for node in null zero full random urandom tty; do
 done
 mount -t proc -o nosuid,nodev,noexec proc "$root/proc"
 cp -a "$stage/." "$root/tmp/"
-exec chroot --userspec=65532:65532 --groups=65532 "$root" /usr/bin/env -i -C "$workdir" "$@"
+chroot --userspec=65532:65532 --groups=65532 "$root" /usr/bin/env -i -C "$workdir" "$@" &
+child=$!
+trap 'kill -TERM "$child" 2>/dev/null' TERM INT
+while :; do
+  if wait "$child"; then exit 0; else status=$?; fi
+  kill -0 "$child" 2>/dev/null || exit "$status"
+done
 """
 
 
@@ -163,9 +173,51 @@ def _command(
     ]  # fmt: skip
 
 
+def _stop(proc: subprocess.Popen[Any], grace: float = 20) -> None:
+    """SIGTERM to the namespace's PID 1 (the runner, which passes it on), then SIGKILL to unshare,
+    whose death kills the whole namespace."""
+    if proc.poll() is None:
+        try:
+            children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+        except OSError:
+            children = []
+        for child in children:
+            os.kill(int(child), signal.SIGTERM)
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+
+@contextlib.contextmanager
+def started(command: list[str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    with log.open("wb") as out:
+        proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        yield proc
+    finally:
+        _stop(proc)
+
+
+def _processes_under(path: Path | str) -> list[int]:
+    """Processes whose root directory is in `path` (or names it)."""
+    needle = str(path.resolve()) if isinstance(path, Path) else path
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if needle in os.readlink(entry / "root"):
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
 def _mounted_under(path: Path) -> list[str]:
+    needle = str(path.resolve())
     return [
-        line for line in Path("/proc/self/mountinfo").read_text().splitlines() if str(path) in line
+        line for line in Path("/proc/self/mountinfo").read_text().splitlines() if needle in line
     ]
 
 
@@ -182,17 +234,20 @@ def run_in(
     stage.mkdir()
     for name, text in (files or {}).items():
         (stage / name).write_text(text)
+    proc = subprocess.Popen(
+        _command(image, argv, image.env() if env is None else env, stage, writable),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
-        return subprocess.run(
-            _command(image, argv, image.env() if env is None else env, stage, writable),
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
+        out, err = proc.communicate(timeout=timeout)
+        return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
     finally:
+        _stop(proc)
         shutil.rmtree(stage)
         assert not _mounted_under(image.rootfs), "a mount outlived its namespace"
+        assert not _processes_under(image.rootfs), "a process outlived its namespace"
 
 
 @pytest.fixture(scope="module")
@@ -373,42 +428,37 @@ def test_operator_image_serves_a_cluster(operator_image: Image, cluster: LocalCl
     (stage / "kubeconfig").chmod(0o600)
     argv = [*operator_image.run["Entrypoint"], *operator_image.run["Cmd"]]
     log = operator_image.rootfs.parent / "operator.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            _command(operator_image, argv, env, stage), stdout=out, stderr=subprocess.STDOUT
-        )
     try:
+        with started(_command(operator_image, argv, env, stage), log) as proc:
 
-        def healthy() -> bool:
-            assert proc.poll() is None, f"the operator exited:\n{log.read_text()[-3000:]}"
-            try:
-                with _DIRECT.open(f"http://127.0.0.1:{health}/healthz", timeout=2) as response:
-                    return bool(response.status == 200)
-            except (urllib.error.URLError, OSError):
-                return False
+            def healthy() -> bool:
+                assert proc.poll() is None, f"the operator exited:\n{log.read_text()[-3000:]}"
+                try:
+                    with _DIRECT.open(f"http://127.0.0.1:{health}/healthz", timeout=2) as response:
+                        return bool(response.status == 200)
+                except (urllib.error.URLError, OSError):
+                    return False
 
-        wait_for("the image's operator's /healthz", healthy, 90)
-        with socket.socket() as sock:
-            sock.settimeout(5)
-            assert sock.connect_ex(("127.0.0.2", health)) != 0, "/healthz is not loopback-only"
-        wait_for(
-            "the operator's public key",
-            lambda: cluster.cp.kubectl(
-                "get", "configmap", "spacesecrets-public-keys", "-n", OPERATOR_NAMESPACE,
-                check=False,
-            ).returncode == 0,
-            60,
-        )  # fmt: skip
-        assert "getpwuid" not in log.read_text()
+            wait_for("the image's operator's /healthz", healthy, 90)
+            with socket.socket() as sock:
+                sock.settimeout(5)
+                assert sock.connect_ex(("127.0.0.2", health)) != 0, "/healthz is not loopback-only"
+            wait_for(
+                "the operator's public key",
+                lambda: cluster.cp.kubectl(
+                    "get", "configmap", "spacesecrets-public-keys", "-n", OPERATOR_NAMESPACE,
+                    check=False,
+                ).returncode == 0,
+                60,
+            )  # fmt: skip
+            assert "getpwuid" not in log.read_text()
+        assert proc.returncode == 0, (
+            f"the operator did not stop cleanly:\n{log.read_text()[-2000:]}"
+        )
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
         shutil.rmtree(stage)
     assert not _mounted_under(operator_image.rootfs)
+    assert not _processes_under(operator_image.rootfs)
 
 
 @pytest.mark.parametrize("transport", ["oci-archive", "docker-archive"])
@@ -693,46 +743,41 @@ def test_nodered_image_loads_our_node(nodered_image: Image) -> None:
     argv = [*nodered_image.run["Entrypoint"], *nodered_image.run["Cmd"]]
     argv += ["--settings", "/tmp/settings.js"]
     log = nodered_image.rootfs.parent / "node-red.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            _command(nodered_image, argv, nodered_image.env(), stage, writable=["/data"]),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+    command = _command(nodered_image, argv, nodered_image.env(), stage, writable=["/data"])
     try:
-        nodes: list[dict[str, Any]] = []
+        with started(command, log) as proc:
+            nodes: list[dict[str, Any]] = []
 
-        def listed() -> bool:
-            assert proc.poll() is None, f"Node-RED exited:\n{log.read_text()[-3000:]}"
-            request = urllib.request.Request(
-                f"http://127.0.0.1:{port}/nodes", headers={"Accept": "application/json"}
-            )
-            try:
-                with _DIRECT.open(request, timeout=2) as response:
-                    nodes[:] = json.loads(response.read())
-                    return True
-            except (urllib.error.URLError, OSError):
-                return False
+            def listed() -> bool:
+                assert proc.poll() is None, f"Node-RED exited:\n{log.read_text()[-3000:]}"
+                request = urllib.request.Request(
+                    f"http://127.0.0.1:{port}/nodes", headers={"Accept": "application/json"}
+                )
+                try:
+                    with _DIRECT.open(request, timeout=2) as response:
+                        nodes[:] = json.loads(response.read())
+                        return True
+                except (urllib.error.URLError, OSError):
+                    return False
 
-        wait_for("Node-RED's /nodes", listed, 60)
-        ours = json.loads((ROOT / "clients/node-red/package.json").read_text())
-        [entry] = [n for n in nodes if n.get("module") == ours["name"]]
-        assert entry["version"] == ours["version"]
-        assert entry["enabled"] is True
-        assert entry.get("loaded", True) is True, entry
+            wait_for("Node-RED's /nodes", listed, 60)
+            ours = json.loads((ROOT / "clients/node-red/package.json").read_text())
+            [entry] = [n for n in nodes if n.get("module") == ours["name"]]
+            assert entry["version"] == ours["version"]
+            assert entry["enabled"] is True
+            assert entry.get("loaded", True) is True, entry
+        assert proc.returncode == 0, f"Node-RED did not stop cleanly:\n{log.read_text()[-2000:]}"
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
         shutil.rmtree(stage)
     assert not _mounted_under(nodered_image.rootfs)
+    assert not _processes_under(nodered_image.rootfs)
 
 
 @pytest.fixture(autouse=True)
-def _no_leftover_mounts() -> Iterator[None]:
+def _nothing_left_running_or_mounted() -> Iterator[None]:
     yield
-    assert not [line for line in Path("/proc/self/mountinfo").read_text().splitlines()
-                if "/operator-image" in line or "/nodered-image" in line]  # fmt: skip
+    marks = ("/operator-image", "/nodered-image")
+    mounts = Path("/proc/self/mountinfo").read_text().splitlines()
+    assert not [line for line in mounts if any(mark in line for mark in marks)]
+    left = [pid for mark in marks for pid in _processes_under(mark)]
+    assert not left, f"processes left running in an image: {left}"
