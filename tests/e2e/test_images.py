@@ -325,7 +325,7 @@ def test_operator_image_holds_exactly_the_locked_python_packages(operator_image:
     # and the operator, as the CLI starts it, loads neither
     probe = (
         "import sys; sys.modules.setdefault('kubernetes', None); import kopf; "
-        "from spacesecrets import handlers, metrics; from spacesecrets.cli import main; "
+        "from spacesecrets import handlers; from spacesecrets.cli import main; "
         "import importlib.util as u; print(u.find_spec('pydantic'), 'pydantic' in sys.modules)"
     )
     done = run_in(operator_image, ["python3", "-c", probe])
