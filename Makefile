@@ -9,7 +9,8 @@ NODE_STAMP := $(NODE_RED)/node_modules/.installed
 CONTROLPLANE = $(shell bash hack/controlplane/build.sh)
 PYTEST_ARGS ?=
 
-.PHONY: all venv controlplane node kubenode lint test unit integration e2e crds run demo bench soak clean
+.PHONY: all venv controlplane node kubenode lint test unit integration e2e crds run demo bench soak clean \
+	image nodered-image images mmdebstrap
 
 all: test
 
@@ -46,6 +47,20 @@ $(NODE_STAMP): $(NODE_RED)/package-lock.json
 
 node: $(NODE_STAMP)
 
+# The images (hack/image/build.sh): Debian from its mirror by mmdebstrap, packages from PyPI and npm,
+# this tree; no Docker, no registry. Needs root. Each writes dist/<image>.oci.tar, for
+# `podman load -i`, `docker load -i` or `ctr -n k8s.io images import`.
+mmdebstrap:
+	@command -v mmdebstrap >/dev/null || { apt-get update -q && apt-get install -y -q mmdebstrap; }
+
+image: venv mmdebstrap
+	PYTHON=$(PY) bash hack/image/build.sh operator
+
+nodered-image: venv mmdebstrap
+	PYTHON=$(PY) bash hack/image/build.sh nodered
+
+images: image nodered-image
+
 lint: venv
 	$(VENV)/bin/ruff check operator tests
 	$(VENV)/bin/ruff format --check operator tests
@@ -55,7 +70,7 @@ lint: venv
 crds: venv
 	$(VENV)/bin/spacesecrets crds --out crds
 
-test: venv controlplane kubenode node lint
+test: venv controlplane kubenode node mmdebstrap lint
 	cd $(NODE_RED) && npm test
 	SPACESECRETS_CONTROLPLANE_BIN=$(CONTROLPLANE) $(PY) -m pytest $(PYTEST_ARGS)
 
@@ -79,4 +94,4 @@ soak: venv controlplane
 	SOAK=1 SPACESECRETS_CONTROLPLANE_BIN=$(CONTROLPLANE) $(PY) -m pytest tests/integration/test_campaign.py $(PYTEST_ARGS)
 
 clean:
-	rm -rf $(VENV) $(NODE_RED)/node_modules .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(NODE_RED)/node_modules .mypy_cache .ruff_cache .pytest_cache dist

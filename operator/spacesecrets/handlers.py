@@ -229,7 +229,7 @@ def run(watch: tuple[str, ...] = (), verbose: bool = False) -> None:
         log_format=kopf.LogFormat.JSON if settings.log_json else kopf.LogFormat.PLAIN,
         log_prefix=False,
     )
-    liveness = f"http://0.0.0.0:{settings.health_port}/healthz" if settings.health_port else None
+    liveness = settings.liveness_url() if settings.health_port else None
     asyncio.run(
         kopf.operator(
             clusterwide=not namespaces,

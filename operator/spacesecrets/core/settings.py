@@ -26,6 +26,7 @@ HISTORY_BUDGET_BYTES = 900 * 1024
 MAX_JSON_DEPTH = 32
 
 DEFAULT_METRICS_ADDRESS = "0.0.0.0"  # noqa: S104 -- scraped in-cluster by default
+DEFAULT_HEALTH_ADDRESS = "0.0.0.0"  # noqa: S104 -- the kubelet probes the pod's IP
 
 
 class SettingsError(ValueError):
@@ -40,21 +41,47 @@ def parse_duration(text: str) -> float:
     return float(match.group(1)) * _UNITS[match.group(2)]
 
 
+def _address(env: Mapping[str, str] | None, name: str, default: str, hint: str) -> str:
+    env = os.environ if env is None else env
+    text = env.get(name, "").strip() or default
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        raise SettingsError(f"{name} is not an IP address: {text!r} ({hint})") from None
+
+
 def metrics_address(env: Mapping[str, str] | None = None) -> str:
     """The address /metrics listens on (SPACESECRETS_METRICS_ADDRESS), an IP address.
 
     0.0.0.0 (the default) lets Prometheus scrape the pod; 127.0.0.1 keeps the metrics inside the
     pod, for a sidecar or `kubectl port-forward`.
     """
-    env = os.environ if env is None else env
-    text = env.get("SPACESECRETS_METRICS_ADDRESS", "").strip() or DEFAULT_METRICS_ADDRESS
-    try:
-        return str(ipaddress.ip_address(text))
-    except ValueError:
-        raise SettingsError(
-            f"SPACESECRETS_METRICS_ADDRESS is not an IP address: {text!r}"
-            " (use 0.0.0.0, or 127.0.0.1 to keep metrics inside the pod)"
-        ) from None
+    return _address(
+        env,
+        "SPACESECRETS_METRICS_ADDRESS",
+        DEFAULT_METRICS_ADDRESS,
+        "use 0.0.0.0, or 127.0.0.1 to keep metrics inside the pod",
+    )
+
+
+def health_address(env: Mapping[str, str] | None = None) -> str:
+    """The address /healthz listens on (SPACESECRETS_HEALTH_ADDRESS), an IP address.
+
+    0.0.0.0 (the default) is what the kubelet's HTTP liveness probe needs: it connects to the pod's
+    IP. 127.0.0.1 suits an operator run outside a pod, or a pod probed by an exec command.
+    """
+    return _address(
+        env,
+        "SPACESECRETS_HEALTH_ADDRESS",
+        DEFAULT_HEALTH_ADDRESS,
+        "use 0.0.0.0 for the kubelet's probes, or 127.0.0.1 outside a pod",
+    )
+
+
+def liveness_url(address: str, port: int) -> str:
+    """The URL kopf serves /healthz on (an IPv6 address in brackets)."""
+    host = f"[{address}]" if ":" in address else address
+    return f"http://{host}:{port}/healthz"
 
 
 def _flag(value: str) -> bool:
@@ -76,8 +103,13 @@ class Settings:
     metrics_port: int = 8080
     metrics_address: str = DEFAULT_METRICS_ADDRESS
     health_port: int = 8081
+    health_address: str = DEFAULT_HEALTH_ADDRESS
     peering: str = ""
     log_json: bool = False
+
+    def liveness_url(self) -> str:
+        """The URL kopf serves /healthz on: SPACESECRETS_HEALTH_ADDRESS and _PORT."""
+        return liveness_url(self.health_address, self.health_port)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -95,6 +127,7 @@ class Settings:
                 metrics_port=int(get("SPACESECRETS_METRICS_PORT", "8080")),
                 metrics_address=metrics_address(env),
                 health_port=int(get("SPACESECRETS_HEALTH_PORT", "8081")),
+                health_address=health_address(env),
                 peering=get("SPACESECRETS_PEERING", ""),
                 log_json=get("SPACESECRETS_LOG_FORMAT", "text") == "json",
             )
