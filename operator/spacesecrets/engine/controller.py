@@ -1,6 +1,6 @@
 """From kopf's events to reconciles: what changed, what to queue, when to retry, when to tick.
 
-Edge (asyncio and a thread pool; no kopf). The kopf handlers pass every event here. Changes are
+Engine layer (asyncio and a thread pool; no kopf). The kopf handlers pass every event here. Changes are
 level-based: a SpaceSecrets is reconciled when its uid, generation or rollback annotations differ
 from what its last successful reconcile saw, and a FlowSecretSync when its uid or generation do.
 Nothing is written to the objects for this bookkeeping -- kopf's own per-object annotations cost

@@ -1,6 +1,6 @@
 """Prometheus metrics of the operator.
 
-Edge (prometheus-client only). One registry per `Metrics`, so tests and several operators in one
+Engine layer (prometheus-client only). One registry per `Metrics`, so tests and several operators in one
 process don't collide; `serve()` exposes it on /metrics.
 """
 

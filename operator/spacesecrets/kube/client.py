@@ -1,8 +1,8 @@
-"""The only module that talks to the Kubernetes API (besides kopf's own watching).
+"""The client of the objects spacesecrets reads and writes (besides kopf's own watching).
 
-Edge. Reads and writes the objects spacesecrets touches, as plain dicts, over a `rest.Transport`;
-maps API errors to `Temporary` (409 conflicts, 429, 5xx, timeouts: retry later) and `Permanent`
-(anything a retry cannot fix).
+Kube layer. Plain dicts over a `transport.Transport`; API errors become the `errors` tree
+(`Temporary`: 409 conflicts, 429, 5xx, timeouts, retry later; `Permanent`: a retry cannot fix
+it). Events go out through the bounded queue of `events`.
 """
 
 from __future__ import annotations
