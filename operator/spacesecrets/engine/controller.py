@@ -1,11 +1,11 @@
 """From kopf's events to reconciles: what changed, what to queue, when to retry, when to tick.
 
-Engine layer (asyncio and a thread pool; no kopf). The kopf handlers pass every event here. Changes are
-level-based: a SpaceSecrets is reconciled when its uid, generation or rollback annotations differ
-from what its last successful reconcile saw, and a FlowSecretSync when its uid or generation do.
-Nothing is written to the objects for this bookkeeping -- kopf's own per-object annotations cost
-a patch per object -- so a restart simply reconciles everything once, and an unchanged object
-costs no write. Retries and every flow's autosync ticks are timers in the work queue's heap.
+Engine layer (asyncio and a thread pool; no kopf). The kopf handlers pass every event here. Changes
+are level-based: a SpaceSecrets is reconciled when its uid, generation or rollback annotations
+differ from what its last successful reconcile saw, and a FlowSecretSync when its uid or generation
+do. Nothing is written to the objects for this bookkeeping -- kopf's own per-object annotations cost
+a patch per object -- so a restart simply reconciles everything once, and an unchanged object costs
+no write. Retries and every flow's autosync ticks are timers in the work queue's heap.
 
 Only what may pass is retried on a timer: a temporary failure (a conflict, throttling, the API
 server away) backs off up to MAX_RETRY_SECONDS, and a bug a few times. A permanent one (refused,

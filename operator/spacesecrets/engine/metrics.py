@@ -1,7 +1,7 @@
 """Prometheus metrics of the operator.
 
-Engine layer (prometheus-client only). One registry per `Metrics`, so tests and several operators in one
-process don't collide; `serve()` exposes it on /metrics.
+Engine layer (prometheus-client only). One registry per `Metrics`, so tests and several operators in
+one process don't collide; `serve()` exposes it on /metrics.
 """
 
 from __future__ import annotations

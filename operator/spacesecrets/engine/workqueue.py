@@ -1,7 +1,7 @@
 """A work queue in the manner of client-go's: keys, not events.
 
-Engine layer (asyncio only). A key waits in the queue at most once, and no two workers ever hold the same
-key: a key added again while a worker holds it runs once more when that worker is done. Delayed
+Engine layer (asyncio only). A key waits in the queue at most once, and no two workers ever hold the
+same key: a key added again while a worker holds it runs once more when that worker is done. Delayed
 adds (retries, autosync ticks) wait in one heap, which is what makes thousands of objects cost one
 timer instead of one task each. Keys of a lower rank are handed out first, so a cold start
 reconciles the spaces before the flows that wait for them.

@@ -1,11 +1,11 @@
 """How spacesecrets reaches the API server: one `request` method, two ways to make it.
 
 Edge. The operator uses `Rest`: urllib3 with in-cluster or kubeconfig credentials (a token or a
-client certificate), JSON in and out. The official client builds a generated model for every
-object it reads and costs 58 MiB of resident memory just to import, more than the state of
-thousands of spaces; the operator's handful of calls need neither. The CLI and the tests wrap the
-official client instead (`factory.ClientTransport`), which knows every kind of kubeconfig authentication
-people use at their desks (exec plugins, auth providers).
+client certificate), JSON in and out. The official client builds a generated model for every object
+it reads and costs 58 MiB of resident memory just to import, more than the state of thousands of
+spaces; the operator's handful of calls need neither. The CLI and the tests wrap the official client
+instead (`factory.ClientTransport`), which knows every kind of kubeconfig authentication people use
+at their desks (exec plugins, auth providers).
 """
 
 from __future__ import annotations
