@@ -6,7 +6,7 @@ a volume directory the way kubelet updates a mounted Secret; the spacesecrets no
 Node-RED reads the volume into global context on its own tick and on every deploy ("save"); a
 function node answers HTTP requests from ``global.get("SECRETS")``.
 
-The shared operator's "1m" autosync is scaled to 3 s (``tests/conftest.py``); the node's tick is
+The shared operator's "1m" autosync is scaled to 3 s (``tests/support/env.py``); the node's tick is
 set through its test override ``SPACESECRETS_AUTOSYNC_SECONDS``.
 """
 
@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
-from tests.conftest import Space
 from tests.support.nodered import deploy_flows, run_node_red, secret_manager_node
+from tests.support.space import Space
 
 from spacesecrets.core.projection import decoded_documents
 from spacesecrets.devtools.kubelet import write_projection

@@ -41,7 +41,9 @@ import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
-from tests.conftest import Space, audit_mark, audit_writes, described, public_key, reconciles
+from tests.support.audit import audit_mark, audit_writes, described
+from tests.support.metrics import reconciles
+from tests.support.space import Space, public_key
 
 from spacesecrets.core import crypto, versions
 from spacesecrets.core.projection import decoded_documents

@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 import yaml
-from tests.conftest import Space
 from tests.integration.test_owners import flow_doc, sa_kubeconfig
+from tests.support.space import Space
 
 from spacesecrets.core import provenance
 from spacesecrets.core.access import OWNER_CLUSTER_ROLE, OWNERS_ROLE_BINDING

@@ -22,7 +22,8 @@ from typing import Any
 import kubernetes
 import pytest
 import yaml
-from tests.conftest import FAST_ENV, Space
+from tests.support.env import FAST_ENV
+from tests.support.space import Space
 
 from spacesecrets.core.access import OWNER_CLUSTER_ROLE, OWNERS_ROLE_BINDING
 from spacesecrets.devtools.dev import LocalCluster, OperatorProcess, wait_for
