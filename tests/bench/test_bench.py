@@ -64,7 +64,8 @@ from tests.bench.harness import (
     summary,
     values_for,
 )
-from tests.conftest import public_key, reconciles
+from tests.support.metrics import reconciles
+from tests.support.space import public_key
 
 from spacesecrets.core import crypto, versions
 from spacesecrets.core.settings import Settings

@@ -6,7 +6,7 @@ a volume directory the way kubelet updates a mounted Secret; the spacesecrets no
 Node-RED reads the volume into global context on its own tick and on every deploy ("save"); a
 function node answers HTTP requests from ``global.get("SECRETS")``.
 
-The shared operator's "1m" autosync is scaled to 3 s (``tests/conftest.py``); the node's tick is
+The shared operator's "1m" autosync is scaled to 3 s (``tests/support/env.py``); the node's tick is
 set through its test override ``SPACESECRETS_AUTOSYNC_SECONDS``.
 """
 
@@ -23,10 +23,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
-from tests.conftest import Space
 from tests.support.nodered import deploy_flows, run_node_red, secret_manager_node
+from tests.support.space import Space
 
 from spacesecrets.core.projection import decoded_documents
+from spacesecrets.devtools.dev import wait_for
 from spacesecrets.devtools.kubelet import write_projection
 from spacesecrets.kube import NotFound
 from spacesecrets.kube.client import Kube
@@ -192,22 +193,6 @@ def http_get(url: str) -> str | None:
         return None
 
 
-def wait_for(
-    description: str,
-    probe: Callable[[], T | None],
-    accept: Callable[[T], bool],
-    timeout: float = PROPAGATION_TIMEOUT,
-) -> T:
-    deadline = time.monotonic() + timeout
-    last: T | None = None
-    while time.monotonic() < deadline:
-        last = probe()
-        if last is not None and accept(last):
-            return last
-        time.sleep(0.1)  # polling interval, bounded by the deadline
-    raise AssertionError(f"timed out after {timeout}s waiting for {description}; last: {last!r}")
-
-
 def stays(description: str, probe: Callable[[], T | None], expected: T, duration: float) -> None:
     """``probe`` answers ``expected`` throughout ``duration`` seconds."""
     deadline = time.monotonic() + duration
@@ -235,7 +220,9 @@ def test_node_red_follows_a_flow_secret_sync(space: Space, tmp_path: Path) -> No
     )
 
     with kubelet_loop(space, volume) as kubelet:
-        wait_for("version 1 in the volume", lambda: volume_version(volume), (1).__eq__)
+        wait_for(
+            "version 1 in the volume", lambda: volume_version(volume) == 1, PROPAGATION_TIMEOUT
+        )
         assert space.target_documents(TARGET)["SECRETS"] == {"KEY": "value-1", "CONF": {"a": 1}}
 
         # Phase 1: the node ticks every second.
@@ -247,15 +234,21 @@ def test_node_red_follows_a_flow_secret_sync(space: Space, tmp_path: Path) -> No
                 f"{base_url}/version",
                 f"{base_url}/status",
             )
-            wait_for("value-1 served", lambda: http_get(secret_url), "value-1".__eq__)
+            wait_for(
+                "value-1 served", lambda: http_get(secret_url) == "value-1", PROPAGATION_TIMEOUT
+            )
             assert http_get(version_url) == "1"
 
             # An owner changes the secret: operator tick -> Secret -> volume -> node tick.
             space.apply({"KEY": "value-2", "CONF": {"a": 1}})
             space.wait_version(2)
-            wait_for("value-2 served", lambda: http_get(secret_url), "value-2".__eq__)
+            wait_for(
+                "value-2 served", lambda: http_get(secret_url) == "value-2", PROPAGATION_TIMEOUT
+            )
             assert http_get(version_url) == "2"
-            wait_for("status v2", lambda: http_get(status_url), "🆗 Synced v2".__eq__)
+            wait_for(
+                "status v2", lambda: http_get(status_url) == "🆗 Synced v2", PROPAGATION_TIMEOUT
+            )
 
         # Phase 2: the node's tick is an hour away; only a deploy (a "save") makes it read.
         with run_node_red(
@@ -267,12 +260,18 @@ def test_node_red_follows_a_flow_secret_sync(space: Space, tmp_path: Path) -> No
                 f"{base_url}/status",
             )
             # A fresh runtime reads at start.
-            wait_for("value-2 served after restart", lambda: http_get(secret_url), "value-2".__eq__)
+            wait_for(
+                "value-2 served after restart",
+                lambda: http_get(secret_url) == "value-2",
+                PROPAGATION_TIMEOUT,
+            )
             assert http_get(version_url) == "2"
 
             space.apply({"KEY": "value-3", "CONF": {"a": 1}})
             space.wait_version(3)
-            wait_for("version 3 in the volume", lambda: volume_version(volume), (3).__eq__)
+            wait_for(
+                "version 3 in the volume", lambda: volume_version(volume) == 3, PROPAGATION_TIMEOUT
+            )
             # Between its ticks the node keeps what it read (longer than a 1 s tick would allow).
             stays("value-2 served without a deploy", lambda: http_get(secret_url), "value-2", 1.5)
             assert http_get(version_url) == "2"
@@ -281,12 +280,13 @@ def test_node_red_follows_a_flow_secret_sync(space: Space, tmp_path: Path) -> No
             assert deploy_flows(base_url, flows)
             wait_for(
                 "value-3 served after a deploy",
-                lambda: http_get(secret_url),
-                "value-3".__eq__,
-                timeout=DEPLOY_TIMEOUT,
+                lambda: http_get(secret_url) == "value-3",
+                DEPLOY_TIMEOUT,
             )
             assert http_get(version_url) == "3"
-            wait_for("status v3", lambda: http_get(status_url), "🆗 Synced v3".__eq__)
+            wait_for(
+                "status v3", lambda: http_get(status_url) == "🆗 Synced v3", PROPAGATION_TIMEOUT
+            )
 
             # Corrupt files: kubelet stopped, a broken SECRETS published, then a save.
             kubelet.stop()
@@ -301,12 +301,13 @@ def test_node_red_follows_a_flow_secret_sync(space: Space, tmp_path: Path) -> No
             }
             write_projection(volume, corrupt)
             assert deploy_flows(base_url, flows)
-            status = wait_for(
-                "the corrupt SECRETS reported",
-                lambda: http_get(status_url),
-                lambda text: text.startswith("SECRETS is not valid JSON"),
-                timeout=DEPLOY_TIMEOUT,
-            )
+
+            def corrupt_reported() -> str | None:
+                text = http_get(status_url)
+                reported = text is not None and text.startswith("SECRETS is not valid JSON")
+                return text if reported else None
+
+            status = wait_for("the corrupt SECRETS reported", corrupt_reported, DEPLOY_TIMEOUT)
             assert "value" not in status
             # the redeployed node still knows which version it keeps serving
             assert status.endswith("(keeping v3)"), status

@@ -7,18 +7,18 @@ Secret. Node-RED is the real one from ``clients/node-red``'s devDependencies.
 from __future__ import annotations
 
 import json
-import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from tests.support.nodered import deploy_flows, run_node_red, secret_manager_node
 
+from spacesecrets.devtools.dev import wait_for
 from spacesecrets.devtools.kubelet import write_projection
 
-T = TypeVar("T")
+# Each wait: the node's 1 s tick (or a deploy), with room for a slow host.
+TIMEOUT = 30.0
 
 
 def documents(version: int, value: str) -> dict[str, bytes]:
@@ -156,17 +156,6 @@ def http_get(url: str) -> str | None:
         return None
 
 
-def wait_for(description: str, probe: Callable[[], T | None], accept: Callable[[T], bool]) -> T:
-    deadline = time.monotonic() + 30
-    last: T | None = None
-    while time.monotonic() < deadline:
-        last = probe()
-        if last is not None and accept(last):
-            return last
-        time.sleep(0.1)  # polling interval, bounded by the deadline
-    raise AssertionError(f"timed out waiting for {description}; last answer: {last!r}")
-
-
 def test_node_red_serves_mounted_secrets_and_follows_swaps(tmp_path: Path) -> None:
     volume = tmp_path / "etc-spacesecrets"
     write_projection(volume, documents(1, "first-value"))
@@ -178,26 +167,28 @@ def test_node_red_serves_mounted_secrets_and_follows_swaps(tmp_path: Path) -> No
         secret_url = f"{base_url}/secret"
         status_url = f"{base_url}/status"
 
-        assert wait_for("version 1", lambda: http_get(secret_url), "first-value".__eq__)
+        assert wait_for("version 1", lambda: http_get(secret_url) == "first-value", TIMEOUT)
 
         # kubelet swaps in version 2; the next autosync tick (1 s override) picks it up.
         write_projection(volume, documents(2, "second-value"))
-        wait_for("version 2", lambda: http_get(secret_url), "second-value".__eq__)
-        wait_for("status v2", lambda: http_get(status_url), "🆗 Synced v2".__eq__)
+        wait_for("version 2", lambda: http_get(secret_url) == "second-value", TIMEOUT)
+        wait_for("status v2", lambda: http_get(status_url) == "🆗 Synced v2", TIMEOUT)
 
         # A corrupt SECRETS: the node reports it, the flow keeps answering the last good value.
         corrupt = documents(3, "third-value")
         corrupt["SECRETS"] = corrupt["SECRETS"][:12]
         write_projection(volume, corrupt)
-        status = wait_for(
-            "the corrupt SECRETS reported",
-            lambda: http_get(status_url),
-            lambda text: text.startswith("SECRETS is not valid JSON"),
-        )
+
+        def corrupt_reported() -> str | None:
+            text = http_get(status_url)
+            reported = text is not None and text.startswith("SECRETS is not valid JSON")
+            return text if reported else None
+
+        status = wait_for("the corrupt SECRETS reported", corrupt_reported, TIMEOUT)
         assert "third" not in status
         assert http_get(secret_url) == "second-value"
 
         # A good version again, and a full deploy (a "save"): back to green.
         write_projection(volume, documents(4, "fourth-value"))
         assert deploy_flows(base_url, flows)
-        wait_for("version 4", lambda: http_get(secret_url), "fourth-value".__eq__)
+        wait_for("version 4", lambda: http_get(secret_url) == "fourth-value", TIMEOUT)

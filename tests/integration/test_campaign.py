@@ -41,11 +41,14 @@ import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
-from tests.conftest import Space, audit_mark, audit_writes, described, public_key, reconciles
+from tests.support.audit import audit_mark, audit_writes, described
+from tests.support.history import history_of, keyring
+from tests.support.metrics import reconciles
+from tests.support.space import Space, public_key
 
 from spacesecrets.core import crypto, versions
 from spacesecrets.core.projection import decoded_documents
-from spacesecrets.devtools.dev import OPERATOR_NAMESPACE, LocalCluster, OperatorProcess, wait_for
+from spacesecrets.devtools.dev import LocalCluster, OperatorProcess, wait_for
 from spacesecrets.kube import NotFound
 from spacesecrets.kube.client import Kube
 from spacesecrets.kube.factory import kube_for, make_client
@@ -110,17 +113,6 @@ def _core(kube: Kube) -> kubernetes.client.CoreV1Api:
 
 def _custom(cluster: LocalCluster) -> kubernetes.client.CustomObjectsApi:
     return kubernetes.client.CustomObjectsApi(make_client(str(cluster.kubeconfig)))
-
-
-def keyring(kube: Kube) -> crypto.KeyRing:
-    secret = kube.get("Secret", OPERATOR_NAMESPACE, "spacesecrets-keyring")
-    return crypto.KeyRing.from_json(base64.b64decode(secret["data"]["keyring.json"]))
-
-
-def history_of(kube: Kube, ns: str) -> versions.History:
-    secret = kube.get("Secret", OPERATOR_NAMESPACE, f"history-{ns}")
-    data = {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
-    return versions.History.from_data(ns, data)
 
 
 def as_plain(values: versions.Plain) -> Plain:

@@ -19,7 +19,8 @@ from typing import Any
 
 import pytest
 import yaml
-from tests.conftest import Space, denials
+from tests.support.logs import denials
+from tests.support.space import Space
 
 from spacesecrets.core.settings import Settings
 from spacesecrets.devtools.controlplane import ControlPlane, find_binaries

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from tests.conftest import Space
+from tests.support.space import Space
 
 from spacesecrets.devtools.dev import wait_for
 

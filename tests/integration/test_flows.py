@@ -8,7 +8,9 @@ import json
 import time
 
 import yaml
-from tests.conftest import Space, audit_mark, audit_writes, described, sample
+from tests.support.audit import audit_mark, audit_writes, described
+from tests.support.metrics import sample
+from tests.support.space import Space
 
 from spacesecrets.core import schedule
 from spacesecrets.core.projection import decoded_documents

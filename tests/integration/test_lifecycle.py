@@ -11,7 +11,9 @@ from collections.abc import Callable
 from typing import Any
 
 import yaml
-from tests.conftest import Space, audit_mark, audit_writes, described, reconciles
+from tests.support.audit import audit_mark, audit_writes, described
+from tests.support.metrics import reconciles
+from tests.support.space import Space
 
 from spacesecrets.core import crypto, schedule
 from spacesecrets.core.conditions import parse_rfc3339

@@ -7,7 +7,8 @@ import re
 from collections.abc import Callable
 
 import yaml
-from tests.conftest import Space, sample
+from tests.support.metrics import sample
+from tests.support.space import Space
 
 from spacesecrets.devtools.dev import LocalCluster, OperatorProcess, wait_for
 

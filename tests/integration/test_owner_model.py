@@ -18,8 +18,9 @@ from typing import Any
 
 import pytest
 import yaml
-from tests.conftest import Space
-from tests.integration.test_owners import flow_doc, sa_kubeconfig
+from tests.support.docs import flow_doc
+from tests.support.identities import owners_binding_subjects, sa_kubeconfig
+from tests.support.space import Space
 
 from spacesecrets.core import provenance
 from spacesecrets.core.access import OWNER_CLUSTER_ROLE, OWNERS_ROLE_BINDING
@@ -301,24 +302,20 @@ def test_a_forged_stamp_is_overwritten_by_the_api_server(people: People) -> None
 # -- 3. the owners' RoleBinding ---------------------------------------------------------------
 
 
-def _subjects(kube: Kube, ns: str) -> set[tuple[str, str]]:
-    try:
-        rb = kube.get_role_binding(ns, OWNERS_ROLE_BINDING)
-    except NotFound:
-        return set()
-    return {(s["kind"], s["name"]) for s in rb.get("subjects") or []}
-
-
 def test_the_owners_binding_is_repaired_at_once(people: People) -> None:
     """Deleted or edited by someone the policy cannot stop (a cluster admin), the binding is
     repaired by the running operator, without a restart or a change of the space."""
     space = people.space()
     space.kubectl_apply(space.manifest({"API_TOKEN": SECRET}), kubeconfig=people.alice)
     want = {("User", people.alice_name)}
-    wait_for("the owners binding", lambda: _subjects(people.kube, people.ns) == want)
+    wait_for("the owners binding", lambda: owners_binding_subjects(people.kube, people.ns) == want)
     cp = people.cluster.cp
     cp.kubectl("delete", "rolebinding", OWNERS_ROLE_BINDING, "-n", people.ns)
-    wait_for("the deleted binding repaired", lambda: _subjects(people.kube, people.ns) == want, 15)
+    wait_for(
+        "the deleted binding repaired",
+        lambda: owners_binding_subjects(people.kube, people.ns) == want,
+        15,
+    )
     patch = {
         "subjects": [
             {"kind": "User", "name": people.bob_name, "apiGroup": "rbac.authorization.k8s.io"}
@@ -334,7 +331,11 @@ def test_the_owners_binding_is_repaired_at_once(people: People) -> None:
         "-p",
         json.dumps(patch),
     )
-    wait_for("the edited binding repaired", lambda: _subjects(people.kube, people.ns) == want, 15)
+    wait_for(
+        "the edited binding repaired",
+        lambda: owners_binding_subjects(people.kube, people.ns) == want,
+        15,
+    )
 
 
 def test_a_binding_the_operator_did_not_create_is_never_taken_over(people: People) -> None:
@@ -355,7 +356,7 @@ def test_a_binding_the_operator_did_not_create_is_never_taken_over(people: Peopl
     assert space.events("RoleBindingNotOwned")
     rb = people.kube.get_role_binding(people.ns, OWNERS_ROLE_BINDING)
     assert rb["roleRef"]["name"] == "view"
-    assert _subjects(people.kube, people.ns) == {("User", people.bob_name)}
+    assert owners_binding_subjects(people.kube, people.ns) == {("User", people.bob_name)}
     assert space.condition("Ready")["status"] == "True"  # the store itself works
 
     # deleted by its creator: the next reconcile of the space binds the owners

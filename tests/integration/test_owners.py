@@ -22,19 +22,19 @@ from typing import Any
 import kubernetes
 import pytest
 import yaml
-from tests.conftest import FAST_ENV, Space
+from tests.support.docs import GROUP, VERSION, WILDCARD_ROLE, flow_doc, space_doc, wildcard_role
+from tests.support.env import FAST_ENV
+from tests.support.identities import owners_binding_subjects, sa_kubeconfig
+from tests.support.space import Space
 
 from spacesecrets.core.access import OWNER_CLUSTER_ROLE, OWNERS_ROLE_BINDING
 from spacesecrets.devtools.dev import LocalCluster, OperatorProcess, wait_for
-from spacesecrets.kube import NotFound
 from spacesecrets.kube.client import Kube
 from spacesecrets.kube.factory import kube_for, make_client
 from spacesecrets.schema.manifests import operator_role
 
-GROUP, VERSION = "spacesecrets.io", "v1alpha1"
 SPACES, FLOWS = "spacesecrets", "flowsecretsyncs"
 ALLOW, RBAC, POLICY = "allow", "RBAC", "policy"  # a cell's outcome; a deny names who denied it
-WILDCARD_ROLE = "owners-test-wildcard"
 
 # -- the actions --------------------------------------------------------------------------------
 # Each action is a kubectl command line (plus stdin) and the same request through the Python
@@ -54,24 +54,6 @@ class World:
     flow: dict[str, Any]
     kubeconfigs: dict[str, Path]
     usernames: dict[str, str]
-
-
-def space_doc(ns: str, name: str, owners: list[dict[str, str]]) -> dict[str, Any]:
-    return {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "SpaceSecrets",
-        "metadata": {"name": name, "namespace": ns},
-        "spec": {"owners": owners, "data": {}},
-    }
-
-
-def flow_doc(ns: str, name: str, target: str, kind: str = "Secret") -> dict[str, Any]:
-    return {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "FlowSecretSync",
-        "metadata": {"name": name, "namespace": ns},
-        "spec": {"target": {"kind": kind, "name": target}},
-    }
 
 
 @dataclass(frozen=True)
@@ -427,29 +409,6 @@ EXPECTED: dict[str, tuple[str, dict[str, str]]] = {
 
 
 # -- setup --------------------------------------------------------------------------------------
-
-
-def sa_kubeconfig(cluster: LocalCluster, ns: str, name: str) -> Path:
-    cluster.cp.kubectl("create", "serviceaccount", name, "-n", ns, check=False)
-    token = cluster.cp.kubectl("create", "token", name, "-n", ns, "--duration=1h").stdout.strip()
-    return cluster.cp.token_kubeconfig(f"{ns}-{name}", token)
-
-
-def wildcard_role() -> dict[str, Any]:
-    return {
-        "apiVersion": "rbac.authorization.k8s.io/v1",
-        "kind": "ClusterRole",
-        "metadata": {"name": WILDCARD_ROLE},
-        "rules": [{"apiGroups": [GROUP], "resources": ["*"], "verbs": ["*"]}],
-    }
-
-
-def owners_binding_subjects(kube: Kube, ns: str) -> set[tuple[str, str]]:
-    try:
-        rb = kube.get_role_binding(ns, OWNERS_ROLE_BINDING)
-    except NotFound:
-        return set()
-    return {(s["kind"], s["name"]) for s in rb.get("subjects") or []}
 
 
 class MatrixReport:

@@ -8,7 +8,7 @@ import json
 
 import pytest
 import yaml
-from tests.conftest import Space
+from tests.support.space import Space
 
 from spacesecrets.devtools.dev import OPERATOR_NAMESPACE, wait_for
 
