@@ -34,6 +34,7 @@ import pytest
 import yaml
 
 from spacesecrets.devtools.dev import OPERATOR_NAMESPACE, LocalCluster, free_port, wait_for
+from spacesecrets.devtools.node import can_run_node, find_node_binaries
 
 ROOT = Path(__file__).resolve().parents[2]
 HACK = ROOT / "hack/image"
@@ -485,7 +486,10 @@ def _containerd_bin() -> Path | None:
     if env:
         return Path(env)
     found = shutil.which("containerd")
-    return Path(found).parent if found and shutil.which("ctr") else None
+    if found and shutil.which("ctr"):
+        return Path(found).parent
+    # else the local node's containerd v2 (make kubenode builds it where the machine allows)
+    return find_node_binaries() if can_run_node(packages=False) is None else None
 
 
 # A private containerd (no CRI plugin) in its own mount and PID namespaces, so its socket, store
@@ -508,7 +512,8 @@ def test_containerd_imports_the_archives(
 ) -> None:
     bin_dir = _containerd_bin()
     if bin_dir is None:
-        pytest.skip("no containerd and ctr (PATH or SPACESECRETS_CONTAINERD_BIN)")
+        why = can_run_node(packages=False)
+        pytest.skip(f"no containerd and ctr (PATH, SPACESECRETS_CONTAINERD_BIN or the node): {why}")
     (tmp_path / "config.toml").write_text(
         "version = 3\n"
         f'root = "{tmp_path}/root"\nstate = "{tmp_path}/state"\n'
