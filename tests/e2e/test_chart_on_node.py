@@ -109,6 +109,14 @@ class Installed:
     def log(self, pod: str) -> str:
         return self.kubectl("logs", "-n", OPERATOR_NAMESPACE, pod, check=False).stdout
 
+    def active_by_peering(self) -> str:
+        """The pod of the peer with the highest priority: the one kopf lets serve."""
+        out = self.kubectl("get", "clusterkopfpeering", "spacesecrets", "-o", "json")
+        peers = json.loads(out.stdout).get("status") or {}
+        top = max(peers, key=lambda k: int(peers[k].get("priority", 0)))
+        [pod] = [p["metadata"]["name"] for p in self.ready_pods() if p["metadata"]["name"] in top]
+        return str(pod)
+
     def active(self, version: int) -> str:
         """The pod whose log shows it made `version` of the (one) space."""
 
@@ -166,6 +174,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Installed]:
             node.stop()
         finally:
             cluster.stop()
+        assert not cluster.cp.workdir.exists()
 
 
 def test_install_both_replicas_ready_through_the_probes(installed: Installed) -> None:
@@ -256,6 +265,26 @@ def test_deleting_the_active_pod_lets_the_other_serve_within_the_bound(
     wait_for("two operator pods Ready again", lambda: len(installed.ready_pods()) == 2, timeout=90)
 
 
+def test_an_active_replica_killed_without_a_word_is_replaced_within_the_bound(
+    installed: Installed,
+) -> None:
+    """SIGKILL to the active container (it cannot leave the peering): the other replica serves
+    once the dead one's peering entry is older than the lifetime."""
+    space: Space = installed.state["space"]
+    active = installed.active_by_peering()
+    [pod] = [p for p in installed.ready_pods() if p["metadata"]["name"] == active]
+    container_id = pod["status"]["containerStatuses"][0]["containerID"].split("://", 1)[1]
+    installed.node.ctr("tasks", "kill", "--signal", "SIGKILL", container_id)
+    killed = time.monotonic()
+    space.apply({"API_HOST": "api-killed.example.com"})
+    space.wait_version(3, timeout=TAKEOVER_BOUND + 15)
+    took = time.monotonic() - killed
+    installed.timings["active container SIGKILLed to next change served"] = took
+    assert took < TAKEOVER_BOUND, f"the other replica took {took:.1f}s"
+    assert _history(space) == [3, 2, 1]
+    wait_for("two operator pods Ready again", lambda: len(installed.ready_pods()) == 2, timeout=90)
+
+
 def test_helm_upgrade_rolls_without_a_lost_or_doubled_version(installed: Installed) -> None:
     space: Space = installed.state["space"]
     before = {p["metadata"]["name"] for p in installed.ready_pods()}
@@ -275,7 +304,8 @@ def test_helm_upgrade_rolls_without_a_lost_or_doubled_version(installed: Install
     thread.start()
     # changes keep coming while the pods roll: each one is a version, made exactly once
     applied = []
-    value = 2
+    start = space.get()["status"]["version"]
+    value = start
     while thread.is_alive() or len(applied) < 2:
         value += 1
         space.apply({"API_HOST": f"api{value}.example.com"})
@@ -284,7 +314,7 @@ def test_helm_upgrade_rolls_without_a_lost_or_doubled_version(installed: Install
     thread.join()
     assert done["result"].returncode == 0, done["result"].stderr
     installed.timings["helm upgrade --wait (rolling 2 pods)"] = done["took"]
-    final = 2 + len(applied)
+    final = start + len(applied)
     space.wait_version(final, timeout=TAKEOVER_BOUND + 15)
     # the flow (autosync 1m) is brought to the current version at its next tick
     wait_for(f"the target at version {final}", lambda: _target_version(space) == final, timeout=75)
