@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -27,6 +26,7 @@ from typing import Any
 import pytest
 import yaml
 from tests.conftest import Space
+from tests.support.images import build_image
 
 from spacesecrets.devtools.controlplane import ControlPlane, find_binaries
 from spacesecrets.devtools.dev import OPERATOR_NAMESPACE, LocalCluster, wait_for
@@ -56,23 +56,6 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the node and the imag
 
 def _node_unavailable() -> str | None:
     return can_run_node()
-
-
-def build_image(which: str) -> Path:
-    """The OCI archive `make image` / `make nodered-image` writes (cached by its inputs)."""
-    done = subprocess.run(
-        ["bash", str(ROOT / "hack/image/build.sh"), which],
-        env={**os.environ, "PYTHON": sys.executable},
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=900,
-    )
-    if done.returncode != 0:
-        pytest.skip(
-            f"hack/image/build.sh {which} failed (mmdebstrap, network):\n{done.stderr[-2000:]}"
-        )
-    return Path(done.stdout.strip().splitlines()[-1])
 
 
 def helm(cluster: LocalCluster, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 import yaml
 from tests.conftest import Space
-from tests.e2e.test_chart_on_node import build_image
+from tests.support.images import build_image
 
 from spacesecrets.devtools.dev import LocalCluster, OperatorProcess, wait_for
 from spacesecrets.devtools.node import Node
