@@ -341,11 +341,15 @@ def test_helm_uninstall_leaves_what_the_readme_says(installed: Installed) -> Non
     names = sorted(s["metadata"]["name"] for s in secrets)
     print(f"\nleft in {OPERATOR_NAMESPACE} after uninstall: secrets {names}")
     assert f"history-{space.ns}" in names
-    # gone: the release's own objects
-    for kind, name in (("clusterrole", "spacesecrets-owner"), ("serviceaccount", DEPLOYMENT)):
-        args = [kind, name] + (["-n", OPERATOR_NAMESPACE] if kind == "serviceaccount" else [])
-        installed.state.setdefault("gone", {})[f"{kind}/{name}"] = (
-            kubectl("get", *args, check=False).returncode != 0
-        )
-    print(f"release objects gone: {installed.state['gone']}")
-    assert all(installed.state["gone"].values())
+    # gone: every object of the release, namespaced and cluster-wide
+    release = f"app.kubernetes.io/instance={RELEASE}"
+    namespaced = kubectl(
+        "get", "deployment,replicaset,pod,service,poddisruptionbudget,serviceaccount,role,"
+        "rolebinding,configmap", "-n", OPERATOR_NAMESPACE, "-l", release, "-o", "name",
+    ).stdout.split()  # fmt: skip
+    cluster_wide = kubectl(
+        "get", "clusterrole,clusterrolebinding,validatingadmissionpolicy,"
+        "validatingadmissionpolicybinding,clusterkopfpeering", "-l", release, "-o", "name",
+    ).stdout.split()  # fmt: skip
+    assert (namespaced, cluster_wide) == ([], [])
+    assert kubectl("get", "clusterrole", "spacesecrets-owner", check=False).returncode != 0
