@@ -25,8 +25,8 @@ from typing import Any
 
 import pytest
 import yaml
-from tests.conftest import Space
 from tests.support.images import build_image
+from tests.support.space import Space
 
 from spacesecrets.devtools.controlplane import ControlPlane, find_binaries
 from spacesecrets.devtools.dev import OPERATOR_NAMESPACE, LocalCluster, wait_for

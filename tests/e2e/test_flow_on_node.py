@@ -22,8 +22,8 @@ from typing import Any
 
 import pytest
 import yaml
-from tests.conftest import Space
 from tests.support.images import build_image
+from tests.support.space import Space
 
 from spacesecrets.devtools.dev import LocalCluster, OperatorProcess, wait_for
 from spacesecrets.devtools.node import Node
