@@ -48,6 +48,9 @@ CONTROLLERS = (
     # tokens mount, and the removal of the not-ready taint the API server puts on a new node
     "root-ca-cert-publisher",
     "node-lifecycle-controller",
+    # Deployments on a node (the chart's operator, a flow): their ReplicaSets and pods
+    "deployment-controller",
+    "replicaset-controller",
 )
 AUDIT_POLICY = {
     "apiVersion": "audit.k8s.io/v1",

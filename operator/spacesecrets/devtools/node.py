@@ -15,7 +15,9 @@ Network. The control plane stays on the host's loopback; two forwarders join the
 threads of this process that create their sockets in the right namespace (`setns` per thread):
 the API server's port on 127.0.0.1 inside the namespace (and 10.0.0.1:443, the `kubernetes`
 Service's address, for in-cluster clients), and the kubelet's port on the host's 127.0.0.1 for
-the API server's logs, exec and port-forward. No traffic leaves loopback or the namespace.
+the API server's logs, exec and port-forward. Pods get addresses of their own (POD_SUBNET, a
+`bridge` CNI network inside the namespace), from which SERVICE_IP:443 is local; `hostNetwork`
+pods share the namespace's `lo`. No traffic leaves loopback or the namespace.
 
 cgroups. The kubelet (cgroupfs driver, cgroup v1 or v2) puts its pods under a cgroup root of its
 own, `/spacesecrets-node-<id>`, created before and removed after, in every mounted hierarchy.
@@ -51,6 +53,7 @@ NODE_BINARIES = ("kubelet", "kube-scheduler", "containerd", "containerd-shim-run
 CNI_BIN_DIRS = ("/usr/lib/cni", "/opt/cni/bin")
 CGROUP_PREFIX = "spacesecrets-node-"
 SERVICE_IP = "10.0.0.1"  # the `kubernetes` Service's ClusterIP for the control plane's range
+POD_SUBNET = "10.88.0.0/16"  # pods' addresses, on a bridge inside the node's network namespace
 # What kubelet's protectKernelDefaults expects to read (pkg/kubelet/cm/container_manager_linux.go).
 KERNEL_DEFAULTS = {
     "vm/overcommit_memory": "1",
@@ -565,12 +568,28 @@ disabled_plugins = ['io.containerd.nri.v1.nri']
     def _start_containerd(self, timeout: float) -> None:
         cfg = self.workdir / "containerd.toml"
         cfg.write_text(self._containerd_config())
-        (self.workdir / "cni" / "10-loopback.conflist").write_text(
+        # pods get an address of their own on a bridge inside the node's network namespace, so
+        # several pods may listen on one port (two replicas of a Deployment); from there they
+        # reach the API server's forwarder at SERVICE_IP:443, local to that namespace
+        (self.workdir / "cni" / "10-pods.conflist").write_text(
             json.dumps(
                 {
                     "cniVersion": "1.0.0",
-                    "name": "spacesecrets-loopback",
-                    "plugins": [{"type": "loopback"}],
+                    "name": "spacesecrets-pods",
+                    "plugins": [
+                        {
+                            "type": "bridge",
+                            "bridge": "cni0",
+                            "isGateway": True,
+                            "ipMasq": False,
+                            "ipam": {
+                                "type": "host-local",
+                                "ranges": [[{"subnet": POD_SUBNET}]],
+                                "routes": [{"dst": "0.0.0.0/0"}],
+                                "dataDir": str(self.workdir / "cni-ipam"),
+                            },
+                        }
+                    ],
                 }
             )
         )
