@@ -26,11 +26,12 @@ from typing import Any
 import pytest
 import yaml
 from tests.support.images import build_image
+from tests.support.node import node_binaries_or_skip
 from tests.support.space import Space
 
 from spacesecrets.devtools.controlplane import ControlPlane, find_binaries
 from spacesecrets.devtools.dev import OPERATOR_NAMESPACE, LocalCluster, wait_for
-from spacesecrets.devtools.node import SERVICE_IP, Node, can_run_node, find_node_binaries
+from spacesecrets.devtools.node import SERVICE_IP, Node
 from spacesecrets.kube.factory import kube_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -52,10 +53,6 @@ VALUES: dict[str, Any] = {
 }
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the node and the image need root")
-
-
-def _node_unavailable() -> str | None:
-    return can_run_node()
 
 
 def helm(cluster: LocalCluster, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -120,14 +117,7 @@ def _ready(pod: dict[str, Any]) -> bool:
 
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Installed]:
-    reason = _node_unavailable()
-    if reason:
-        pytest.skip(f"no real node on this machine: {reason}")
-    bin_dir = find_node_binaries()
-    assert bin_dir is not None
-    reason = can_run_node(bin_dir)
-    if reason:
-        pytest.skip(f"no real node on this machine: {reason}")
+    bin_dir = node_binaries_or_skip()
     began = time.monotonic()
     archive = build_image("operator")
     built = time.monotonic() - began

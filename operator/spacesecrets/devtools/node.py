@@ -46,6 +46,7 @@ import yaml
 
 from spacesecrets.devtools import oci
 from spacesecrets.devtools.controlplane import ControlPlane, ControlPlaneError, free_port
+from spacesecrets.devtools.dev import wait_for
 
 NODE_NAME = "127.0.0.1"
 NODE_BINARIES = ("kubelet", "kube-scheduler", "containerd", "containerd-shim-runc-v2", "ctr",
@@ -324,19 +325,11 @@ def _pids() -> list[int]:
 
 
 def _wait(what: str, check: Callable[[], Any], timeout: float, interval: float = 0.2) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            result = check()
-            if result:
-                return result
-        except Exception as exc:
-            last = exc
-        time.sleep(interval)
-    raise NodeError(
-        f"timed out after {timeout:.0f}s waiting for {what}" + (f": {last}" if last else "")
-    )
+    """`dev.wait_for`, failing as a NodeError."""
+    try:
+        return wait_for(what, check, timeout, interval)
+    except TimeoutError as exc:
+        raise NodeError(str(exc)) from None
 
 
 @dataclass
