@@ -27,6 +27,8 @@ RESTORE_FROM: Final = "spacesecrets.io/restore-from"  # on a new SpaceSecrets: a
 CREATED_BY: Final = "spacesecrets.io/created-by"  # stamped by the API server on a SpaceSecrets
 AUTHORIZED_BY: Final = "spacesecrets.io/authorized-by"  # stamped by the API server on a flow
 APPROVE: Final = "spacesecrets.io/approve"  # set or changed by an owner: the flow is approved
+# set or changed by an owner (CLI `sync`, the UI, GitOps): bring the flow to the current version now
+SYNC_NOW: Final = "spacesecrets.io/sync-now"
 
 # The autosync choices (seconds), from the one table the flow reader and the Node-RED node share.
 _AUTOSYNC: Final = json.loads((Path(__file__).parent / "flow" / "autosync.json").read_text())
