@@ -29,6 +29,9 @@ AUTHORIZED_BY: Final = "spacesecrets.io/authorized-by"  # stamped by the API ser
 APPROVE: Final = "spacesecrets.io/approve"  # set or changed by an owner: the flow is approved
 # set or changed by an owner (CLI `sync`, the UI, GitOps): bring the flow to the current version now
 SYNC_NOW: Final = "spacesecrets.io/sync-now"
+# set by the operator on a running pod that mounts a target it just updated: the kubelet syncs a pod
+# when the pod changes, so the new documents reach its volume now rather than at its next resync
+REFRESH_ANNOTATION: Final = "spacesecrets.io/target-revision"
 
 # The autosync choices (seconds), from the one table the flow reader and the Node-RED node share.
 _AUTOSYNC: Final = json.loads((Path(__file__).parent / "flow" / "autosync.json").read_text())

@@ -2,7 +2,8 @@
 examples/team-a as a user applies it (only the namespace changed, and the node's tick shortened).
 
 An owner's `spacesecrets set` reaches the running flow's global context with no restart, through
-the real kubelet's update of the mounted Secret (syncFrequency 1s here) and the node's tick; a
+the real kubelet's update of the mounted Secret (at its default 1m resync: the operator nudges the
+pod, engine.pods) and the node's tick; a
 change of the Deployment's pod template is a save: the operator syncs the target at once, though
 the flow's autosync is far off. The flow answers over HTTP on the pod's loopback, asked through
 `kubectl exec` with the image's Node.js.

@@ -98,6 +98,7 @@ class Settings:
     rotation_period: float = 30 * 86400.0
     history_retention: float = 30 * 86400.0
     allow_configmap_targets: bool = False
+    refresh_pods: bool = True  # nudge the pods that mount an updated target (engine.pods)
     autosync_scale: float = 1.0
     watch_namespaces: tuple[str, ...] = field(default_factory=tuple)
     metrics_port: int = 8080
@@ -122,6 +123,7 @@ class Settings:
                 rotation_period=parse_duration(get("SPACESECRETS_ROTATION_PERIOD", "30d")),
                 history_retention=parse_duration(get("SPACESECRETS_HISTORY_RETENTION", "30d")),
                 allow_configmap_targets=_flag(get("SPACESECRETS_ALLOW_CONFIGMAP_TARGETS", "")),
+                refresh_pods=_flag(get("SPACESECRETS_REFRESH_PODS", "true")),
                 autosync_scale=float(get("SPACESECRETS_AUTOSYNC_SCALE", "1")),
                 watch_namespaces=namespaces,
                 metrics_port=int(get("SPACESECRETS_METRICS_PORT", "8080")),

@@ -20,6 +20,7 @@ from spacesecrets.engine.history import HistoryStore
 from spacesecrets.engine.index import SpaceIndex
 from spacesecrets.engine.keyring import KeyRingStore
 from spacesecrets.engine.metrics import Metrics
+from spacesecrets.engine.pods import PodRefresher
 from spacesecrets.engine.projector import Projector
 from spacesecrets.engine.spaces import MESSAGE_LIMIT, SpaceReconciler
 from spacesecrets.engine.state import FlowEntry, State
@@ -50,7 +51,8 @@ class FlowSyncer:
         self.settings, self.kube, self.state = settings, kube, state
         self.spaces, self.index, self.histories, self.ring = spaces, index, histories, ring
         self.metrics, self.clock = metrics, clock
-        self.projector = Projector(kube, metrics, clock)
+        refresher = PodRefresher(kube, metrics, enabled=settings.refresh_pods)
+        self.projector = Projector(kube, metrics, clock, refresher)
 
     def needs_tick(self, namespace: str, name: str) -> bool:
         """At an autosync tick: is there anything to do? Answered from memory alone."""

@@ -45,6 +45,11 @@ class Metrics:
         self.projection_writes = Counter(
             "spacesecrets_projection_writes_total", "Writes of flow targets.", ["kind"], registry=r
         )
+        self.pod_refreshes = Counter(
+            "spacesecrets_pod_refreshes_total",
+            "Pods nudged to refresh a target volume at once after its update.",
+            registry=r,
+        )
         self.events_dropped = Gauge(
             "spacesecrets_events_dropped",
             "Events not posted because the posting queue was full.",

@@ -16,6 +16,7 @@ from spacesecrets.core import decisions, projection
 from spacesecrets.core.conditions import get_condition, now_rfc3339
 from spacesecrets.core.projection import SpaceView
 from spacesecrets.engine.metrics import Metrics
+from spacesecrets.engine.pods import PodRefresher
 from spacesecrets.engine.state import FlowEntry
 from spacesecrets.kube import NotFound, Temporary
 from spacesecrets.kube.client import Kube
@@ -25,8 +26,15 @@ log = logging.getLogger("spacesecrets")
 
 
 class Projector:
-    def __init__(self, kube: Kube, metrics: Metrics, clock: Callable[[], dt.datetime]) -> None:
+    def __init__(
+        self,
+        kube: Kube,
+        metrics: Metrics,
+        clock: Callable[[], dt.datetime],
+        refresher: PodRefresher | None = None,
+    ) -> None:
         self.kube, self.metrics, self.clock = kube, metrics, clock
+        self.refresher = refresher
 
     def now(self) -> str:
         return now_rfc3339(self.clock())
@@ -118,6 +126,9 @@ class Projector:
         except NotFound:  # deleted since it was read: its deletion event syncs again
             raise Temporary(f"{flow.target_kind} {ns}/{flow.target_name} vanished", 1) from None
         entry.target_fingerprint = projection.fingerprint(written)
+        if self.refresher is not None:  # pods mounting the old documents get the new ones now
+            revision = str(written["metadata"]["resourceVersion"])
+            self.refresher.refresh(ns, flow.target_kind, flow.target_name, revision)
         if unreadable:
             self.kube.event(
                 entry.body(),

@@ -257,6 +257,25 @@ class Kube:
             f"/apis/apps/v1/namespaces/{namespace}/{_APPS[kind]}/{name}",
         )
 
+    # -- pods -----------------------------------------------------------------------------------
+
+    def list_running_pods(self, namespace: str) -> Iterator[dict[str, Any]]:
+        """The Running pods of a namespace, read a page at a time."""
+        return self._items(
+            f"list Pods {namespace}",
+            f"/api/v1/namespaces/{namespace}/pods",
+            query={"fieldSelector": "status.phase=Running"},
+        )
+
+    def patch_pod(self, namespace: str, name: str, patch: Mapping[str, Any]) -> None:
+        self._request(
+            f"patch Pod {namespace}/{name}",
+            "PATCH",
+            f"/api/v1/namespaces/{namespace}/pods/{name}",
+            dict(patch),
+            content_type=MERGE_PATCH,
+        )
+
     # -- events ---------------------------------------------------------------------------------
 
     def event(self, involved: Mapping[str, Any], type_: str, reason: str, message: str) -> None:

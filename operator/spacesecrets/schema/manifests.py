@@ -12,6 +12,7 @@ from typing import Any
 from spacesecrets import GROUP, MANAGED_BY
 from spacesecrets.core.access import OWNER_CLUSTER_ROLE, OWNERS_ROLE_BINDING, VIEWER_CLUSTER_ROLE
 from spacesecrets.core.provenance import APPROVE, AUTHORIZED_BY, CLUSTER_ADMINS, CREATED_BY
+from spacesecrets.names import REFRESH_ANNOTATION
 
 OPERATOR_ROLE = "spacesecrets-operator"
 PUBLIC_KEYS_READER = "spacesecrets-public-keys-reader"
@@ -22,6 +23,7 @@ POLICY_STATUS = "spacesecrets-status"
 POLICY_OWNERS_BINDING = "spacesecrets-owners-binding"
 POLICY_OPERATOR_NAMESPACE = "spacesecrets-operator-namespace"
 POLICY_PROVENANCE = "spacesecrets-provenance"
+POLICY_POD_REFRESH = "spacesecrets-pod-refresh"
 STAMP_PROVENANCE = "spacesecrets-stamp-provenance"
 # The control plane's own controllers that delete what a namespace or an owner leaves behind
 # (with --use-service-account-credentials, as kubeadm and most distributions run them).
@@ -96,6 +98,9 @@ def operator_rules() -> list[dict[str, Any]]:
         # may bind exactly the owner role, nothing more
         _rule(["rbac.authorization.k8s.io"], ["clusterroles"], ["bind"], [OWNER_CLUSTER_ROLE]),
         _rule(["apps"], ["deployments", "statefulsets"], ["get", "list", "watch"]),
+        # the running pods that mount a target just updated, nudged with one annotation so that
+        # their kubelet refreshes the volume now (an admission policy allows nothing else)
+        _rule([""], ["pods"], ["list", "patch"]),
         _rule(["apiextensions.k8s.io"], ["customresourcedefinitions"], ["list", "watch"]),
         # get: the UID of a space's namespace, which tells a namespace created again from the old
         _rule([""], ["namespaces"], ["get", "list", "watch"]),
@@ -360,6 +365,41 @@ def _owners_binding_policy(operator_namespace: str, service_account: str) -> dic
     )
 
 
+def _pod_refresh_policy(operator_namespace: str, service_account: str) -> dict[str, Any]:
+    """The operator may patch pods (to make their kubelet refresh a target volume at once), and
+    nothing of a pod but that one annotation: no image, no label, no other annotation."""
+    sa = f"system:serviceaccount:{operator_namespace}:{service_account}"
+    key = REFRESH_ANNOTATION
+
+    def same(field: str, empty: str) -> str:
+        fallback = f".orValue({empty})"
+        return f"object.metadata.?{field}{fallback} == oldObject.metadata.?{field}{fallback}"
+
+    new, old = "variables.new", "variables.old"
+    policy = _policy(
+        POLICY_POD_REFRESH,
+        _rules(["pods"], ["UPDATE"], ""),
+        [{"name": "the-operator", "expression": f"request.userInfo.username == '{sa}'"}],
+        validation={
+            "expression": (
+                "object.spec == oldObject.spec && "
+                f"{same('labels', '{}')} && {same('ownerReferences', '[]')} && "
+                f"{same('finalizers', '[]')} && "
+                f"{new}.all(k, k == '{key}' || (k in {old} && {old}[k] == {new}[k])) && "
+                f"{old}.all(k, k == '{key}' || k in {new})"
+            ),
+            "messageExpression": (
+                f"'the spacesecrets operator may change only the annotation {key} of a pod'"
+            ),
+        },
+    )
+    policy["spec"]["variables"] = [
+        {"name": "new", "expression": "object.metadata.?annotations.orValue({})"},
+        {"name": "old", "expression": "oldObject.metadata.?annotations.orValue({})"},
+    ]
+    return policy
+
+
 def _operator_namespace_policy(operator_namespace: str) -> dict[str, Any]:
     """No space or flow in the operator's own namespace: its key ring and every space's history
     live there, and a flow there would project into the namespace that holds them."""
@@ -491,5 +531,7 @@ def admission_policies(
         _binding(POLICY_STATUS),
         _binding(POLICY_OWNERS_BINDING),
         _binding(POLICY_OPERATOR_NAMESPACE),
+        _pod_refresh_policy(operator_namespace, service_account),
+        _binding(POLICY_POD_REFRESH),
         *provenance_policies(),
     ]
