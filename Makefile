@@ -9,7 +9,7 @@ NODE_STAMP := $(NODE_RED)/node_modules/.installed
 CONTROLPLANE = $(shell bash hack/controlplane/build.sh)
 PYTEST_ARGS ?=
 
-.PHONY: all venv controlplane node kubenode lint test unit integration e2e crds run demo bench soak clean \
+.PHONY: all venv controlplane node kubenode lint test unit integration e2e crds run demo bench bench-latency soak clean \
 	image nodered-image images mmdebstrap
 
 all: test
@@ -87,7 +87,11 @@ demo: venv controlplane kubenode
 	SPACESECRETS_CONTROLPLANE_BIN=$(CONTROLPLANE) $(VENV)/bin/spacesecrets dev --demo
 
 bench: venv controlplane
-	SPACESECRETS_CONTROLPLANE_BIN=$(CONTROLPLANE) $(PY) -m pytest tests/bench -s $(PYTEST_ARGS)
+	SPACESECRETS_CONTROLPLANE_BIN=$(CONTROLPLANE) $(PY) -m pytest tests/bench/test_bench.py -s $(PYTEST_ARGS)
+
+# set -> a running Node-RED flow's global context on the real node, in legs (about 10 minutes)
+bench-latency: venv controlplane kubenode nodered-image
+	SPACESECRETS_CONTROLPLANE_BIN=$(CONTROLPLANE) $(PY) -m pytest tests/bench/test_latency.py -s $(PYTEST_ARGS)
 
 # The long reliability campaign: 50 SIGKILLs, repeated apiserver and etcd restarts, more rounds.
 soak: venv controlplane
