@@ -10,7 +10,10 @@
  * could pair documents of two versions, so `..data` is resolved once, both files are read from
  * that directory, and the link is checked again afterwards (retrying when it moved).
  *
- * Statuses, warnings and logs name files and versions, never values.
+ * "Sync now" (the button in the editor) POSTs to the admin endpoint SYNC_ROUTE, which reads the
+ * documents again at once and answers with what the status then shows.
+ *
+ * Statuses, warnings, logs and the admin endpoint's answers name files and versions, never values.
  */
 "use strict";
 
@@ -28,6 +31,9 @@ const AUTOSYNC_SECONDS = AUTOSYNC.seconds;
 const DEFAULT_AUTOSYNC = AUTOSYNC.default;
 /** For tests only: overrides the autosync interval of every instance, in seconds. */
 const AUTOSYNC_ENV = "SPACESECRETS_AUTOSYNC_SECONDS";
+/** The editor's "Sync now" button (spacesecrets.html) POSTs here, like the inject node's button. */
+const SYNC_ROUTE = "/spacesecrets/:id/sync";
+const SYNC_PERMISSION = "spacesecrets.write";
 
 /** Every instance deployed in this runtime, oldest first; only the oldest syncs. */
 const instances = [];
@@ -186,7 +192,9 @@ module.exports = function (RED) {
                 global.set("SECRETS_METADATA", metadata);
                 syncedVersion = metadata.version;
                 lastProblem = null;
-                node.status({ fill: "green", shape: "dot", text: `🆗 Synced v${metadata.version}` });
+                const text = `🆗 Synced v${metadata.version}`;
+                node.status({ fill: "green", shape: "dot", text });
+                return { synced: true, version: syncedVersion, status: text };
             } catch (err) {
                 if (closed || !active) {
                     return;
@@ -198,6 +206,7 @@ module.exports = function (RED) {
                     node.warn(`${problem}; keeping the previous SECRETS and SECRETS_METADATA`);
                     lastProblem = problem;
                 }
+                return { synced: false, version: syncedVersion, status: problem + kept };
             }
         }
 
@@ -210,6 +219,19 @@ module.exports = function (RED) {
             }
             return reading;
         }
+
+        /**
+         * "Sync now": a read that starts after the request, since one under way may have begun
+         * before the files changed. Resolves to what the status then shows (names and versions
+         * only), or undefined when this node does not sync (a duplicate, or closed).
+         */
+        node.syncNow = function () {
+            if (!active || closed) {
+                return Promise.resolve(undefined);
+            }
+            const under = reading === null ? Promise.resolve() : reading;
+            return under.then(() => (active && !closed ? requestSync() : undefined));
+        };
 
         function onFlowsStarted() {
             // Any kind of deploy ("full", "flows", "nodes") is a save of the flow.
@@ -267,8 +289,29 @@ module.exports = function (RED) {
     }
 
     RED.nodes.registerType("spacesecrets", SpaceSecretsNode);
+
+    // The editor's "Sync now" button, as the inject node's: 404 for a node that is not deployed,
+    // 409 for one that stays idle (a duplicate), else what its status shows after the read.
+    RED.httpAdmin.post(SYNC_ROUTE, RED.auth.needsPermission(SYNC_PERMISSION), function (req, res) {
+        const node = RED.nodes.getNode(req.params.id);
+        if (node === null || node.type !== "spacesecrets" || typeof node.syncNow !== "function") {
+            res.sendStatus(404);
+            return;
+        }
+        node.syncNow().then(
+            (result) => {
+                if (result === undefined) {
+                    res.status(409).json({ status: "idle: another secret manager node is used" });
+                } else {
+                    res.json(result);
+                }
+            },
+            () => res.sendStatus(500),
+        );
+    });
 };
 
 // Exposed for tests.
 module.exports.readDocuments = readDocuments;
 module.exports.autosyncMillis = autosyncMillis;
+module.exports.SYNC_ROUTE = SYNC_ROUTE;

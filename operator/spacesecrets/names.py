@@ -76,6 +76,7 @@ class FlowReason(StrEnum):
     TARGET_RESTORED = "TargetRestored"
     TARGET_IMMUTABLE = "TargetImmutable"
     TARGET_UNREADABLE = "TargetUnreadable"
+    SYNCED_NOW = "SyncedNow"  # an owner's Sync now request brought the flow to a version
 
 
 class Condition(StrEnum):
@@ -91,11 +92,14 @@ class QueueReason(StrEnum):
     """Why a key is queued, strongest first: a key queued again keeps the stronger reason.
 
     A deleted space must be handled as deleted whatever else was queued for it; a drift restore
-    says so in an Event; "space ready" only syncs a flow that is not synced yet, so every other
-    reason wins over it."""
+    says so in an Event; a Sync now request must not be taken for a resume (which may keep the
+    issued version) or for "space ready"; "space ready" only syncs a flow that is not synced yet,
+    so every other reason wins over it. (A flow's pending Sync now request is honoured whatever
+    reason it is queued for: the reason only says why it was queued.)"""
 
     DELETED = "deleted"
     DRIFT = "drift"
+    SYNC_NOW = "sync now"  # an owner set or changed the flow's SYNC_NOW annotation
     SAVE = "save"
     UPDATE = "update"
     CREATE = "create"

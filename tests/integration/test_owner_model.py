@@ -27,6 +27,7 @@ from spacesecrets.core.access import OWNER_CLUSTER_ROLE, OWNERS_ROLE_BINDING
 from spacesecrets.devtools.dev import OPERATOR_NAMESPACE, LocalCluster, OperatorProcess, wait_for
 from spacesecrets.kube import NotFound
 from spacesecrets.kube.client import Kube
+from spacesecrets.names import SYNC_NOW
 
 CREATOR_ROLE = "owner-model-creator"  # what a namespace's developers often get: all of our kinds
 SECRET = "alice-only-value-7d1f"
@@ -259,6 +260,60 @@ def test_a_flow_no_owner_authorized_gets_nothing_until_an_owner_approves(people:
     space.wait_condition(
         "Synced", "False", "ApprovalRequired", name="early", plural="flowsecretsyncs"
     )
+
+
+def test_only_an_owner_may_ask_for_a_sync_and_asking_is_no_approval(people: People) -> None:
+    """Bob may update and patch FlowSecretSyncs (RBAC) but is no owner: the admission policy
+    refuses his Sync now request, by PUT, by patch and by the CLI. Alice's request is allowed and
+    handled, but leaves the API server's stamp alone: the flow Bob authorized stays unapproved."""
+    cp = people.cluster.cp
+    cp.kubectl(
+        "apply",
+        "-f",
+        "-",
+        kubeconfig=people.bob,
+        input=yaml.safe_dump(flow_doc(people.ns, "early", "early-target")),
+    )  # no space yet: RBAC alone decides
+    space = people.space()
+    space.kubectl_apply(space.manifest({"API_TOKEN": SECRET}), kubeconfig=people.alice)
+    space.wait_version(1)
+    space.wait_condition(
+        "Synced", "False", "ApprovalRequired", name="early", plural="flowsecretsyncs"
+    )
+    stamp = people.kube.get_custom("flowsecretsyncs", people.ns, "early")["metadata"][
+        "annotations"
+    ][provenance.AUTHORIZED_BY]
+
+    obj = people.kube.get_custom("flowsecretsyncs", people.ns, "early")
+    obj["metadata"]["annotations"][SYNC_NOW] = "bob-asks"
+    put = cp.kubectl(
+        "replace", "-f", "-", input=json.dumps(obj), kubeconfig=people.bob, check=False
+    )
+    assert put.returncode != 0 and "only owners of space" in put.stderr, put.stderr
+    patch = cp.kubectl(
+        "annotate", "flowsecretsync", "early", "-n", people.ns, f"{SYNC_NOW}=bob-asks",
+        kubeconfig=people.bob, check=False,
+    )  # fmt: skip
+    assert patch.returncode != 0 and "only owners of space" in patch.stderr, patch.stderr
+    refused = cli(people.bob, "sync", "early", "-n", people.ns)
+    assert refused.returncode != 0 and "Traceback" not in refused.stderr
+    assert "only owners of space" in refused.stderr, refused.stderr
+    assert (
+        SYNC_NOW
+        not in people.kube.get_custom("flowsecretsyncs", people.ns, "early")["metadata"][
+            "annotations"
+        ]
+    )
+
+    asked = cli(people.alice, "sync", "early", "-n", people.ns)
+    assert asked.returncode != 0 and "Traceback" not in asked.stderr
+    assert "not synced, holds no version (ApprovalRequired" in asked.stdout, asked.stdout
+    got = people.kube.get_custom("flowsecretsyncs", people.ns, "early")
+    assert got["metadata"]["annotations"][provenance.AUTHORIZED_BY] == stamp  # not re-stamped
+    assert got["status"]["syncNow"]["requested"] == got["metadata"]["annotations"][SYNC_NOW]
+    assert space.condition("Synced", "early", "flowsecretsyncs")["reason"] == "ApprovalRequired"
+    with pytest.raises(NotFound):
+        people.kube.get("Secret", people.ns, "early-target")
 
 
 def test_gitops_applies_a_space_and_its_flows_together(people: People) -> None:

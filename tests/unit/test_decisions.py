@@ -110,6 +110,30 @@ def test_the_status_a_flow_gets_keeps_what_it_was_issued_and_drops_behind() -> N
     }
 
 
+def test_a_sync_now_request_is_pending_until_the_status_records_that_very_value() -> None:
+    stamp = "2026-12-02T01:02:03.456Z"
+    assert decisions.sync_now_request(None, {}) is None
+    assert decisions.sync_now_request("", {}) is None  # an empty annotation asks for nothing
+    assert decisions.sync_now_request(stamp, {}) == stamp  # made while no operator ran, or new
+    handled = {"syncNow": {"requested": stamp, "at": "t", "version": 3}}
+    assert decisions.sync_now_request(stamp, handled) is None  # a restart writes nothing
+    assert decisions.sync_now_request("again", handled) == "again"  # any change is a request
+    assert decisions.sync_now_request(stamp, {"syncNow": "garbage"}) == stamp
+
+
+def test_a_handled_request_records_when_and_the_version_the_flow_then_holds() -> None:
+    synced = {"syncedVersion": 4, "issuedAt": "t1", "conditions": []}
+    out = decisions.sync_now_handled(synced, "r", "t2")
+    assert out == {**synced, "syncNow": {"requested": "r", "at": "t2", "version": 4}}
+    assert decisions.sync_now_request("r", out) is None
+    # a flow that may not be synced and never was: handled, with no version to report
+    refused = decisions.failed_status({}, "Synced", "ApprovalRequired", "m", generation=1, now="t")
+    assert decisions.sync_now_handled(refused, "r", "t2")["syncNow"] == {
+        "requested": "r",
+        "at": "t2",
+    }
+
+
 # -- provenance -----------------------------------------------------------------------------------
 
 

@@ -103,6 +103,11 @@ def test_reasons_merge_toward_the_one_with_consequences() -> None:
     assert stronger("owners binding drift", "deleted") == "deleted"  # a deleted space is deleted
     assert stronger("space ready", "owners changed") == "owners changed"
     assert stronger("change", "change") == "change"
+    # a Sync now request is neither a resume (which may keep the issued version) nor "space
+    # ready" (which skips a synced flow); a drift still says it restored the target
+    assert stronger("resume", "sync now") == "sync now"
+    assert stronger("sync now", "space ready") == "sync now"
+    assert stronger("sync now", "drift") == "drift"
     ranks = list(QueueReason)
     assert ranks[0] is QueueReason.DELETED and ranks[-1] is QueueReason.SPACE_READY
 

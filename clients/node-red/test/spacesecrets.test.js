@@ -299,6 +299,102 @@ describe("spacesecrets node", () => {
         await waitUntil("tick sync", () => global.get("SECRETS_METADATA")?.version === 2);
     });
 
+    it("re-reads at once on the editor's Sync now button (the admin endpoint)", async () => {
+        // 24h and no sync on save: only the button can read version 2 now
+        await loadFlow([spacesecretsConfig("n1", volume, { autosync: "24h", syncOnSave: false })]);
+        const n1 = helper.getNode("n1");
+        const global = n1.context().global;
+        await waitUntil("first sync", () => lastStatus(n1)?.text === "🆗 Synced v1");
+
+        writeProjection(volume, documents(2));
+        const res = await helper.request().post("/spacesecrets/n1/sync").expect(200);
+        // answered once the read is done: no wait needed
+        assert.deepEqual(res.body, { synced: true, version: 2, status: "🆗 Synced v2" });
+        assert.equal(global.get("SECRETS_METADATA").version, 2);
+        assert.equal(global.get("SECRETS").A_KEY, `${SECRET_VALUE}-2`);
+        assert.equal(lastStatus(n1).text, "🆗 Synced v2");
+
+        const corrupt = documents(3);
+        corrupt.SECRETS = `{"A_KEY": "${SECRET_VALUE}-3`;
+        writeProjection(volume, corrupt);
+        const bad = await helper.request().post("/spacesecrets/n1/sync").expect(200);
+        assert.deepEqual(bad.body, {
+            synced: false,
+            version: 2,
+            status: "SECRETS is not valid JSON (keeping v2)",
+        });
+        assert.equal(global.get("SECRETS").A_KEY, `${SECRET_VALUE}-2`);
+        for (const text of [res.text, bad.text]) {
+            assert.ok(!text.includes(SECRET_VALUE), "a value leaked into the endpoint's answer");
+        }
+
+        await helper.request().post("/spacesecrets/no-such-node/sync").expect(404);
+    });
+
+    it("answers Sync now with 409 for an idle duplicate", async () => {
+        const other = path.join(tmp, "other");
+        writeProjection(other, documents(9));
+        await loadFlow([
+            spacesecretsConfig("n1", volume, { autosync: "24h" }),
+            spacesecretsConfig("n2", other),
+        ]);
+        const n1 = helper.getNode("n1");
+        await waitUntil("n1 synced", () => lastStatus(n1)?.text === "🆗 Synced v1");
+        const idle = await helper.request().post("/spacesecrets/n2/sync").expect(409);
+        assert.match(idle.body.status, /idle/);
+        assert.equal(n1.context().global.get("SECRETS_METADATA").version, 1);
+    });
+
+    it("Sync now does not settle for a read that began before the files changed", async (t) => {
+        await loadFlow([spacesecretsConfig("n1", volume, { autosync: "24h" })]);
+        const n1 = helper.getNode("n1");
+        await waitUntil("n1 synced", () => lastStatus(n1)?.text === "🆗 Synced v1");
+
+        // A read is under way and has checked the link (version 1) when the volume is swapped:
+        // its last readlink is held until the button's request has arrived.
+        const realReadlink = fs.promises.readlink;
+        t.after(() => {
+            fs.promises.readlink = realReadlink;
+        });
+        let calls = 0;
+        let checked = false;
+        let release;
+        const gate = new Promise((resolve) => {
+            release = resolve;
+        });
+        fs.promises.readlink = async (...args) => {
+            const target = await realReadlink(...args);
+            if (++calls === 2) {
+                checked = true;
+                await gate;
+            }
+            return target;
+        };
+        const underWay = n1.syncNow();
+        await waitUntil("the read under way to check the link", () => checked);
+        writeProjection(volume, documents(2));
+        const requested = n1.syncNow;
+        let arrived = false;
+        n1.syncNow = function () {
+            arrived = true;
+            return requested.apply(this);
+        };
+        const answer = helper.request().post("/spacesecrets/n1/sync").expect(200).then((r) => r);
+        await waitUntil("the button's request", () => arrived);
+        release();
+        assert.equal((await underWay).version, 1);
+        assert.equal((await answer).body.version, 2);
+        assert.equal(n1.context().global.get("SECRETS_METADATA").version, 2);
+    });
+
+    it("has an editor button that posts to the endpoint the runtime serves", () => {
+        const html = fs.readFileSync(path.join(__dirname, "..", "spacesecrets.html"), "utf8");
+        assert.match(html, /button: \{[\s\S]*onclick: function \(\) \{[\s\S]*syncNow\(this\)/);
+        assert.match(html, /url: "spacesecrets\/" \+ encodeURIComponent\(node\.id\) \+ "\/sync"/);
+        assert.equal(spacesecretsNode.SYNC_ROUTE, "/spacesecrets/:id/sync");
+        assert.match(html, /type: "POST"/);
+    });
+
     it("clears its timer on close", async (t) => {
         const live = new Set();
         const realSetInterval = global.setInterval;

@@ -1,4 +1,5 @@
-"""The owners' commands against a space: set, unset, list, history, rollback, approve, status.
+"""The owners' commands against a space: set, unset, list, history, rollback, approve, sync,
+status.
 
 Edge: acts with the user's own kubeconfig identity, so RBAC and the admission policies decide
 exactly as for kubectl. Values are sealed locally; the API server only ever sees ciphertext.
@@ -6,6 +7,7 @@ exactly as for kubectl. Values are sealed locally; the API server only ever sees
 
 from __future__ import annotations
 
+import datetime as dt
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -25,7 +27,8 @@ from spacesecrets.cli.app import (
 )
 from spacesecrets.cli.values import _check_key
 from spacesecrets.core import crypto, versions
-from spacesecrets.names import ROLLBACK_ANNOTATION
+from spacesecrets.core.conditions import get_condition
+from spacesecrets.names import FLOWS, ROLLBACK_ANNOTATION, SYNC_NOW
 
 
 @main.command(name="set")
@@ -228,6 +231,97 @@ def approve(ctx: click.Context, flows: tuple[str, ...], all_: bool) -> None:
         )
         who = Identity.parse((done["metadata"].get("annotations") or {}).get(AUTHORIZED_BY))
         click.echo(f"flowsecretsync {name} approved by {who.user if who else 'unknown'}")
+
+
+def sync_stamp(now: dt.datetime | None = None) -> str:
+    """The value of a Sync now request: its time, RFC 3339 UTC with milliseconds."""
+    moment = (now or dt.datetime.now(dt.UTC)).astimezone(dt.UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def request_sync(client: Any, namespace: str, name: str) -> str:
+    """Ask the operator to bring flow `name` to its space's current version now: set its Sync now
+    annotation (only an owner may, once the space exists). The request's stamp: the flow's
+    status.syncNow.requested equals it once the operator has handled it."""
+    stamp = sync_stamp()
+    client.patch_custom(FLOWS, namespace, name, {"metadata": {"annotations": {SYNC_NOW: stamp}}})
+    return stamp
+
+
+def _sync_outcome(flow: Mapping[str, Any], stamp: str) -> tuple[bool, str] | None:
+    """Once the operator has handled the request `stamp` of `flow`: whether it is synced, and
+    the line saying what it holds (None: not handled yet)."""
+    status = flow.get("status") or {}
+    handled = status.get("syncNow") or {}
+    if handled.get("requested") != stamp:
+        return None
+    name = flow["metadata"]["name"]
+    version = handled.get("version")
+    holds = f"version {version}" if version is not None else "no version"
+    cond = get_condition(status.get("conditions") or [], "Synced") or {}
+    if cond.get("status") == "True":
+        return True, f"flowsecretsync {name} synced now: holds {holds}"
+    why = f"{cond.get('reason', 'Unknown')}: {cond.get('message', '')}"
+    return False, f"flowsecretsync {name} not synced, holds {holds} ({why})"
+
+
+@main.command()
+@namespaced
+@click.argument("flows", nargs=-1)
+@click.option("--all", "all_", is_flag=True, help="Sync every FlowSecretSync of the space.")
+@click.option("--wait/--no-wait", default=True, show_default=True)
+@click.option("--timeout", default=60.0, show_default=True)
+@click.pass_context
+def sync(
+    ctx: click.Context, flows: tuple[str, ...], all_: bool, wait: bool, timeout: float
+) -> None:
+    """Sync now: bring flows to the space's current version at once, as an owner.
+
+    Sets the annotation spacesecrets.io/sync-now (only an owner may); the operator syncs the flow
+    even if its autosync tick is far away, and records the request in status.syncNow. A flow that
+    may not be synced (ApprovalRequired, TargetNotOwned, ...) keeps what it holds, and says why."""
+    if bool(flows) == all_:
+        raise UserError("name the flows to sync, or give --all")
+    client, namespace = _client(ctx), _namespace(ctx)
+    names = list(flows) or sorted(
+        f["metadata"]["name"] for f in client.list_custom(FLOWS, namespace)
+    )
+    if not names:
+        raise UserError(f"namespace {namespace} has no FlowSecretSync")
+    asked = {name: request_sync(client, namespace, name) for name in names}
+    if not wait:
+        for name in names:
+            click.echo(f"flowsecretsync {name}: sync requested")
+        return
+    refused = _await_syncs(client, namespace, asked, timeout)
+    if refused:
+        raise UserError(f"not synced: {', '.join(refused)}")
+
+
+def _await_syncs(client: Any, namespace: str, asked: dict[str, str], timeout: float) -> list[str]:
+    """Wait until the operator has handled each request, printing what each flow holds; the
+    flows it could not sync."""
+    refused: list[str] = []
+    waiting = dict(asked)
+    deadline = time.monotonic() + timeout
+    while waiting:
+        for name, stamp in list(waiting.items()):
+            outcome = _sync_outcome(client.get_custom(FLOWS, namespace, name), stamp)
+            if outcome is None:
+                continue
+            del waiting[name]
+            synced, line = outcome
+            click.echo(line)
+            if not synced:
+                refused.append(name)
+        if waiting and time.monotonic() >= deadline:
+            raise UserError(
+                f"the operator did not handle the sync of {', '.join(waiting)} within "
+                f"{timeout:.0f}s"
+            )
+        if waiting:
+            time.sleep(0.5)
+    return refused
 
 
 def _message(status: Mapping[str, Any], type_: str = "Ready") -> str:

@@ -1,6 +1,7 @@
 """The operator's decisions, as pure functions: which SpaceSecrets is a namespace's store, why a
 space is not Ready, why a flow is not Synced, whether a flow yields its target, whether a resumed
-flow keeps its issued version, and the status each object gets.
+flow keeps its issued version, whether an owner's Sync now request is pending, and the status each
+object gets.
 
 Pure core: every input is an argument (settings included), so each decision is unit-tested
 without a cluster; the engine gathers the inputs and carries the outcome out.
@@ -153,6 +154,33 @@ def may_keep_issued_version(resume: Resume) -> bool:
     if resume.last_tick >= epoch(resume.space_updated_at):
         return False  # a tick passed since the current version while no operator ran
     return resume.target_ours
+
+
+# -- Sync now -------------------------------------------------------------------------------------
+
+
+def sync_now_request(annotation: str | None, status: Mapping[str, Any]) -> str | None:
+    """A flow's pending Sync now request: the value of its SYNC_NOW annotation, unless its status
+    records that very value as handled (None: nothing pending, nothing to write)."""
+    if not annotation:
+        return None
+    handled = status.get("syncNow")
+    if isinstance(handled, Mapping) and handled.get("requested") == annotation:
+        return None
+    return annotation
+
+
+def sync_now_handled(status: Mapping[str, Any], requested: str, at: str) -> dict[str, Any]:
+    """`status` (the one the sync is about to write) with the request recorded as handled at
+    `at`, with the version the flow then holds. A flow that may not be synced (ApprovalRequired,
+    TargetNotOwned, ...) has its request handled too: the operator looked at it, the flow holds
+    what it held before (no version if it never held one), and its Synced condition says why.
+    Otherwise a refused request would stay pending and be tried again after every restart."""
+    record: dict[str, Any] = {"requested": requested, "at": at}
+    version = status.get("syncedVersion")
+    if version is not None:
+        record["version"] = version
+    return {**status, "syncNow": record}
 
 
 # -- the status each object gets ------------------------------------------------------------------

@@ -2,10 +2,12 @@
 
 Engine layer (asyncio and a thread pool; no kopf). The kopf handlers pass every event here. Changes
 are level-based: a SpaceSecrets is reconciled when its uid, generation or rollback annotations
-differ from what its last successful reconcile saw, and a FlowSecretSync when its uid or generation
-do. Nothing is written to the objects for this bookkeeping -- kopf's own per-object annotations cost
-a patch per object -- so a restart simply reconciles everything once, and an unchanged object costs
-no write. Retries and every flow's autosync ticks are timers in the work queue's heap.
+differ from what its last successful reconcile saw, and a FlowSecretSync when its uid, generation or
+authorization stamp do, or when it carries a Sync now request its status does not record as
+handled. Nothing is written to the objects for this bookkeeping -- kopf's own per-object
+annotations cost a patch per object -- so a restart simply reconciles everything once, and an
+unchanged object costs no write. Retries and every flow's autosync ticks are timers in the work
+queue's heap.
 
 Only what may pass is retried on a timer: a temporary failure (a conflict, throttling, the API
 server away) backs off up to MAX_RETRY_SECONDS, and a bug a few times. A permanent one (refused,
@@ -28,6 +30,7 @@ from typing import Any
 from spacesecrets.core import schedule
 from spacesecrets.engine.app import Engine
 from spacesecrets.engine.flows import SpaceNotReady
+from spacesecrets.engine.state import FlowEntry
 from spacesecrets.engine.workqueue import Key, WorkQueue
 from spacesecrets.kube import AlreadyExists, NamespaceTerminating, NotFound, Permanent, Temporary
 from spacesecrets.names import RESTORED_ANNOTATION, ROLLBACK_ANNOTATION, QueueReason
@@ -65,6 +68,28 @@ def space_essence(body: Mapping[str, Any]) -> tuple[object, ...]:
         annotations.get(ROLLBACK_ANNOTATION),
         annotations.get(RESTORED_ANNOTATION),
     )
+
+
+def _flow_essence(entry: FlowEntry) -> tuple[object, ...]:
+    """What a sync of a FlowSecretSync depends on, besides its Sync now request (an approval
+    changes only the API server's stamp of who authorized the flow)."""
+    return entry.uid, entry.generation, entry.authorized_by
+
+
+def _flow_reason(
+    entry: FlowEntry, seen: tuple[object, ...] | None, asked: str | None
+) -> str | None:
+    """Why a flow's event queues it, if it does. A new Sync now request not handled yet (also
+    one made while no operator ran, or in the manifest a flow is created with); else a change of
+    what its sync depends on. Our own status write, or a request already handled, queues
+    nothing."""
+    if entry.sync_now != asked and entry.sync_now_request() is not None:
+        return QueueReason.SYNC_NOW
+    if seen == _flow_essence(entry):
+        return None
+    if seen is not None:
+        return QueueReason.UPDATE
+    return QueueReason.RESUME if entry.synced_version is not None else QueueReason.CREATE
 
 
 class Controller:
@@ -108,18 +133,14 @@ class Controller:
             self._forget(key)
             return
         before = self.engine.state.flow(ns, name)
-        seen = (before.uid, before.generation, before.authorized_by) if before else None
+        seen = _flow_essence(before) if before else None
+        asked = before.sync_now if before else None
         entry = self.engine.state.register_flow(body)
         if entry.deleting:  # its target is left to garbage collection
             self._forget(key)
             return
-        # an approval changes only the API server's stamp of who authorized the flow
-        if seen != (entry.uid, entry.generation, entry.authorized_by):
-            if before is not None:
-                reason = QueueReason.UPDATE
-            else:
-                resumed = entry.synced_version is not None
-                reason = QueueReason.RESUME if resumed else QueueReason.CREATE
+        reason = _flow_reason(entry, seen, asked)
+        if reason is not None:
             self.queue.add(key, reason)
         autosync = str((body.get("spec") or {}).get("autosync", "1m"))
         period = schedule.period_seconds(autosync, self.engine.settings.autosync_scale)

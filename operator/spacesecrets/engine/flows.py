@@ -1,6 +1,6 @@
 """Syncing a FlowSecretSync: whether it may be handed its space's current version at all, whether
 it keeps its target against other flows, whether a resumed flow keeps the version it was
-issued, and then the projection.
+issued (unless an owner's Sync now request is pending), and then the projection.
 
 Engine layer. The decisions are `core.decisions` (why not synced, who yields, may keep issued);
 this module gathers what they need -- from memory first, from the API when it must.
@@ -82,8 +82,8 @@ class FlowSyncer:
         if entry is None or entry.deleting:
             return
         with entry.lock, self.metrics.reconcile_seconds.labels("FlowSecretSync").time():
-            if reason == QueueReason.SPACE_READY and entry.synced:
-                return  # synced already: a new version waits for the flow's tick or save
+            if reason == QueueReason.SPACE_READY and entry.synced and not entry.sync_now_request():
+                return  # synced already: a new version waits for the flow's tick, save or request
             self._seed_template_hash(entry)
             try:
                 self._sync(entry, reason)
@@ -135,7 +135,9 @@ class FlowSyncer:
         existing = None if unread else self.projector.read_target(entry)
         if self._yields(entry, existing, rivals):
             return
+        # a Sync now request pending (made while no operator ran) is not a resume: it syncs
         resumed = reason == QueueReason.RESUME and existing is not None
+        resumed = resumed and entry.sync_now_request() is None
         if resumed and existing is not None and self._keeps_issued_version(entry, space, existing):
             entry.target_fingerprint = projection.fingerprint(existing)
             return

@@ -2,7 +2,8 @@
 differs, the status written when it changed, and the Events that say what happened.
 
 Engine layer. The documents and the target object are `core.projection`; the status is
-`core.decisions`. The only writer of a FlowSecretSync's conditions.
+`core.decisions`. The only writer of a FlowSecretSync's conditions, and the one that records an
+owner's Sync now request as handled.
 """
 
 from __future__ import annotations
@@ -167,8 +168,20 @@ class Projector:
             )
 
     def write_status(self, entry: FlowEntry, new_status: dict[str, Any]) -> None:
+        """Write the status if it changed; a pending Sync now request is answered in the same
+        write (the sync that writes is the one that handled it, whatever its outcome)."""
         old = entry.status
+        request = entry.sync_now_request()
+        if request is not None:
+            new_status = decisions.sync_now_handled(new_status, request, self.now())
         if new_status != old:
             patch = decisions.status_patch(old, new_status)
             self.kube.patch_status(FLOWS, entry.namespace, entry.name, patch)
             entry.status = new_status
+        if request is not None and entry.synced:
+            flow = entry.spec
+            message = (
+                f"FlowSecretSync {entry.name} synced now: {flow.target_kind} {flow.target_name} "
+                f"holds version {entry.synced_version}"
+            )
+            self.kube.event(entry.body(), "Normal", FlowReason.SYNCED_NOW, message)

@@ -13,10 +13,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, cast
 
+from spacesecrets.core import decisions
 from spacesecrets.core.conditions import get_condition
 from spacesecrets.core.projection import FlowSpec, SpaceView
 from spacesecrets.core.provenance import Owner
-from spacesecrets.names import AUTHORIZED_BY, Condition
+from spacesecrets.names import AUTHORIZED_BY, SYNC_NOW, Condition
 
 
 @dataclass(slots=True)
@@ -42,6 +43,7 @@ class FlowEntry:
     template_hash: str | None = None
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     authorized_by: str | None = None  # the API server's stamp (names.AUTHORIZED_BY)
+    sync_now: str | None = None  # an owner's Sync now request (names.SYNC_NOW), as last seen
 
     @property
     def status(self) -> dict[str, Any]:
@@ -55,6 +57,12 @@ class FlowEntry:
         self.synced_version = int(value) if value is not None else None
         cond = get_condition(status.get("conditions") or [], Condition.SYNCED)
         self.synced = bool(cond and cond.get("status") == "True")
+
+    def sync_now_request(self) -> str | None:
+        """The Sync now request not handled yet, if any (decided against the status written)."""
+        if not self.sync_now:
+            return None  # (the common case answers without unpacking the status)
+        return decisions.sync_now_request(self.sync_now, self.status)
 
     def body(self) -> dict[str, Any]:
         """Just enough of the object to post an Event about it."""
@@ -163,7 +171,9 @@ class State:
                 entry.spec, entry.flow_ref = flow, flow_ref
                 entry.generation = int(meta.get("generation", 0))
             entry.deleting = bool(meta.get("deletionTimestamp"))
-            entry.authorized_by = (meta.get("annotations") or {}).get(AUTHORIZED_BY)
+            annotations = meta.get("annotations") or {}
+            entry.authorized_by = annotations.get(AUTHORIZED_BY)
+            entry.sync_now = annotations.get(SYNC_NOW)
             return entry
 
     def forget_flow(self, namespace: str, name: str) -> None:

@@ -310,6 +310,23 @@ class FlowSecretSyncSpec(_Model):
     )
 
 
+class SyncNow(_Status):
+    """The last Sync now request the operator handled (an owner set or changed the annotation
+    spacesecrets.io/sync-now). A request is pending while the annotation differs from requested."""
+
+    requested: str = Field(
+        description="The annotation's value when the request was handled (the CLI and the UI "
+        "write the time of the request, RFC 3339 UTC with milliseconds)."
+    )
+    at: str = Field(description="When the operator handled the request (RFC 3339 UTC).")
+    version: int | None = Field(
+        default=None,
+        description="The space version the flow held once the request was handled; absent if "
+        "it holds none. Behind the space's version when the flow may not be synced: the Synced "
+        "condition says why.",
+    )
+
+
 class FlowSecretSyncStatus(_Status):
     """What the flow was last issued."""
 
@@ -321,6 +338,9 @@ class FlowSecretSyncStatus(_Status):
     )
     observedGeneration: int | None = Field(
         default=None, description="The metadata.generation last reconciled."
+    )
+    syncNow: SyncNow | None = Field(
+        default=None, description="The last Sync now request handled, when, and its outcome."
     )
     conditions: list[Condition] = Field(
         default_factory=list, description="Synced tells whether the target holds the issued data."
