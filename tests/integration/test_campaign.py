@@ -44,11 +44,12 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from tests.support.audit import audit_mark, audit_writes, described
 from tests.support.history import history_of, keyring
 from tests.support.metrics import reconciles
+from tests.support.revisions import Revisions, projected_before_recorded, target_version
 from tests.support.space import Space, public_key
 
 from spacesecrets.core import crypto, versions
-from spacesecrets.core.projection import decoded_documents
-from spacesecrets.devtools.dev import LocalCluster, OperatorProcess, wait_for
+from spacesecrets.core.projection import FLOW_LABEL, decoded_documents
+from spacesecrets.devtools.dev import OPERATOR_NAMESPACE, LocalCluster, OperatorProcess, wait_for
 from spacesecrets.kube import NotFound
 from spacesecrets.kube.client import Kube
 from spacesecrets.kube.factory import kube_for, make_client
@@ -489,6 +490,44 @@ def check_history(kube: Kube, ns: str, states: list[Plain], watcher: Watcher) ->
     return {"versions": history.version, "kept": len(kept), "shown": len(watcher.seen)}
 
 
+def watch_order(cluster: LocalCluster, ns: str) -> Revisions:
+    """Every write of the space's history and of its targets, with its etcd revision."""
+    core = kubernetes.client.CoreV1Api(make_client(str(cluster.kubeconfig)))
+    order = Revisions()
+    order.watch(
+        "history", core.list_namespaced_secret, namespace=OPERATOR_NAMESPACE,
+        field_selector=f"metadata.name=history-{ns}",
+    )  # fmt: skip
+    order.watch("target", core.list_namespaced_secret, namespace=ns, label_selector=FLOW_LABEL)
+    return order
+
+
+def check_order(kube: Kube, ns: str, flows: list[FlowDef], order: Revisions) -> int:
+    """The ordering guarantees, write by write, through the kills: every target write holds a
+    version the history recorded before it, with exactly that version's values (when it is still
+    kept). Returns how many target writes were checked."""
+    assert not order.errors, order.errors
+    histories, targets = order.of("history"), order.of("target")
+    assert projected_before_recorded(histories, targets) == []
+    ring, history = keyring(kube), history_of(kube, ns)
+    keys = {f.target: f.keys for f in flows}
+    checked = 0
+    for t in targets:
+        version = target_version(t.obj)
+        if t.type == "DELETED" or version is None:
+            continue
+        checked += 1
+        if version not in history.kept_versions():
+            continue
+        docs = decoded_documents(t.obj)
+        expected = projected(
+            as_plain(history.values(ring, version)), keys[t.obj["metadata"]["name"]]
+        )
+        assert json.loads(docs["SECRETS"]) == expected, f"version {version} projected otherwise"
+    assert checked > 0
+    return checked
+
+
 # =============================================================================================
 # 1. SIGKILL at random points during a storm of changes
 # =============================================================================================
@@ -506,6 +545,7 @@ def test_sigkill_storm(fresh_cluster: Callable[[], LocalCluster]) -> None:
         FlowDef("other", "other-secrets"),
     ]
     initial: Plain = {k: ("text", f"{marker}-init-{k}".encode()) for k in KEYS[:5]}
+    order = watch_order(cluster, ns)
     new_space(cluster, sealer, ns, initial, flows)
     wait_for("the first version", lambda: converged(kube, ns, flows) == 1)
 
@@ -533,13 +573,16 @@ def test_sigkill_storm(fresh_cluster: Callable[[], LocalCluster]) -> None:
     converge = time.monotonic() - t0
     watcher.stop()
     figures = check_history(kube, ns, storm.states, watcher)
+    order.stop()
+    writes = check_order(kube, ns, flows, order)
     assert op.alive()
     assert operator_tracebacks(cluster) == 0
     hits = plaintext_hits(cluster, marker, {(ns, f.target) for f in flows})
     report(
         f"sigkill storm: {kills} kills survived in {stormed:.0f}s, {storm.changes} changes "
         f"({storm.reseals} re-seals), {version} versions ({figures['kept']} kept, "
-        f"{figures['shown']} seen in status), converged {converge:.1f}s after the storm, "
+        f"{figures['shown']} seen in status), {writes} target writes each after the history "
+        f"recorded their version, converged {converge:.1f}s after the storm, "
         f"plaintext hits {sum(hits.values())} {hits}"
     )
     assert hits == {"objects": 0, "events": 0, "logs": 0, "audit": 0}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import time
+import types
 
 import pytest
 
@@ -63,6 +64,48 @@ def test_lower_ranks_first() -> None:
         q.add(SPACE, "change")
         assert (await q.get())[0] == SPACE
         assert (await q.get())[0] == FLOW
+
+    run(go())
+
+
+def test_a_key_whose_rank_fell_moves_ahead_and_is_handed_out_once() -> None:
+    async def go() -> None:
+        ready: set[str] = set()
+        q = WorkQueue(rank=lambda k: 1 if k[0] == "space" else 0 if k[1] in ready else 2, ranks=3)
+        flows = [("flow", f"ns{i}", "f") for i in range(3)]
+        spaces = [("space", f"ns{i}", "secrets") for i in range(3)]
+        for key in [*flows, *spaces]:
+            q.add(key, "create")
+        assert await q.get() == (spaces[0], "create")
+        ready.add("ns0")  # its space is ready: its flow goes ahead of the other spaces
+        q.rerank(flows[0])
+        q.add(flows[1], "space ready")  # not ready yet: stays where it is
+        assert await q.get() == (flows[0], "create")
+        ready.add("ns2")
+        q.add(flows[2], "space ready")  # an add moves it up too, keeping the stronger reason
+        assert await q.get() == (flows[2], "create")
+        q.rerank(("flow", "elsewhere", "f"))  # not queued: nothing
+        assert [(await q.get())[0] for _ in range(3)] == [spaces[1], spaces[2], flows[1]]
+        assert len(q) == 0
+        with pytest.raises(TimeoutError):  # the stale entries left behind hand nothing out
+            await asyncio.wait_for(q.get(), 0.05)
+
+    run(go())
+
+
+def test_a_key_moved_up_then_forgotten_is_not_handed_out() -> None:
+    async def go() -> None:
+        rank = {"f": 1}
+        q = WorkQueue(rank=lambda k: rank.get(k[2], 0), ranks=2)
+        q.add(FLOW, "create")
+        rank["f"] = 0
+        q.rerank(FLOW)
+        q.forget(FLOW)
+        q.add(SPACE, "change")
+        assert await q.get() == (SPACE, "change")
+        assert len(q) == 0
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(q.get(), 0.05)
 
     run(go())
 
@@ -127,7 +170,8 @@ def test_a_live_peer_of_higher_priority_outranks_us_a_dead_one_does_not() -> Non
 
 
 def test_a_retry_fires_only_while_its_key_is_still_failing() -> None:
-    controller = Controller(engine=None, workers=1)  # type: ignore[arg-type]  # no reconcile runs
+    engine = types.SimpleNamespace(state=State())  # no reconcile runs: only the queue's ranks
+    controller = Controller(engine=engine, workers=1)  # type: ignore[arg-type]
     controller._retry_after(30, FLOW, "create")
     when = controller._retries[FLOW]
     controller._succeeded(FLOW, None)  # e.g. its space arrived first and woke it

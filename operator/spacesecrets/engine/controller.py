@@ -96,7 +96,7 @@ class Controller:
     def __init__(self, engine: Engine, workers: int = 16) -> None:
         self.engine = engine
         self.workers = workers
-        self.queue = WorkQueue(rank=lambda key: 0 if key[0] == SPACE else 1, ranks=2)
+        self.queue = WorkQueue(rank=self._rank, ranks=3)
         self.executor = ThreadPoolExecutor(workers, thread_name_prefix="reconcile")
         self.active = True  # False while a peer with a higher priority serves (peering mode)
         self._bodies: dict[Key, bytes] = {}  # spaces waiting for a reconcile, packed
@@ -106,6 +106,17 @@ class Controller:
         self._retries: dict[Key, float] = {}  # when each failed key is tried again
         self._waiting: dict[str, set[Key]] = {}  # namespace -> flows waiting for its space
         self._tasks: list[asyncio.Task[None]] = []
+
+    def _rank(self, key: Key) -> int:
+        """A per-namespace pipeline: a flow whose space has a recorded version goes first, so
+        each space's flows are projected as soon as it is ready, not after every other space;
+        then the spaces; then the flows still waiting for theirs (a space's reconcile moves them
+        up, `_succeeded`). What a flow is handed is its space's recorded version whatever the
+        order: only a reconcile that wrote the history makes the space known."""
+        kind, ns, _ = key
+        if kind == SPACE:
+            return 1
+        return 0 if self.engine.state.space(ns) is not None else 2
 
     # -- events, on the event loop ------------------------------------------------------------
 
@@ -296,12 +307,15 @@ class Controller:
             return  # (a space's essence was marked handled when its worker took it)
         if self._bodies.get(key) is packed:
             del self._bodies[key]
-        # flows waiting for this space, or failing, get another chance now rather than next tick
+        # flows waiting for this space, or failing, get another chance now rather than next tick;
+        # those queued behind the other spaces move ahead of them (their rank is now the first)
         waiting = self._waiting.pop(ns, set())
         for entry in self.engine.state.flows_in(ns):
             flow = (FLOW, ns, entry.name)
             if flow in waiting or not entry.synced:
                 self.queue.add(flow, QueueReason.SPACE_READY)
+            else:
+                self.queue.rerank(flow)  # e.g. resumed after a restart, queued for its check
         for entry in self.engine.flows.to_recheck(ns):
             self.queue.add((FLOW, ns, entry.name), QueueReason.OWNERS_CHANGED)
 

@@ -4,7 +4,11 @@ Engine layer (asyncio only). A key waits in the queue at most once, and no two w
 same key: a key added again while a worker holds it runs once more when that worker is done. Delayed
 adds (retries, autosync ticks) wait in one heap, which is what makes thousands of objects cost one
 timer instead of one task each. Keys of a lower rank are handed out first, so a cold start
-reconciles the spaces before the flows that wait for them.
+reconciles the spaces before the flows that wait for them -- and a flow whose space became ready
+goes ahead of the spaces still waiting. A key's rank is asked when it is added: adding a queued key
+again moves it up when its rank is now lower (never down), so the caller decides when a key's
+rank changes. A key moved up leaves its old place behind as a stale entry, skipped when reached,
+so a move costs O(1) whatever the queue's length.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ class WorkQueue:
         self._rank = rank
         self._ready: list[deque[Key]] = [deque() for _ in range(ranks)]
         self._reasons: dict[Key, str] = {}  # queued keys, with why they are queued
+        self._ranked: dict[Key, int] = {}  # queued keys, with the rank they are queued at
         self._held: set[Key] = set()
         self._again: dict[Key, str] = {}  # added while held: queued when released
         self._timers: list[tuple[float, int, Key, str]] = []
@@ -47,10 +52,22 @@ class WorkQueue:
             self._again[key] = stronger(self._again.get(key), reason)
         elif key in self._reasons:
             self._reasons[key] = stronger(self._reasons[key], reason)
+            self.rerank(key)
         else:
             self._reasons[key] = reason
-            self._ready[self._rank(key)].append(key)
+            rank = self._ranked[key] = self._rank(key)
+            self._ready[rank].append(key)
             self._ready_event.set()
+
+    def rerank(self, key: Key) -> None:
+        """Ask a queued key's rank again, and move it up if it is now lower."""
+        queued = self._ranked.get(key)
+        if queued is None:
+            return
+        rank = self._rank(key)
+        if rank < queued:  # its old entry is skipped when reached
+            self._ranked[key] = rank
+            self._ready[rank].append(key)
 
     def add_at(self, when: float, key: Key, reason: str) -> None:
         """Add `key` at wall-clock time `when` (epoch seconds)."""
@@ -60,17 +77,25 @@ class WorkQueue:
 
     def forget(self, key: Key) -> None:
         """Drop a queued key (its object is gone). Timers for it fire and are ignored upstream."""
-        if self._reasons.pop(key, None) is not None:
-            self._ready[self._rank(key)].remove(key)
+        self._reasons.pop(key, None)  # its entry in the ready lists is skipped when reached
+        self._ranked.pop(key, None)
         self._again.pop(key, None)
+
+    def _pop(self) -> Key | None:
+        for rank, ready in enumerate(self._ready):
+            while ready:
+                key = ready.popleft()
+                if self._ranked.get(key) == rank:  # else forgotten, moved up, or handed out
+                    del self._ranked[key]
+                    return key
+        return None
 
     async def get(self) -> tuple[Key, str]:
         while True:
-            for ready in self._ready:
-                if ready:
-                    key = ready.popleft()
-                    self._held.add(key)
-                    return key, self._reasons.pop(key)
+            key = self._pop()
+            if key is not None:
+                self._held.add(key)
+                return key, self._reasons.pop(key)
             self._ready_event.clear()
             await self._ready_event.wait()
 
