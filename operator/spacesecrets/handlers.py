@@ -1,8 +1,9 @@
 """The kopf handlers: the only kopf-decorated module.
 
-Edge, and the only module that imports kopf. Each handler parses what kopf hands it and passes it
-to the controller or the engine (`engine.app.Engine`), and turns our errors into kopf's
-(`Temporary` -> `kopf.TemporaryError` with its delay). No business logic lives here.
+Edge, and the only module that imports kopf. kopf runs the operator's life: start-up (the engine,
+the controller and the watch feeds, `engine.feeds`, which deliver the objects' events to the
+controller), the health probes, peering between replicas, maintenance and clean-up. Our errors
+become kopf's (`Temporary` -> `kopf.TemporaryError` with its delay). No business logic lives here.
 """
 
 from __future__ import annotations
@@ -18,34 +19,23 @@ from typing import Any
 
 import kopf
 
-from spacesecrets import GROUP, MANAGED_BY
-from spacesecrets.core.projection import FLOW_LABEL
 from spacesecrets.core.settings import Settings
 from spacesecrets.engine.app import Engine
 from spacesecrets.engine.controller import Controller
+from spacesecrets.engine.feeds import Feeds
 from spacesecrets.engine.metrics import Metrics
 from spacesecrets.kube import NamespaceTerminating, Permanent, Temporary
 from spacesecrets.kube.client import CONNECTIONS, Kube
 from spacesecrets.kube.transport import Rest
 
 log = logging.getLogger("spacesecrets")
-# projected targets only: the histories and the key ring are ours too, but nobody else's to edit
-TARGETS = {FLOW_LABEL: kopf.PRESENT}
-OWNED = {"app.kubernetes.io/managed-by": MANAGED_BY}  # our owners' RoleBindings
 WORKERS = 16  # reconciles at once: each holds one of the client's connections while it waits
 MEMORY_TRIM_SECONDS = 15.0
-LIST_CHUNK = 100  # objects a page when kopf lists a resource (a space is ~20 KB parsed)
-KOPF_IDLE_SECONDS = 0.5
 
 
 def _engine(memo: Any) -> Engine:
     engine: Engine = memo["engine"]
     return engine
-
-
-def _controller(memo: Any) -> Controller:
-    controller: Controller = memo["controller"]
-    return controller
 
 
 async def _run(fn: Callable[[], object]) -> None:
@@ -60,35 +50,16 @@ async def _run(fn: Callable[[], object]) -> None:
         raise kopf.TemporaryError(str(exc), delay=30) from None
 
 
-class NoDiffBase(kopf.DiffBaseStorage):
-    """kopf builds a diff base (a deep copy of the body) on every event, for change handlers;
-    we have none. The controller compares what a reconcile depends on instead (level-based)."""
-
-    def build(self, *, body: kopf.Body, extra_fields: Any = None) -> kopf.BodyEssence:
-        return kopf.BodyEssence()
-
-    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
-        return None
-
-    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
-        pass
-
-
 @kopf.on.startup()
 async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     config = Settings.from_env()
     settings.posting.level = logging.WARNING  # our own Events say what users care about
-    # one INFO line per handled object is noise at thousands of objects; warnings stay
-    logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+    # kopf runs the start-up, the probes and peering; the objects are watched by our own feeds
+    # (engine.feeds), which cost a fraction of kopf's per-event processing
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.watching.connect_timeout = 10
     settings.networking.request_timeout = 30
-    settings.persistence.diffbase_storage = NoDiffBase()
-    settings.watching.chunk_size = LIST_CHUNK  # not thousands of parsed objects at once
-    # kopf's worker for an object keeps the object's last event until it exits: a listing of
-    # thousands would keep thousands of bodies for the default 5 s
-    settings.queueing.idle_timeout = KOPF_IDLE_SECONDS
     settings.execution.max_workers = 4  # kopf's own pool; reconciles run in the controller's
     priority = 0
     if config.peering:
@@ -105,7 +76,9 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     # kopf runs this again after a temporary failure (an API server still starting answers 429):
     # what binds a port or starts a thread is done on the first attempt only
     if "kube" not in memo:
-        kube = Kube(Rest.from_environment(connections=CONNECTIONS))
+        rest = Rest.from_environment(connections=CONNECTIONS)
+        memo["rest"] = rest
+        kube = Kube(rest)
         kube.post_events_in_background()
         metrics = Metrics()
         metrics.events_dropped.set_function(lambda: kube.events_dropped)
@@ -122,6 +95,9 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
         controller.start()
     memo["engine"] = engine
     memo["controller"] = controller
+    feeds = Feeds(memo["rest"], engine, controller, memo.get("namespaces") or ())
+    feeds.start()
+    memo["feeds"] = feeds
     every = min(3600.0, max(1.0, min(config.rotation_period, config.history_retention) / 10))
     memo["maintenance"] = asyncio.create_task(maintenance(engine, every))
     memo["release_memory"] = asyncio.create_task(release_memory(MEMORY_TRIM_SECONDS))
@@ -131,54 +107,6 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
 def probe_keyring(memo: kopf.Memo, **_: Any) -> str:
     ring = _engine(memo).ring.ring
     return ring.current.kid if ring else "none"
-
-
-# -- SpaceSecrets ---------------------------------------------------------------------------------
-
-
-@kopf.on.event(GROUP, "spacesecrets")
-async def space_event(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    _controller(memo).space_event(str(type), body)
-
-
-# -- FlowSecretSync -------------------------------------------------------------------------------
-
-
-@kopf.on.event(GROUP, "flowsecretsyncs")
-async def flow_event(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    """Created, changed (a "save"), or seen again after a restart: synced at once. Deleted: its
-    target is left to garbage collection."""
-    _controller(memo).flow_event(str(type), body)
-
-
-@kopf.on.event("", "v1", "secrets", labels=TARGETS)
-@kopf.on.event("", "v1", "configmaps", labels=TARGETS)
-async def target_changed(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    """A projected target changed: restore it if someone else edited or deleted it."""
-    flow = _engine(memo).watches.target_changed(str(type), body)
-    if flow is not None:
-        _controller(memo).target_drifted(*flow)
-
-
-@kopf.on.event("rbac.authorization.k8s.io", "v1", "rolebindings", labels=OWNED)
-async def role_binding_changed(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    """An owners' RoleBinding changed: repair it at once if someone else deleted or edited it."""
-    namespace = _engine(memo).owners.drifted(str(type), body)
-    if namespace is not None:
-        _controller(memo).owners_drifted(namespace)
-
-
-@kopf.on.event("apps", "v1", "deployments")
-@kopf.on.event("apps", "v1", "statefulsets")
-async def workload_changed(
-    type: str, body: kopf.Body, resource: kopf.Resource, memo: kopf.Memo, **_: Any
-) -> None:
-    """Sync on save: a flowRef workload's pod template changed."""
-    if type == "DELETED":
-        return
-    kind = "Deployment" if resource.plural == "deployments" else "StatefulSet"
-    for ns, name in _engine(memo).watches.workload_changed(kind, body):
-        _controller(memo).flow_saved(ns, name)
 
 
 # -- maintenance ----------------------------------------------------------------------------------
@@ -211,6 +139,9 @@ async def maintenance(engine: Engine, every: float) -> None:
 
 @kopf.on.cleanup()
 async def stop_maintenance(memo: kopf.Memo, **_: Any) -> None:
+    feeds = memo.get("feeds")
+    if feeds is not None:
+        feeds.stop()
     for name in ("maintenance", "release_memory"):
         task = memo.get(name)
         if task is not None:
@@ -237,5 +168,6 @@ def run(watch: tuple[str, ...] = (), verbose: bool = False) -> None:
             standalone=not settings.peering,
             peering_name=settings.peering or None,
             liveness_endpoint=liveness,
+            memo=kopf.Memo(namespaces=namespaces),
         )
     )

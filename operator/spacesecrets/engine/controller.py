@@ -22,6 +22,7 @@ import asyncio
 import datetime as dt
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -99,6 +100,7 @@ class Controller:
         self.queue = WorkQueue(rank=self._rank, ranks=3)
         self.executor = ThreadPoolExecutor(workers, thread_name_prefix="reconcile")
         self.active = True  # False while a peer with a higher priority serves (peering mode)
+        self.gate = threading.Event()  # set while active: the watch feeds deliver only then
         self._bodies: dict[Key, bytes] = {}  # spaces waiting for a reconcile, packed
         self._handled: dict[Key, tuple[object, ...]] = {}
         self._ticks: dict[Key, tuple[float, float, str]] = {}  # flow -> period, next, uid
@@ -214,6 +216,8 @@ class Controller:
         self._tasks.append(loop.create_task(self._timers()))
         if peering is not None:
             self._tasks.append(loop.create_task(self._follow_peering(peering, priority)))
+        else:
+            self._set_active(True)
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -321,13 +325,26 @@ class Controller:
 
     # -- peering ------------------------------------------------------------------------------
 
+    def _set_active(self, active: bool) -> None:
+        """Serve, or stand by: the watch feeds pause while a peer of higher priority serves, and
+        list afresh when it has gone (as kopf's own watches did)."""
+        if active != self.active or active != self.gate.is_set():
+            log.info("serving" if active else "standing by: a peer of higher priority serves")
+        self.active = active
+        if active:
+            self.gate.set()
+        else:
+            self.gate.clear()
+
     async def _follow_peering(self, read: Callable[[], Mapping[str, Any]], priority: int) -> None:
         """kopf pauses its watches when a peer of higher priority is alive; our timers follow."""
         loop = asyncio.get_running_loop()
         while True:
             try:
                 peers = await loop.run_in_executor(self.executor, read)
-                self.active = not _outranked(peers, priority, dt.datetime.now(dt.UTC))
+                self._set_active(not _outranked(peers, priority, dt.datetime.now(dt.UTC)))
+            except NotFound:
+                self._set_active(True)  # no peering object: no peer to yield to
             except (Temporary, Permanent) as exc:
                 log.debug("cannot read the peering object: %s", exc)
             await asyncio.sleep(PEERING_CHECK_SECONDS)

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import abc
 import base64
+import contextlib
 import json
 import os
 import ssl
 import tempfile
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 from urllib.parse import urlencode
@@ -163,6 +164,40 @@ class Rest(Transport):
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             raise Unreachable(type(exc).__name__) from None
         return Response(response.status, response.data)
+
+    @contextlib.contextmanager
+    def stream(
+        self, path: str, query: Mapping[str, str], *, read_timeout: float
+    ) -> Iterator[tuple[int, Iterator[bytes]]]:
+        """A streaming GET (a watch): its status and its lines as they come. A connection left
+        before the end is closed, not put back in the pool."""
+        url = f"{self.server}{path}?{urlencode(query)}"
+        headers = {"Accept": JSON}
+        token = self._bearer()
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        try:
+            response = self._pool.request(
+                "GET",
+                url,
+                headers=headers,
+                preload_content=False,
+                timeout=urllib3.Timeout(connect=10.0, read=read_timeout),
+            )
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise Unreachable(type(exc).__name__) from None
+
+        def lines() -> Iterator[bytes]:
+            try:
+                yield from response
+            except (urllib3.exceptions.HTTPError, OSError) as exc:
+                raise Unreachable(type(exc).__name__) from None
+
+        try:
+            yield response.status, lines()
+        finally:
+            response.close()
+            response.release_conn()
 
 
 def _named(doc: Mapping[str, Any], section: str, name: str) -> dict[str, Any]:
