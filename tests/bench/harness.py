@@ -337,12 +337,16 @@ class MemoryKube:
         except KeyError:
             raise NotFound(f"{kind} {namespace}/{name}") from None
 
-    def create(self, kind: str, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
+    def create(
+        self, kind: str, namespace: str, body: Mapping[str, Any], *, answer: bool = True
+    ) -> dict[str, Any]:
         if (kind, namespace, body["metadata"]["name"]) in self.objects:
             raise AlreadyExists(body["metadata"]["name"])
         return self._store(kind, namespace, body)
 
-    def replace(self, kind: str, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
+    def replace(
+        self, kind: str, namespace: str, body: Mapping[str, Any], *, answer: bool = True
+    ) -> dict[str, Any]:
         return self._store(kind, namespace, body)
 
     def namespace_uid(self, name: str) -> str:

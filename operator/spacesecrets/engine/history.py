@@ -119,9 +119,9 @@ class HistoryStore:
         try:
             if rv:
                 body["metadata"]["resourceVersion"] = rv
-                self.kube.replace("Secret", self.settings.namespace, body)
+                self.kube.replace("Secret", self.settings.namespace, body, answer=False)
             else:
-                self.kube.create("Secret", self.settings.namespace, body)
+                self.kube.create("Secret", self.settings.namespace, body, answer=False)
         except AlreadyExists:
             self._forget(history.namespace)
             raise Temporary("the history was created concurrently", delay=1) from None

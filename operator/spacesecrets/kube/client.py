@@ -55,7 +55,10 @@ class Kube:
         query: Mapping[str, str] | None = None,
         content_type: str = "application/json",
         accept: str = "application/json",
+        answer: bool = True,
     ) -> dict[str, Any]:
+        """The parsed answer; {} unless `answer` (a write whose answer nobody reads: the object
+        written, a space's some 20 KB with its managedFields, is not parsed for nothing)."""
         try:
             response = self.http.request(
                 method, path, body, query=query, content_type=content_type, accept=accept
@@ -64,7 +67,7 @@ class Kube:
             raise Temporary(f"{what}: {exc}") from None
         if not 200 <= response.status < 300:
             raise error_for(what, response.status, response.data)
-        out = json.loads(response.data) if response.data else {}
+        out = json.loads(response.data) if response.data and answer else {}
         return out if isinstance(out, dict) else {}
 
     def _items(
@@ -136,20 +139,31 @@ class Kube:
         out.setdefault("kind", kind)
         return out
 
-    def create(self, kind: str, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
+    def create(
+        self, kind: str, namespace: str, body: Mapping[str, Any], *, answer: bool = True
+    ) -> dict[str, Any]:
+        """The object created ({} unless `answer`)."""
         name = body["metadata"]["name"]
         return self._request(
-            f"create {kind} {namespace}/{name}", "POST", self._core(kind, namespace), dict(body)
+            f"create {kind} {namespace}/{name}",
+            "POST",
+            self._core(kind, namespace),
+            dict(body),
+            answer=answer,
         )
 
-    def replace(self, kind: str, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
-        """Replace with the resourceVersion in `body` (a conflict raises Temporary)."""
+    def replace(
+        self, kind: str, namespace: str, body: Mapping[str, Any], *, answer: bool = True
+    ) -> dict[str, Any]:
+        """Replace with the resourceVersion in `body` (a conflict raises Temporary); the object
+        written ({} unless `answer`)."""
         name = body["metadata"]["name"]
         return self._request(
             f"replace {kind} {namespace}/{name}",
             "PUT",
             self._core(kind, namespace, name),
             dict(body),
+            answer=answer,
         )
 
     def delete(self, kind: str, namespace: str, name: str) -> None:
@@ -209,6 +223,7 @@ class Kube:
             self._custom(plural, namespace, name) + "/status",
             {"status": dict(status)},
             content_type=MERGE_PATCH,
+            answer=False,
         )
 
     def patch_custom(
@@ -236,7 +251,11 @@ class Kube:
 
     def create_role_binding(self, namespace: str, body: Mapping[str, Any]) -> None:
         self._request(
-            f"create RoleBinding {namespace}", "POST", self._bindings(namespace), dict(body)
+            f"create RoleBinding {namespace}",
+            "POST",
+            self._bindings(namespace),
+            dict(body),
+            answer=False,
         )
 
     def replace_role_binding(self, namespace: str, body: Mapping[str, Any]) -> None:
@@ -246,6 +265,7 @@ class Kube:
             "PUT",
             self._bindings(namespace, name),
             dict(body),
+            answer=False,
         )
 
     # -- workloads ------------------------------------------------------------------------------
@@ -317,4 +337,5 @@ class Kube:
 
     def _post_event(self, namespace: str, body: dict[str, Any]) -> None:
         with contextlib.suppress(Temporary, Permanent):
-            self._request("post Event", "POST", f"/api/v1/namespaces/{namespace}/events", body)
+            path = f"/api/v1/namespaces/{namespace}/events"
+            self._request("post Event", "POST", path, body, answer=False)

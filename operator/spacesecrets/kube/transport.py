@@ -76,11 +76,16 @@ class Rest(Transport):
         self.server = server.rstrip("/")
         self._token, self._token_file, self._token_read = token, token_file, 0.0
         self._lock = threading.Lock()
-        self._pool = urllib3.PoolManager(
+        # one pool for the one server: a PoolManager would parse the URL and look the pool up
+        # again on every request
+        url = urllib3.util.parse_url(self.server)
+        self._prefix = (url.path or "").rstrip("/")  # a server behind a path (a proxy)
+        self._pool = urllib3.connection_from_url(
+            f"{url.scheme}://{url.netloc}",
             maxsize=connections,
-            ssl_context=context,
             retries=False,
             timeout=urllib3.Timeout(connect=10.0, read=timeout),
+            **({"ssl_context": context} if url.scheme == "https" else {}),
         )
 
     @classmethod
@@ -150,7 +155,7 @@ class Rest(Transport):
         content_type: str = JSON,
         accept: str = JSON,
     ) -> Response:
-        url = self.server + path + (f"?{urlencode(query)}" if query else "")
+        url = self._prefix + path + (f"?{urlencode(query)}" if query else "")
         headers = {"Accept": accept}
         token = self._bearer()
         if token:
@@ -171,7 +176,7 @@ class Rest(Transport):
     ) -> Iterator[tuple[int, Iterator[bytes]]]:
         """A streaming GET (a watch): its status and its lines as they come. A connection left
         before the end is closed, not put back in the pool."""
-        url = f"{self.server}{path}?{urlencode(query)}"
+        url = f"{self._prefix}{path}?{urlencode(query)}"
         headers = {"Accept": JSON}
         token = self._bearer()
         if token:
