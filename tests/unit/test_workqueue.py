@@ -9,6 +9,7 @@ import types
 
 import pytest
 
+from spacesecrets.core.projection import SpaceView
 from spacesecrets.engine.controller import (
     MAX_BUG_RETRIES,
     MAX_RETRY_SECONDS,
@@ -16,7 +17,7 @@ from spacesecrets.engine.controller import (
     _outranked,
 )
 from spacesecrets.engine.index import SpaceIndex
-from spacesecrets.engine.state import State
+from spacesecrets.engine.state import SpaceOwners, State
 from spacesecrets.engine.workqueue import WorkQueue
 from spacesecrets.kube import NotFound, Permanent, Temporary
 from spacesecrets.names import QueueReason, stronger
@@ -230,3 +231,37 @@ def test_a_bug_is_retried_a_few_times_and_its_traceback_logged_once(
     assert retried == MAX_BUG_RETRIES
     assert sum(1 for r in caplog.records if r.exc_info) == 1
     controller.executor.shutdown()
+
+
+def test_a_space_reconciled_sends_its_queued_flows_ahead_of_the_spaces_still_queued() -> None:
+    """The cold start's pipeline, in the controller: flows queued behind every space (their
+    spaces unknown yet) move to the front once their own space is recorded, and only then."""
+
+    async def go() -> None:
+        state = State()
+        engine = types.SimpleNamespace(
+            state=state, flows=types.SimpleNamespace(to_recheck=lambda ns: [])
+        )
+        controller = Controller(engine=engine, workers=1)  # type: ignore[arg-type]
+        spaces = [("space", f"ns{i}", "secrets") for i in range(3)]
+        flows = [("flow", f"ns{i}", "f") for i in range(3)]
+        for i, key in enumerate(flows):
+            body = {"metadata": {"namespace": f"ns{i}", "name": "f", "uid": f"u{i}"}, "spec": {}}
+            state.register_flow(body)
+            controller.queue.add(key, "create")
+        for key in spaces:
+            controller.queue.add(key, "change")
+        taken, _ = await controller.queue.get()
+        assert taken == spaces[0]  # spaces first: no flow's space is known
+        # ns0's reconcile recorded its version (what `remember` does after the history write)
+        view = SpaceView.of("ns0", version=1, created_at="t", updated_at="t", keys={}, values={})
+        state.remember_space(view, SpaceOwners("secrets", "s0", ()))
+        packed = b"{}"
+        controller._bodies[taken] = packed
+        controller._succeeded(taken, packed)
+        controller.queue.done(taken)
+        assert await controller.queue.get() == (flows[0], "create")  # ahead of ns1 and ns2
+        assert [(await controller.queue.get())[0] for _ in range(4)] == [*spaces[1:], *flows[1:]]
+        controller.executor.shutdown()
+
+    run(go())
