@@ -177,6 +177,22 @@ def test_values_schema_rejects_bad_values(values: list[str], phrase: str) -> Non
     assert phrase in result.stderr, result.stderr
 
 
+def test_refresh_pods_off_drops_the_pods_rule_and_tells_the_operator() -> None:
+    docs = render("--set", "refreshPods=false")
+    rules = find(docs, "ClusterRole", manifests.OPERATOR_ROLE)["rules"]
+    assert all("pods" not in rule["resources"] for rule in rules)
+    assert rules == [r for r in manifests.operator_rules() if "pods" not in r["resources"]]
+    [container] = find(docs, "Deployment", "spacesecrets-operator")["spec"]["template"]["spec"][
+        "containers"
+    ]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["SPACESECRETS_REFRESH_PODS"] == "false"
+    on = find(render(), "Deployment", "spacesecrets-operator")["spec"]["template"]["spec"][
+        "containers"
+    ][0]
+    assert {"name": "SPACESECRETS_REFRESH_PODS", "value": "true"} in on["env"]
+
+
 @pytest.mark.parametrize(
     ("namespace", "service_account"),
     [(OPERATOR_NAMESPACE, SERVICE_ACCOUNT), ("ops", "secrets-operator")],

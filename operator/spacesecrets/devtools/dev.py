@@ -308,7 +308,7 @@ def run_demo() -> int:
     ):
         node = None
         if node_bin is not None:
-            node = Node(cluster.cp, node_bin, sync_frequency="1s")
+            node = Node(cluster.cp, node_bin)  # the kubelet's default resync, 1m
             node.start()
             print(f"node {node.name} Ready in {node.timings['node start to Ready']:.1f} s")
         else:
