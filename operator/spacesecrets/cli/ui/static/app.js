@@ -83,8 +83,10 @@ function rows(tbody, items) {
 function toast(text, bad) {
   const node = el("div", { class: `toast${bad ? " bad" : ""}`, role: bad ? "alert" : null },
     el("span", { "aria-hidden": "true", text: bad ? "✕" : "✓" }), el("span", { text }));
-  $("toasts").append(node);
-  setTimeout(() => node.remove(), bad ? 12000 : 6000);
+  const shelf = $("toasts");
+  shelf.append(node);
+  while (shelf.children.length > 3) shelf.firstElementChild.remove();
+  setTimeout(() => node.remove(), bad ? 12000 : 5000);
 }
 
 // -- views --------------------------------------------------------------------------------------
@@ -181,7 +183,7 @@ function render(doc) {
   $("space-ready").replaceChildren(conditionBadge(doc.ready, "Ready"));
   const ro = $("readonly");
   ro.hidden = doc.access.canEdit;
-  ro.replaceChildren(el("span", { "aria-hidden": "true", text: "🔒" }), el("span", { text: doc.access.reason }));
+  ro.replaceChildren(el("span", { class: "icon", "aria-hidden": "true", text: "⚠" }), el("span", { text: doc.access.reason }));
   $("pending").hidden = !doc.pending;
   const edit = doc.access.canEdit;
   $("add-key").hidden = !edit;
@@ -225,7 +227,7 @@ function renderFlows(doc, edit) {
     el("td", { "data-testid": `flow-version-${f.name}`, text: f.syncedVersion === null ? "—" : `v${f.syncedVersion}` }),
     el("td", {}, behindBadge(f)),
     el("td", {}, when(f.issuedAt)),
-    el("td", {}, f.syncPending ? badge("neutral", "Syncing…", "↻") : conditionBadge(f.synced, "🆗 Synced")),
+    el("td", {}, f.syncPending ? badge("neutral", "Syncing…", "↻") : conditionBadge(f.synced, "Synced")),
     el("td", { class: "actions" }, edit ? el("button", {
       type: "button", class: "btn small", "data-fk": `sync:${f.name}`, "aria-label": `Sync ${f.name} now`,
       disabled: f.syncPending, text: "Sync now", onclick: () => syncNow(f.name),
@@ -380,7 +382,6 @@ $("key-form").addEventListener("submit", async (event) => {
   } catch (err) {
     $("key-server-error").hidden = false;
     $("key-server-error").textContent = err.message;
-    toast(err.message, true);
   } finally {
     confirm.disabled = false;
   }
@@ -424,7 +425,6 @@ $("confirm-form").addEventListener("submit", async (event) => {
   } catch (err) {
     $("confirm-error").hidden = false;
     $("confirm-error").textContent = err.message;
-    toast(err.message, true);
   } finally {
     ok.disabled = false;
   }
