@@ -143,6 +143,7 @@ def test_an_owner_adds_edits_removes_and_rolls_back_and_a_flow_gets_the_values(
         page.get_by_role("button", name="Remove", exact=True).click()
         _version(page, 5)
         expect(_key_row(page, "KEEP_ME")).to_have_count(0)
+        expect(page.locator("#toasts .toast")).to_have_count(0)  # they go by themselves
         screenshot(page, "secrets-tab")
 
         docs = wait_for(
