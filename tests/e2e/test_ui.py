@@ -177,6 +177,13 @@ def test_an_owner_adds_edits_removes_and_rolls_back_and_a_flow_gets_the_values(
         expect(_key_row(page, "KEEP_ME")).to_have_count(1)
         expect(_key_row(page, "PRODUCT_A_CONFIG")).to_have_count(0)
 
+        page.get_by_role("link", name="Spaces", exact=True).click()
+        expect(page.locator("#spaces-note")).to_contain_text(f"showing namespace {space.ns}")
+        space_row = page.locator("#spaces-rows tr").filter(has=page.get_by_text(space.ns))
+        expect(space_row).to_contain_text("Ready")
+        expect(space_row.locator("td").nth(0)).to_have_text("6")
+        screenshot(page, "spaces")
+
         rec.assert_never_shown([kept, host, edited, token], proc)
         assert "hpke1:" not in b"".join(b for _, b in rec.bodies).decode(errors="replace")
 

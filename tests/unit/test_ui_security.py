@@ -15,83 +15,20 @@ import logging
 import re
 import threading
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from html.parser import HTMLParser
 from typing import Any
 
 import pytest
+from tests.support.fake_api import NS, FakeApiServer
 
 from spacesecrets.cli.ui.api import SpaceApi
 from spacesecrets.cli.ui.security import CSRF_HEADER, Guard
 from spacesecrets.cli.ui.server import UiServer
 from spacesecrets.core import crypto
 from spacesecrets.kube.client import Kube
-from spacesecrets.kube.transport import JSON, Response, Transport
 
-NS = "team-a"
 VALUE = "value-that-never-comes-back-5c1e"
-SPACE = {
-    "metadata": {
-        "name": "secrets",
-        "namespace": NS,
-        "creationTimestamp": "2026-11-29T12:00:00Z",
-        "generation": 1,
-    },
-    "spec": {
-        "owners": [{"kind": "User", "name": "alice"}],
-        "data": {"API_HOST": {"format": "text", "sealed": "hpke1:0011223344556677:AAAA"}},
-    },
-    "status": {
-        "version": 1,
-        "observedGeneration": 1,
-        "keys": [
-            {
-                "name": "API_HOST",
-                "format": "text",
-                "version": 1,
-                "updatedAt": "2026-11-29T12:00:00Z",
-            }
-        ],
-    },
-}
-
-
-@dataclass
-class FakeApiServer(Transport):
-    """Answers the handful of calls the ui makes, and records every request."""
-
-    pem: str
-    requests: list[tuple[str, str, Any]] = field(default_factory=list)
-
-    def request(
-        self,
-        method: str,
-        path: str,
-        body: Any = None,
-        *,
-        query: Mapping[str, str] | None = None,
-        content_type: str = JSON,
-        accept: str = JSON,
-    ) -> Response:
-        self.requests.append((method, path, body))
-        if path.endswith("/selfsubjectreviews"):
-            doc: Any = {"status": {"userInfo": {"username": "alice", "groups": ["devs"]}}}
-        elif path.endswith("/selfsubjectaccessreviews"):
-            doc = {"status": {"allowed": True}}
-        elif path.endswith("/spacesecrets-public-keys"):
-            doc = {"data": {"current.pem": self.pem}}
-        elif path == "/apis/spacesecrets.io/v1alpha1/spacesecrets":
-            return Response(403, json.dumps({"reason": "Forbidden", "message": "no"}).encode())
-        elif path.endswith("/spacesecrets") or path.endswith("/flowsecretsyncs"):
-            doc = {"items": [SPACE] if path.endswith("/spacesecrets") else []}
-        elif method == "PATCH":
-            doc = SPACE
-        else:
-            return Response(404, b"{}")
-        return Response(200, json.dumps(doc).encode())
-
-    def writes(self) -> list[tuple[str, str, Any]]:
-        return [r for r in self.requests if r[0] == "PATCH"]
 
 
 @dataclass

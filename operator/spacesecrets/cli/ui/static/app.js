@@ -121,7 +121,7 @@ async function showSpaces() {
       ? `You may not list spaces here: ${doc.note}`
       : `You may not list spaces in every namespace; showing namespace ${doc.namespace}.`;
     rows($("spaces-rows"), doc.spaces.map((s) => el("tr", {},
-      el("td", {}, el("a", { href: `#/space/${enc(s.namespace)}`, text: s.namespace })),
+      el("th", { scope: "row" }, el("a", { href: `#/space/${enc(s.namespace)}`, text: s.namespace })),
       el("td", { text: s.version ?? "—" }),
       el("td", { text: String(s.keyCount) }),
       el("td", {}, when(s.updatedAt)),
