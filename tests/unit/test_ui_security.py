@@ -65,7 +65,7 @@ class Running:
         return response, data
 
     def cookie(self) -> str:
-        return f"spacesecrets-ui={self.guard.session}"
+        return f"{self.guard.cookie_name}={self.guard.session}"
 
     def write(
         self, method: str, path: str, doc: Any, headers: Mapping[str, str] | None = None
@@ -123,7 +123,7 @@ def test_the_token_is_exchanged_for_a_strict_httponly_cookie(running: Running) -
     assert response.status == 303
     assert response.getheader("Location") == "/"
     cookie = response.getheader("Set-Cookie") or ""
-    assert cookie.startswith(f"spacesecrets-ui={running.guard.session};")
+    assert cookie.startswith(f"spacesecrets-ui-{running.guard.port}={running.guard.session};")
     assert {"HttpOnly", "SameSite=Strict", "Path=/"} <= {p.strip() for p in cookie.split(";")}
     assert running.guard.token not in cookie
 
@@ -137,10 +137,23 @@ def test_a_wrong_token_gets_no_cookie(running: Running, token: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "cookie", [None, "spacesecrets-ui=wrong", "other=1", "spacesecrets-ui={token}", "%%%;;="]
+    "cookie",
+    [
+        None,
+        "{name}=wrong",
+        "other=1",
+        "{name}={token}",
+        "spacesecrets-ui={session}",  # another port's name
+        "spacesecrets-ui-1={session}",
+        "%%%;;=",
+    ],
 )
 def test_nothing_is_served_without_the_session_cookie(running: Running, cookie: str | None) -> None:
-    headers = {"Cookie": cookie.format(token=running.guard.token)} if cookie else {}
+    guard = running.guard
+    value = cookie and cookie.format(
+        name=guard.cookie_name, token=guard.token, session=guard.session
+    )
+    headers = {"Cookie": value} if value else {}
     for path in ("/", "/static/app.js", "/api/spaces", f"/api/spaces/{NS}"):
         assert running.request("GET", path, headers)[0].status == 401, path
     assert running.fake.requests == [

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from http.cookies import CookieError, SimpleCookie
 
-COOKIE = "spacesecrets-ui"
+COOKIE = "spacesecrets-ui"  # + the port: browsers do not keep cookies apart by port
 CSRF_HEADER = "X-CSRF-Token"
 
 # No inline script or style anywhere, every asset from the app itself, no framing, no plugins.
@@ -80,8 +80,12 @@ class Guard:
     def token_valid(self, token: str | None) -> bool:
         return _same(token, self.token)
 
+    @property
+    def cookie_name(self) -> str:
+        return f"{COOKIE}-{self.port}"
+
     def set_cookie(self) -> str:
-        return f"{COOKIE}={self.session}; HttpOnly; SameSite=Strict; Path=/"
+        return f"{self.cookie_name}={self.session}; HttpOnly; SameSite=Strict; Path=/"
 
     def signed_in(self, cookie_header: str | None) -> bool:
         if not cookie_header:
@@ -91,7 +95,7 @@ class Guard:
             jar.load(cookie_header)
         except CookieError:
             return False
-        morsel = jar.get(COOKIE)
+        morsel = jar.get(self.cookie_name)
         return morsel is not None and _same(morsel.value, self.session)
 
     def write_allowed(self, headers: Mapping[str, str]) -> str | None:
