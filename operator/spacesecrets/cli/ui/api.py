@@ -11,11 +11,11 @@ key and the cause only).
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Mapping
 from typing import Any
 
 from spacesecrets.cli.app import UserError, published_key
+from spacesecrets.cli.space import request_sync
 from spacesecrets.cli.values import _check_key
 from spacesecrets.core import crypto, versions
 from spacesecrets.core.provenance import Identity, describe_owners, is_owner, owners_of
@@ -34,12 +34,6 @@ class UiError(Exception):
     def __init__(self, message: str, status: int = 400) -> None:
         super().__init__(message)
         self.message, self.status = message, status
-
-
-def sync_stamp(now: dt.datetime | None = None) -> str:
-    """The Sync now annotation's value: RFC 3339 UTC with milliseconds, new on every click."""
-    moment = (now or dt.datetime.now(dt.UTC)).astimezone(dt.UTC)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _condition(status: Mapping[str, Any], type_: str) -> dict[str, str] | None:
@@ -245,16 +239,14 @@ class SpaceApi:
                 raise UiError(f"space {namespace} has no flows", 404)
         else:
             names = [flow]
-        stamp = sync_stamp()
+        stamps = {}
         for name in names:
             try:
-                self.kube.patch_custom(
-                    FLOWS, namespace, name, {"metadata": {"annotations": {SYNC_NOW: stamp}}}
-                )
+                stamps[name] = request_sync(self.kube, namespace, name)  # as `spacesecrets sync`
             except (Permanent, Temporary) as exc:
                 raise _refused(exc) from None
         what = names[0] if flow else f"{len(names)} flow{'s' if len(names) != 1 else ''}"
-        return {"message": f"sync of {what} requested", "requested": stamp}
+        return {"message": f"sync of {what} requested", "requested": stamps}
 
     def _list_flows(self, namespace: str) -> list[dict[str, Any]]:
         try:
