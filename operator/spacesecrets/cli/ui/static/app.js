@@ -226,7 +226,7 @@ function renderFlows(doc, edit) {
     el("td", { text: f.autosync || "—" }),
     el("td", { "data-testid": `flow-version-${f.name}`, text: f.syncedVersion === null ? "—" : `v${f.syncedVersion}` }),
     el("td", {}, behindBadge(f)),
-    el("td", {}, when(f.issuedAt)),
+    el("td", {}, when(f.issuedAt), f.syncNow && f.syncNow.at ? el("span", { class: "reason" }, "Sync now handled ", when(f.syncNow.at)) : null),
     el("td", {}, f.syncPending ? badge("neutral", "Syncing…", "↻") : conditionBadge(f.synced, "Synced")),
     el("td", { class: "actions" }, edit ? el("button", {
       type: "button", class: "btn small", "data-fk": `sync:${f.name}`, "aria-label": `Sync ${f.name} now`,
