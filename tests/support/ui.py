@@ -4,6 +4,7 @@ driven by Playwright that records every request the page sends and every body it
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -17,6 +18,7 @@ from playwright.sync_api import Browser, Error, Page, Request, Response, sync_pl
 from spacesecrets.devtools.dev import wait_for
 
 CHROMIUM = Path("/usr/bin/chromium")  # Debian's package (`make chromium`); never a download
+ADDRESS = re.compile(r"(http://127\.0\.0\.1:\d+/login\?token=[A-Za-z0-9_-]{43})\n")
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "build" / "ui-screenshots"
 
 
@@ -57,9 +59,8 @@ def ui_process(kubeconfig: Path, namespace: str, workdir: Path) -> Iterator[UiPr
         proc.url = wait_for(
             "the ui's address",
             lambda: (
-                next(
-                    (w for w in proc.log_text().split() if w.startswith("http://127.0.0.1:")), None
-                )
+                # the whole line, newline and all: the log may be read while it is written
+                ((found := ADDRESS.search(proc.log_text())) and found[1])
                 or (popen.poll() is not None and _exited(proc))
             ),
             timeout=30,
