@@ -276,6 +276,38 @@ class Kube:
             content_type=MERGE_PATCH,
         )
 
+    # -- who the caller is, what it may do (the owners' tools ask before they offer a write) -----
+
+    def may(self, verb: str, plural: str, namespace: str, name: str = "") -> tuple[bool, str]:
+        """A SelfSubjectAccessReview: whether RBAC lets the caller `verb` our `plural` there,
+        and the authorizer's reason. Admission policies are not asked: only a real write is."""
+        attributes = {"group": GROUP, "resource": plural, "verb": verb, "namespace": namespace}
+        if name:
+            attributes["name"] = name
+        review = self._request(
+            f"review {verb} {plural} {namespace}/{name}",
+            "POST",
+            "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews",
+            {
+                "apiVersion": "authorization.k8s.io/v1",
+                "kind": "SelfSubjectAccessReview",
+                "spec": {"resourceAttributes": attributes},
+            },
+        )
+        status = review.get("status") or {}
+        return bool(status.get("allowed")), str(status.get("reason") or "")
+
+    def whoami(self) -> tuple[str, tuple[str, ...]]:
+        """A SelfSubjectReview: the caller's user name and groups, as the API server sees them."""
+        review = self._request(
+            "review who I am",
+            "POST",
+            "/apis/authentication.k8s.io/v1/selfsubjectreviews",
+            {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"},
+        )
+        info = (review.get("status") or {}).get("userInfo") or {}
+        return str(info.get("username") or ""), tuple(str(g) for g in info.get("groups") or [])
+
     # -- events ---------------------------------------------------------------------------------
 
     def event(self, involved: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
