@@ -13,8 +13,8 @@ import pytest
 
 from spacesecrets.core import sharding
 from spacesecrets.core.settings import Settings, SettingsError
-from spacesecrets.core.sharding import Ring, handover, owner
-from spacesecrets.engine.shards import ShardConfig, Shards, lease_body, published_view
+from spacesecrets.core.sharding import Ring, handover, owner, published_view
+from spacesecrets.engine.shards import ShardConfig, Shards, lease_body
 
 NAMESPACES = [f"team-{i}" for i in range(2000)]
 

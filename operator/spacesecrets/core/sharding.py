@@ -33,6 +33,9 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
+
+from spacesecrets.names import SHARD_VIEW_ANNOTATION
 
 View = tuple[str, ...]  # member ids, sorted
 
@@ -120,3 +123,23 @@ def handover(before: Ring | None, after: Ring, namespaces: Iterable[str]) -> Han
         elif was and not now:
             release.add(ns)
     return Handover(frozenset(adopt), frozenset(release))
+
+
+def who_serves(namespace: str, live: Mapping[str, View]) -> tuple[str | None, bool]:
+    """As seen from outside (`spacesecrets status`), from the live members' published views:
+    the member the namespace belongs to, and whether it serves it now (False while a handover
+    waits for the previous owner to let go)."""
+    member = owner(namespace, live)
+    if member is None:
+        return None, False
+    others = {m: v for m, v in live.items() if m != member}
+    ring = Ring(member, acting=tuple(sorted(live)), published=live[member], others=others)
+    return member, ring.may_serve(namespace)
+
+
+def published_view(lease: Mapping[str, Any]) -> tuple[str, View]:
+    """A Lease's member and the view it published."""
+    meta = lease.get("metadata") or {}
+    member = str((lease.get("spec") or {}).get("holderIdentity") or "")
+    text = str((meta.get("annotations") or {}).get(SHARD_VIEW_ANNOTATION) or "")
+    return member, tuple(sorted(m for m in text.split(",") if m))

@@ -82,14 +82,6 @@ def lease_body(config: ShardConfig, view: sharding.View, now: dt.datetime) -> di
     }
 
 
-def published_view(lease: Mapping[str, Any]) -> tuple[str, sharding.View]:
-    """A Lease's member and the view it published."""
-    meta = lease.get("metadata") or {}
-    member = str((lease.get("spec") or {}).get("holderIdentity") or "")
-    text = str((meta.get("annotations") or {}).get(SHARD_VIEW_ANNOTATION) or "")
-    return member, tuple(sorted(m for m in text.split(",") if m))
-
-
 class Shards:
     """The member's side of the ring: membership, and the gate in front of the controller."""
 
@@ -204,7 +196,7 @@ class Shards:
         for lease in self.kube.list_leases(self.config.namespace, SHARD_LABEL):
             meta = lease["metadata"]
             name, rv = str(meta["name"]), str(meta.get("resourceVersion", ""))
-            member, view = published_view(lease)
+            member, view = sharding.published_view(lease)
             present.add(name)
             seen = self._seen.get(name)
             if seen is None or seen[0] != rv:

@@ -109,8 +109,14 @@ def operator_rules() -> list[dict[str, Any]]:
 
 
 def operator_namespace_rules() -> list[dict[str, Any]]:
-    """Extra permissions in the operator's own namespace: key ring and history housekeeping."""
-    return [_rule([""], ["secrets"], ["delete"])]
+    """Extra permissions in the operator's own namespace: key ring and history housekeeping,
+    and the shards' Leases (engine.shards: each member renews its own, reads the others' with a
+    consistent LIST rather than a watch, and deletes its own when it stops, or a member's dead
+    long ago)."""
+    return [
+        _rule([""], ["secrets"], ["delete"]),
+        _rule(["coordination.k8s.io"], ["leases"], ["get", "list", "create", "update", "delete"]),
+    ]
 
 
 def operator_role() -> dict[str, Any]:
