@@ -22,9 +22,7 @@ LEASE_SECONDS = 6.0
 
 
 def start_shard(cluster: LocalCluster, member: str, wait: bool = True) -> OperatorProcess:
-    return cluster.start_operator(
-        env={**SHARD_ENV, "SPACESECRETS_SHARD_MEMBER": member}, wait=wait
-    )
+    return cluster.start_operator(env={**SHARD_ENV, "SPACESECRETS_SHARD_MEMBER": member}, wait=wait)
 
 
 def served(proc: OperatorProcess) -> set[str]:
