@@ -104,7 +104,6 @@ def operator_rules() -> list[dict[str, Any]]:
         _rule(["apiextensions.k8s.io"], ["customresourcedefinitions"], ["list", "watch"]),
         # get: the UID of a space's namespace, which tells a namespace created again from the old
         _rule([""], ["namespaces"], ["get", "list", "watch"]),
-        _rule(["kopf.dev"], ["clusterkopfpeerings"], ["get", "list", "watch", "patch"]),
     ]
 
 
