@@ -100,9 +100,10 @@ bench: venv controlplane
 bench-latency: venv controlplane kubenode nodered-image
 	SPACESECRETS_CONTROLPLANE_BIN=$(CONTROLPLANE) $(PY) -m pytest tests/bench/test_latency.py -s $(PYTEST_ARGS)
 
-# The long reliability campaign: 50 SIGKILLs, repeated apiserver and etcd restarts, more rounds.
+# The long reliability campaign: 50 SIGKILLs, repeated apiserver and etcd restarts, more rounds;
+# and the sharding campaign: 20 shard SIGKILLs during a change storm.
 soak: venv controlplane
-	SOAK=1 SPACESECRETS_CONTROLPLANE_BIN=$(CONTROLPLANE) $(PY) -m pytest tests/integration/test_campaign.py $(PYTEST_ARGS)
+	SOAK=1 SPACESECRETS_CONTROLPLANE_BIN=$(CONTROLPLANE) $(PY) -m pytest tests/integration/test_campaign.py tests/integration/test_shard_campaign.py $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) $(NODE_RED)/node_modules .mypy_cache .ruff_cache .pytest_cache dist

@@ -23,7 +23,8 @@ from spacesecrets.core.projection import FLOW_LABEL
 from spacesecrets.core.settings import Settings
 from spacesecrets.engine.app import Engine
 from spacesecrets.engine.controller import Controller
-from spacesecrets.engine.metrics import Metrics
+from spacesecrets.engine.metrics import Metrics, ShardMetrics
+from spacesecrets.engine.shards import ShardConfig, Shards
 from spacesecrets.kube import NamespaceTerminating, Permanent, Temporary
 from spacesecrets.kube.client import CONNECTIONS, Kube
 from spacesecrets.kube.transport import Rest
@@ -105,7 +106,10 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     # kopf runs this again after a temporary failure (an API server still starting answers 429):
     # what binds a port or starts a thread is done on the first attempt only
     if "kube" not in memo:
-        kube = Kube(Rest.from_environment(connections=CONNECTIONS))
+        rest = Rest.from_environment(connections=CONNECTIONS)
+        if config.shard_member:
+            rest.user_agent = f"spacesecrets/{config.shard_member}"
+        kube = Kube(rest)
         kube.post_events_in_background()
         metrics = Metrics()
         metrics.events_dropped.set_function(lambda: kube.events_dropped)
@@ -113,18 +117,45 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
             metrics.serve(config.metrics_port, config.metrics_address)
         memo["kube"], memo["metrics"] = kube, metrics
     kube, metrics = memo["kube"], memo["metrics"]
+    shards = await _join_shards(config, kube, memo)
     engine = Engine(config, kube, metrics)
-    await _run(engine.start)
+    await _run(functools.partial(engine.start, shards.note) if shards else engine.start)
     controller = Controller(engine, workers=WORKERS)
     if config.peering:
         controller.start(functools.partial(kube.get_peering, config.peering), priority)
     else:
         controller.start()
+    if shards is not None:
+        controller.serving = shards.serving
+        shards.start(controller)
     memo["engine"] = engine
     memo["controller"] = controller
     every = min(3600.0, max(1.0, min(config.rotation_period, config.history_retention) / 10))
     memo["maintenance"] = asyncio.create_task(maintenance(engine, every))
     memo["release_memory"] = asyncio.create_task(release_memory(MEMORY_TRIM_SECONDS))
+
+
+async def _join_shards(config: Settings, kube: Kube, memo: kopf.Memo) -> Shards | None:
+    """With a member id, this process is one shard: it joins the ring before the watches
+    start, so that their first listing is admitted by the ring that serves it."""
+    if not config.shard_member:
+        return None
+    if "shards" not in memo:
+        lease = config.shard_lease
+        shard = ShardConfig(
+            config.shard_member, config.namespace, lease, config.shard_renew, margin=lease / 3
+        )
+        memo["shards"] = Shards(shard, kube)
+        memo["shards"].report(ShardMetrics(memo["metrics"], config.shard_member))
+    shards: Shards = memo["shards"]
+    await shards.join(timeout=config.shard_lease)
+    return shards
+
+
+def _admitted(memo: Any, kind: str, body: kopf.Body) -> bool:
+    """Whether this process serves the event's namespace (always, without shards)."""
+    shards: Shards | None = memo.get("shards")
+    return shards is None or shards.admit(kind, body)
 
 
 @kopf.on.probe(id="keyring")
@@ -138,7 +169,8 @@ def probe_keyring(memo: kopf.Memo, **_: Any) -> str:
 
 @kopf.on.event(GROUP, "spacesecrets")
 async def space_event(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    _controller(memo).space_event(str(type), body)
+    if _admitted(memo, "space", body):
+        _controller(memo).space_event(str(type), body)
 
 
 # -- FlowSecretSync -------------------------------------------------------------------------------
@@ -148,7 +180,8 @@ async def space_event(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> 
 async def flow_event(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """Created, changed (a "save"), or seen again after a restart: synced at once. Deleted: its
     target is left to garbage collection."""
-    _controller(memo).flow_event(str(type), body)
+    if _admitted(memo, "flow", body):
+        _controller(memo).flow_event(str(type), body)
 
 
 @kopf.on.event("", "v1", "secrets", labels=TARGETS)
@@ -215,6 +248,9 @@ async def stop_maintenance(memo: kopf.Memo, **_: Any) -> None:
         task = memo.get(name)
         if task is not None:
             task.cancel()
+    shards = memo.get("shards")
+    if shards is not None:  # serve nothing more, then leave the ring: the others take over
+        await shards.leave()
     controller = memo.get("controller")
     if controller is not None:
         await controller.stop()

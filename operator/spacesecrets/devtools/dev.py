@@ -31,7 +31,8 @@ OPERATOR_USER = f"system:serviceaccount:{OPERATOR_NAMESPACE}:{OPERATOR_SERVICE_A
 
 
 def public_keys_reader(namespace: str) -> list[dict[str, Any]]:
-    """Every authenticated user may read the public keys (and nothing else there)."""
+    """Every authenticated user may read the public keys, and list the shards' Leases (which
+    shard serves a space), and nothing else there."""
     meta = {"name": "spacesecrets-public-keys-reader", "namespace": namespace}
     return [
         {
@@ -44,7 +45,8 @@ def public_keys_reader(namespace: str) -> list[dict[str, Any]]:
                     "resources": ["configmaps"],
                     "verbs": ["get"],
                     "resourceNames": ["spacesecrets-public-keys"],
-                }
+                },
+                {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["list"]},
             ],
         },
         {

@@ -200,6 +200,48 @@ class Kube:
             f"/apis/kopf.dev/v1/clusterkopfpeerings/{name}",
         )
 
+    # -- the shards' Leases (coordination.k8s.io/v1), in the operator's namespace ---------------
+
+    @staticmethod
+    def _leases(namespace: str, name: str = "") -> str:
+        base = f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases"
+        return base + (f"/{name}" if name else "")
+
+    def list_leases(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        res = self._request(
+            f"list Leases {namespace}",
+            "GET",
+            self._leases(namespace),
+            query={"labelSelector": selector},
+        )
+        return list(res.get("items") or [])
+
+    def get_lease(self, namespace: str, name: str) -> dict[str, Any]:
+        return self._request(f"get Lease {namespace}/{name}", "GET", self._leases(namespace, name))
+
+    def create_lease(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        name = body["metadata"]["name"]
+        return self._request(
+            f"create Lease {namespace}/{name}", "POST", self._leases(namespace), dict(body)
+        )
+
+    def replace_lease(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        """Replace with the resourceVersion in `body` (a conflict raises Temporary)."""
+        name = body["metadata"]["name"]
+        return self._request(
+            f"replace Lease {namespace}/{name}", "PUT", self._leases(namespace, name), dict(body)
+        )
+
+    def delete_lease(self, namespace: str, name: str, resource_version: str = "") -> None:
+        """Delete, only if still at `resource_version` when one is given."""
+        body = {"preconditions": {"resourceVersion": resource_version}} if resource_version else {}
+        self._request(
+            f"delete Lease {namespace}/{name}",
+            "DELETE",
+            self._leases(namespace, name),
+            body or None,
+        )
+
     def patch_status(
         self, plural: str, namespace: str, name: str, status: Mapping[str, Any]
     ) -> None:

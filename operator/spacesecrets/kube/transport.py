@@ -73,6 +73,7 @@ class Rest(Transport):
         timeout: float = 30.0,
     ) -> None:
         self.server = server.rstrip("/")
+        self.user_agent = "spacesecrets"  # a shard adds its member id: the audit log tells them
         self._token, self._token_file, self._token_read = token, token_file, 0.0
         self._lock = threading.Lock()
         self._pool = urllib3.PoolManager(
@@ -150,7 +151,7 @@ class Rest(Transport):
         accept: str = JSON,
     ) -> Response:
         url = self.server + path + (f"?{urlencode(query)}" if query else "")
-        headers = {"Accept": accept}
+        headers = {"Accept": accept, "User-Agent": self.user_agent}
         token = self._bearer()
         if token:
             headers["Authorization"] = f"Bearer {token}"
