@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
@@ -341,3 +342,42 @@ def test_a_bad_key_or_bad_json_is_refused_before_anything_is_sent(
         _version(page, 2)
         assert [m for m, _ in rec.writes()] == ["POST"]
         rec.assert_never_shown([value], proc)
+
+
+def test_the_session_lives_in_the_tab_only_and_the_address_signs_in_once(
+    space: Space, browser: Browser, tmp_path: Path
+) -> None:
+    """No cookie: the session comes in the redirect's fragment, leaves the address bar at once,
+    stays in this tab's sessionStorage (a reload keeps it) and goes out only as a bearer token.
+    Another tab of the same browser is not signed in, and the printed address is used up."""
+    space.apply({"API_HOST": _secret("host")})
+    space.wait_version(1)
+    with _ui(space, OWNER, tmp_path) as proc:
+        page, rec, context = open_space(browser, proc, space.ns)
+        _version(page, 1)
+        stored = page.evaluate("sessionStorage.getItem('spacesecrets-session')")
+        assert stored and re.fullmatch(r"[A-Za-z0-9_-]{43}", stored)
+        assert "session" not in page.url and "token" not in page.url
+        assert context.cookies() == []
+        sent: list[dict[str, str]] = []
+        page.on("request", lambda r: sent.append(r.headers) if "/api/" in r.url else None)
+        page.reload()
+        _version(page, 1)
+        assert sent and all(h.get("authorization") == f"Bearer {stored}" for h in sent)
+        assert all("cookie" not in h for h in sent)
+
+        origin = f"http://{urlsplit(proc.url).netloc}"
+        other = context.new_page()
+        other.goto(f"{origin}/#/space/{space.ns}")
+        expect(other.locator("#view-signin")).to_be_visible()
+        expect(other.locator("#view-signin")).to_contain_text("spacesecrets ui printed")
+        expect(other.locator("#view-space")).to_be_hidden()
+        screenshot(other, "sign-in")
+
+        again = context.new_page()
+        answer = again.goto(proc.url)
+        assert answer is not None and answer.status == 403
+        expect(again.locator("body")).to_contain_text("signs in once")
+        assert context.cookies() == []
+        assert rec.writes() == []
+        context.close()

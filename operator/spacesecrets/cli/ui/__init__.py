@@ -2,16 +2,22 @@
 
 Edge (cli). It serves on 127.0.0.1 only and acts with the user's own kubeconfig identity, so RBAC
 and the admission policies decide every read and write exactly as for kubectl: no server in the
-cluster, no new credential. `security` guards the server (token, cookie, CSRF, Host, headers),
-`api` is the JSON API over the user's client, `server` serves it and the page in `static/`.
-The server and the client are imported when the command runs, so `--help` stays light.
+cluster, no new credential. `security` guards the server (a login token that signs one tab in
+once, bearer sessions and no cookie, Host and Origin, headers), `api` is the JSON API over the
+user's client, `server` serves it and the page in `static/`. Each printed address signs in once;
+Enter in the terminal prints a new one. The server and the client are imported when the command
+runs, so `--help` stays light.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
+import threading
 import webbrowser
+from collections.abc import Callable, Iterable
+from typing import TextIO
 
 import click
 
@@ -28,8 +34,9 @@ from spacesecrets.cli.app import UserError, _client, _namespace, main, namespace
 def ui(ctx: click.Context, port: int, browser: bool) -> None:
     """The Secrets tab in a browser: keys, flows, history, Sync now (127.0.0.1 only).
 
-    Prints an address with a random token: whoever opens it acts as you, so keep it to yourself.
-    Values typed there are sealed on this machine and never sent back to the browser."""
+    Prints an address with a random token: whoever opens it first acts as you, so keep it to
+    yourself. It signs one browser tab in, once; press Enter for a new address. Values typed
+    there are sealed on this machine and never sent back to the browser."""
     from spacesecrets.cli.ui.api import SpaceApi
     from spacesecrets.cli.ui.server import UiServer
 
@@ -46,7 +53,18 @@ def ui(ctx: click.Context, port: int, browser: bool) -> None:
     logger.propagate = False
     url = server.guard.login_url()
     click.echo(f"The Secrets tab, acting as {api.user or 'your kubeconfig user'}: {url}")
-    click.echo("Whoever opens this address acts as you. Ctrl+C stops it.")
+    interactive = _in_foreground(sys.stdin)
+    click.echo(
+        "Whoever opens this address first acts as you; it signs one browser tab in, once. "
+        + ("Enter prints a new address. " if interactive else "")
+        + "Ctrl+C stops it."
+    )
+    if interactive:
+        threading.Thread(
+            target=new_addresses,
+            args=(sys.stdin, server.guard.new_login_url, click.echo, browser),
+            daemon=True,  # Ctrl+C does not wait for a line
+        ).start()
     if browser:
         webbrowser.open(url)
     try:
@@ -55,3 +73,24 @@ def ui(ctx: click.Context, port: int, browser: bool) -> None:
         pass
     finally:
         server.server_close()
+
+
+def new_addresses(
+    lines: Iterable[str], new_url: Callable[[], str], echo: Callable[[str], None], browser: bool
+) -> None:
+    """A new login address for each line the user enters (a tab closed, another wanted): the
+    previous address, if not used yet, no longer signs in. Ends with the input."""
+    for _ in lines:
+        url = new_url()
+        echo(f"A new address (the one before no longer signs in): {url}")
+        if browser:
+            webbrowser.open(url)
+
+
+def _in_foreground(stream: TextIO) -> bool:
+    """A terminal this process may read from: never a pipe, a file or /dev/null, and not while
+    in the background (a read there would stop the whole process)."""
+    try:
+        return stream.isatty() and os.tcgetpgrp(stream.fileno()) == os.getpgrp()
+    except (OSError, ValueError):
+        return False

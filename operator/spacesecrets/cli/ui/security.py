@@ -1,24 +1,35 @@
-"""What keeps the local web app the user's own: the login token, the session cookie, the CSRF
-token, the Host check and the headers every response carries.
+"""What keeps the local web app the user's own: the login token, the sessions it is exchanged
+for, the Host and Origin checks and the headers every response carries.
 
-Edge (cli.ui), standard library only and no I/O: the server asks, this module answers. A page of
-another site open in the same browser must not be able to read or change a space through the app:
-it cannot learn the token (printed only to the user's terminal), cannot send the cookie
-(SameSite=Strict), cannot reach the app under a name it controls (DNS rebinding: the Host is
-checked), cannot add the CSRF header to a cross-site request without a CORS preflight we never
-answer, and cannot frame the page.
+Edge (cli.ui), standard library only and no I/O: the server asks, this module answers.
+
+There is no ambient credential. Browsers do not keep cookies apart by port, so any other web
+server on 127.0.0.1 the browser visits would be sent a cookie of ours, and could then act as the
+user from its own process. Instead the printed address's token is exchanged, once, for a session
+that reaches the page only in the redirect's fragment (`/#session=...`: a fragment is sent to no
+server and is in no Referer); the page keeps it in `sessionStorage` (per tab and per origin, port
+included) and sends it as `Authorization: Bearer` on every API call. So another local server, or a
+page of another site in the same browser, gets nothing it could use: the page and its assets hold
+no secret, every API route wants the bearer, a cross-origin request cannot carry an Authorization
+header without a CORS preflight we never answer, a name it controls resolving to 127.0.0.1 is
+refused (the Host is checked), writes from another Origin are refused, and the page cannot be
+framed.
+
+The login token signs in once: a copy left in the terminal's scrollback, the browser's history or
+a process list signs no one else in later. A user who closed the tab asks the running process for
+a new address (Enter in its terminal, `new_login_url`), which also ends the old unused one.
 """
 
 from __future__ import annotations
 
 import hmac
 import secrets
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from http.cookies import CookieError, SimpleCookie
 
-COOKIE = "spacesecrets-ui"  # + the port: browsers do not keep cookies apart by port
-CSRF_HEADER = "X-CSRF-Token"
+LOGIN_PATH = "/login"
+SESSION_FRAGMENT = "session"  # /#session=<session>, read and removed by the page's script
 
 # No inline script or style anywhere, every asset from the app itself, no framing, no plugins.
 CONTENT_SECURITY_POLICY = "; ".join(
@@ -44,21 +55,27 @@ HEADERS: Mapping[str, str] = {
     "Cross-Origin-Resource-Policy": "same-origin",
     "Permissions-Policy": "camera=(), microphone=(), geolocation=()",
 }
-NO_STORE = "no-store"  # API answers and the page (it carries the CSRF token) are never cached
+NO_STORE = "no-store"  # API answers and the login redirect (it carries a session) are never cached
 
 
 def _same(given: str | None, expected: str) -> bool:
     return given is not None and hmac.compare_digest(given.encode(), expected.encode())
 
 
+def _secret() -> str:
+    return secrets.token_urlsafe(32)
+
+
 @dataclass
 class Guard:
-    """The secrets of one `spacesecrets ui` process, made at its start and never written down."""
+    """The secrets of one `spacesecrets ui` process, made while it runs and never written down:
+    at most one login token not yet used, and the sessions handed out so far (one per browser tab
+    signed in; they end with the process)."""
 
     port: int
-    token: str = field(default_factory=lambda: secrets.token_urlsafe(32))
-    session: str = field(default_factory=lambda: secrets.token_urlsafe(32))
-    csrf: str = field(default_factory=lambda: secrets.token_urlsafe(32))
+    token: str | None = field(default_factory=_secret)
+    sessions: list[str] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     @property
     def hosts(self) -> frozenset[str]:
@@ -69,41 +86,53 @@ class Guard:
         return frozenset(f"http://{host}" for host in self.hosts)
 
     def login_url(self) -> str:
-        """What the user opens: the token is exchanged for the cookie and leaves the address bar."""
-        return f"http://127.0.0.1:{self.port}/login?token={self.token}"
+        """What the user opens, once: the token is exchanged for a session and leaves the
+        address bar. A fresh token when the last one was used."""
+        with self._lock:
+            if self.token is None:
+                self.token = _secret()
+            return f"http://127.0.0.1:{self.port}{LOGIN_PATH}?token={self.token}"
+
+    def new_login_url(self) -> str:
+        """A new address on the user's demand; the previous one, if unused, no longer signs in."""
+        with self._lock:
+            self.token = None
+        return self.login_url()
 
     def host_allowed(self, host: str | None) -> bool:
         """Only our own loopback names: a rebinding attacker's name resolving to 127.0.0.1 is
         refused, so its page cannot read the app's answers."""
         return host is not None and host.lower() in self.hosts
 
-    def token_valid(self, token: str | None) -> bool:
-        return _same(token, self.token)
+    def exchange(self, token: str | None) -> str | None:
+        """A new session for the current login token, which is then used up; None for any other
+        token. Two requests racing with the same token get one session between them."""
+        with self._lock:
+            if self.token is None or not _same(token, self.token):
+                return None
+            self.token = None
+            session = _secret()
+            self.sessions.append(session)
+            return session
 
-    @property
-    def cookie_name(self) -> str:
-        return f"{COOKIE}-{self.port}"
-
-    def set_cookie(self) -> str:
-        return f"{self.cookie_name}={self.session}; HttpOnly; SameSite=Strict; Path=/"
-
-    def signed_in(self, cookie_header: str | None) -> bool:
-        if not cookie_header:
+    def authorized(self, authorization: str | None) -> bool:
+        """`Authorization: Bearer <session>` naming a session of ours; every session is compared,
+        in constant time, whichever matches."""
+        scheme, _, credential = (authorization or "").strip().partition(" ")
+        if scheme.lower() != "bearer" or not credential.strip():
             return False
-        jar: SimpleCookie = SimpleCookie()
-        try:
-            jar.load(cookie_header)
-        except CookieError:
-            return False
-        morsel = jar.get(self.cookie_name)
-        return morsel is not None and _same(morsel.value, self.session)
+        credential = credential.strip()
+        with self._lock:
+            sessions = list(self.sessions)
+        found = False
+        for session in sessions:
+            found |= _same(credential, session)
+        return found
 
     def write_allowed(self, headers: Mapping[str, str]) -> str | None:
-        """Why a write must be refused (None when it may go on): the CSRF token, a JSON body, and
-        when the browser names an origin, ours. Header names in any case."""
+        """Why a signed-in write must be refused (None when it may go on): a JSON body and, when
+        the browser names an origin, ours. Header names in any case."""
         headers = {name.lower(): value for name, value in headers.items()}
-        if not _same(headers.get(CSRF_HEADER.lower()), self.csrf):
-            return "missing or wrong CSRF token: reload the page"
         origin = headers.get("origin")
         if origin is not None and origin not in self.origins:
             return "cross-origin write refused"

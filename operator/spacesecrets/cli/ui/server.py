@@ -1,8 +1,11 @@
 """The local web server of `spacesecrets ui`: 127.0.0.1 only, the standard library's threading HTTP
 server, the page and its assets from the package, the JSON API behind the checks of `security`.
 
-Edge (cli.ui). The log says what was asked (method and path, never a query string: the login
-token travels in one) and how it ended; never a request body, so never a value.
+Edge (cli.ui). The page and its assets hold no secret and are served to anyone who names our
+Host; `/login` exchanges the printed token for a session, handed to the page in the redirect's
+fragment; every `/api/` route wants that session as a bearer token. No cookie is ever set. The log
+says what was asked (method and path, never a query string: the login token travels in one) and
+how it ended; never a request body, so never a value.
 """
 
 from __future__ import annotations
@@ -18,7 +21,13 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from spacesecrets.cli.ui.api import SpaceApi, UiError
-from spacesecrets.cli.ui.security import CSRF_HEADER, HEADERS, NO_STORE, Guard
+from spacesecrets.cli.ui.security import (
+    HEADERS,
+    LOGIN_PATH,
+    NO_STORE,
+    SESSION_FRAGMENT,
+    Guard,
+)
 
 log = logging.getLogger("spacesecrets.ui")
 
@@ -29,6 +38,15 @@ STATIC_TYPES = {
     ".js": "text/javascript; charset=utf-8",
     ".svg": "image/svg+xml",
 }
+SIGN_IN = (
+    "not signed in: open the address spacesecrets ui printed in its terminal "
+    "(press Enter there for a new one)"
+)
+USED_OR_WRONG = (
+    "this address does not sign in (any more): each one signs in once; press Enter in the "
+    "terminal where spacesecrets ui runs for a new one"
+)
+UNAUTHORIZED = {"WWW-Authenticate": 'Bearer realm="spacesecrets-ui"'}
 _NS = r"(?P<ns>[a-z0-9]([-a-z0-9]*[a-z0-9])?)"
 _NAME = r"(?P<name>[A-Za-z0-9_.-]{1,253})"
 
@@ -114,9 +132,11 @@ class _Handler(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(body)
 
-    def _json(self, status: int, doc: Mapping[str, Any]) -> None:
+    def _json(
+        self, status: int, doc: Mapping[str, Any], extra: Mapping[str, str] | None = None
+    ) -> None:
         body = json.dumps(doc).encode()
-        self._send(status, body, "application/json", {"Cache-Control": NO_STORE})
+        self._send(status, body, "application/json", {"Cache-Control": NO_STORE, **(extra or {})})
 
     def _text(self, status: int, text: str) -> None:
         self._send(status, text.encode(), "text/plain; charset=utf-8", {"Cache-Control": NO_STORE})
@@ -147,27 +167,33 @@ class _Handler(BaseHTTPRequestHandler):
             )
             return
         url = urlsplit(self.path)
-        if url.path == "/login" and self.command == "GET":
+        if url.path == LOGIN_PATH and self.command == "GET":
             self._login(parse_qs(url.query).get("token", [""])[0])
-        elif not guard.signed_in(self.headers.get("Cookie")):
-            self.close_connection = True
-            self._text(HTTPStatus.UNAUTHORIZED, "open the address spacesecrets ui printed")
         elif url.path.startswith("/api/"):
-            self._api(url.path)
+            if guard.authorized(self.headers.get("Authorization")):
+                self._api(url.path)
+            else:
+                self.close_connection = True  # a body, if any, is not read
+                self._json(HTTPStatus.UNAUTHORIZED, {"error": SIGN_IN}, UNAUTHORIZED)
         elif self.command in ("GET", "HEAD"):
             self._asset(url.path)
         else:
             self._text(HTTPStatus.METHOD_NOT_ALLOWED, "method not allowed")
 
     def _login(self, token: str) -> None:
-        guard = self.server.guard
-        if not guard.token_valid(token):
-            self._text(
-                HTTPStatus.FORBIDDEN, "wrong token: open the address spacesecrets ui printed"
-            )
+        purpose = (self.headers.get("Sec-Purpose") or self.headers.get("Purpose") or "").lower()
+        if "prefetch" in purpose:
+            # a prefetch or prerender must not use up the address the user is about to open
+            self._text(HTTPStatus.SERVICE_UNAVAILABLE, "not signed in by a prefetch")
             return
-        # the token leaves the address bar and the history; the cookie carries the session
-        extra = {"Location": "/", "Set-Cookie": guard.set_cookie(), "Cache-Control": NO_STORE}
+        session = self.server.guard.exchange(token)
+        if session is None:
+            self._text(HTTPStatus.FORBIDDEN, USED_OR_WRONG)
+            return
+        # the token leaves the address bar; the session reaches only the page's script, in a
+        # fragment: no server is sent it, no Referer holds it, and no cookie is set
+        location = f"/#{SESSION_FRAGMENT}={session}"
+        extra = {"Location": location, "Cache-Control": NO_STORE}
         self._send(HTTPStatus.SEE_OTHER, b"", "text/plain", extra)
 
     def _asset(self, path: str) -> None:
@@ -176,11 +202,8 @@ class _Handler(BaseHTTPRequestHandler):
         if data is None:
             self._text(HTTPStatus.NOT_FOUND, "not found")
             return
+        # the same bytes for everyone: nothing here is a secret
         extra = {"Cache-Control": "no-cache"}
-        if name == "index.html":
-            # the CSRF token reaches the page's script in a meta element, not an inline script
-            data = data.replace(b"{{csrf}}", self.server.guard.csrf.encode())
-            extra = {"Cache-Control": NO_STORE}
         self._send(HTTPStatus.OK, data, STATIC_TYPES[name[name.rindex(".") :]], extra)
 
     def _api(self, path: str) -> None:
@@ -232,4 +255,4 @@ class _Handler(BaseHTTPRequestHandler):
         return doc
 
 
-__all__ = ["CSRF_HEADER", "UiServer", "static_file"]
+__all__ = ["UiServer", "static_file"]

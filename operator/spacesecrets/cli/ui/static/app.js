@@ -1,5 +1,10 @@
 // The Secrets tab. Every text goes through textContent, never parsed as HTML; values typed here go to
 // the local server once, are sealed there, and are never read back.
+//
+// The session: `/login?token=...` redirects to `/#session=<session>`. The fragment reaches no server;
+// this script moves it to sessionStorage (this tab and this origin, port included, only), takes it
+// out of the address bar, and sends it as a bearer token on every API call. No cookie is used, so
+// nothing the browser would hand to another server on 127.0.0.1 signs anyone in.
 "use strict";
 
 const KEY_RE = /^[A-Za-z_][A-Za-z0-9_]*$/;
@@ -7,20 +12,54 @@ const KEY_MAX = 128;
 const JSON_MAX_DEPTH = 32;
 const POLL_PENDING_MS = 1000;
 const POLL_IDLE_MS = 10000;
-const CSRF = document.querySelector('meta[name="csrf-token"]').content;
+const SESSION_KEY = "spacesecrets-session";
+const SESSION_RE = /^#session=([A-Za-z0-9_-]{16,})$/;
 
 const $ = (id) => document.getElementById(id);
 const state = { view: null, ns: null, tab: "secrets", data: null, json: "", timer: null, edit: null, confirm: null };
 
 // -- the API ------------------------------------------------------------------------------------
 
+const session = {
+  memory: null, // when sessionStorage is not available: this page only
+  get() {
+    try {
+      return sessionStorage.getItem(SESSION_KEY);
+    } catch (err) {
+      return this.memory;
+    }
+  },
+  set(value) {
+    this.memory = value;
+    try {
+      if (value) sessionStorage.setItem(SESSION_KEY, value);
+      else sessionStorage.removeItem(SESSION_KEY);
+    } catch (err) {
+      // kept in memory only
+    }
+  },
+};
+
+// A session just handed over in the fragment: keep it, and take it out of the address bar and the
+// tab's history entry at once. Returns whether there was one.
+function takeSession() {
+  const match = SESSION_RE.exec(location.hash);
+  if (!match) return false;
+  session.set(match[1]);
+  history.replaceState(null, "", "#/");
+  return true;
+}
+
 class ApiError extends Error {}
+class SignInError extends ApiError {}
 
 async function call(method, path, body) {
-  const init = { method, credentials: "same-origin", headers: { Accept: "application/json" } };
+  const token = session.get();
+  if (!token) throw new SignInError("Not signed in.");
+  // credentials "omit": no cookie is sent, whatever the browser holds for 127.0.0.1
+  const init = { method, credentials: "omit", headers: { Accept: "application/json", Authorization: `Bearer ${token}` } };
   if (method !== "GET") {
     init.headers["Content-Type"] = "application/json";
-    init.headers["X-CSRF-Token"] = CSRF;
     init.body = JSON.stringify(body || {});
   }
   let response;
@@ -30,6 +69,10 @@ async function call(method, path, body) {
     throw new ApiError("The local server is not answering: is spacesecrets ui still running?");
   }
   const doc = await response.json().catch(() => ({}));
+  if (response.status === 401) {
+    session.set(null); // another process's, or one that ended with its process
+    throw new SignInError(doc.error || "Not signed in.");
+  }
   if (!response.ok) throw new ApiError(doc.error || `HTTP ${response.status}`);
   return doc;
 }
@@ -92,8 +135,18 @@ function toast(text, bad) {
 // -- views --------------------------------------------------------------------------------------
 
 function show(view) {
-  for (const id of ["view-spaces", "view-space", "view-error"]) $(id).hidden = id !== view;
+  for (const id of ["view-spaces", "view-space", "view-error", "view-signin"]) $(id).hidden = id !== view;
   state.view = view;
+}
+
+// No session in this tab (opened by hand, or the process was restarted): what to do, and no data.
+function signIn() {
+  clearTimeout(state.timer);
+  state.ns = null;
+  $("crumbs").replaceChildren();
+  who("");
+  document.title = "Sign in · spacesecrets";
+  show("view-signin");
 }
 
 function crumbs(ns) {
@@ -134,6 +187,10 @@ async function showSpaces() {
 }
 
 function failed(err) {
+  if (err instanceof SignInError) {
+    signIn();
+    return;
+  }
   show("view-error");
   $("error-text").textContent = err.message;
 }
@@ -454,6 +511,11 @@ $("open-space").addEventListener("submit", (event) => {
 });
 
 function route() {
+  takeSession();
+  if (!session.get()) {
+    signIn();
+    return;
+  }
   const match = /^#\/space\/([^/]+)(?:\/(secrets|flows|history))?$/.exec(location.hash);
   if (match) showSpace(decodeURIComponent(match[1]), match[2]);
   else showSpaces();
