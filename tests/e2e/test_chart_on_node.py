@@ -304,8 +304,19 @@ def test_helm_upgrade_rolls_without_a_lost_or_doubled_version(installed: Install
     thread.join()
     assert done["result"].returncode == 0, done["result"].stderr
     installed.timings["helm upgrade --wait (rolling 2 pods)"] = done["took"]
-    final = start + len(applied)
-    space.wait_version(final, timeout=TAKEOVER_BOUND + 15)
+
+    # every change reconciled (the last spec observed); one made while its namespace moved
+    # between replicas may be folded into the next version, but none is lost or made twice
+    def settled() -> dict[str, Any] | None:
+        body = space.get()
+        status = body.get("status") or {}
+        return (
+            status if status.get("observedGeneration") == body["metadata"]["generation"] else None
+        )
+
+    status = wait_for("the last change reconciled", settled, timeout=TAKEOVER_BOUND + 15)
+    final = int(status["version"])
+    assert start < final <= start + len(applied), (start, final, applied)
     # the flow (autosync 1m) is brought to the current version at its next tick
     wait_for(f"the target at version {final}", lambda: _target_version(space) == final, timeout=75)
     assert space.target_documents("orders-secrets")["SECRETS"] == {
