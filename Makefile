@@ -10,7 +10,7 @@ CONTROLPLANE = $(shell bash hack/controlplane/build.sh)
 PYTEST_ARGS ?=
 
 .PHONY: all venv controlplane node kubenode lint test unit integration e2e crds run demo bench bench-latency soak clean \
-	image nodered-image images mmdebstrap
+	image nodered-image images mmdebstrap chromium
 
 all: test
 
@@ -41,6 +41,13 @@ kubenode: venv
 	bash hack/node/build.sh >/dev/null && echo "kubenode: $$($(PY) -m spacesecrets.devtools.node why-not || true)" \
 	  | sed 's/^kubenode: $$/kubenode: ready (kubelet, containerd, runc)/'
 
+# The browser tests (tests/e2e/test_ui.py) drive Debian's chromium through Playwright's Python
+# package, which is told where it is: Playwright never downloads a browser here.
+chromium:
+	@dpkg -s chromium >/dev/null 2>&1 || { echo "chromium: installing Debian's chromium"; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null \
+	    || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }; }
+
 $(NODE_STAMP): $(NODE_RED)/package-lock.json
 	cd $(NODE_RED) && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
@@ -70,7 +77,7 @@ lint: venv
 crds: venv
 	$(VENV)/bin/spacesecrets crds --out crds
 
-test: venv controlplane kubenode node mmdebstrap lint
+test: venv controlplane kubenode node mmdebstrap chromium lint
 	cd $(NODE_RED) && npm test
 	SPACESECRETS_CONTROLPLANE_BIN=$(CONTROLPLANE) $(PY) -m pytest $(PYTEST_ARGS)
 
@@ -93,9 +100,10 @@ bench: venv controlplane
 bench-latency: venv controlplane kubenode nodered-image
 	SPACESECRETS_CONTROLPLANE_BIN=$(CONTROLPLANE) $(PY) -m pytest tests/bench/test_latency.py -s $(PYTEST_ARGS)
 
-# The long reliability campaign: 50 SIGKILLs, repeated apiserver and etcd restarts, more rounds.
+# The long reliability campaign: 50 SIGKILLs, repeated apiserver and etcd restarts, more rounds;
+# and the sharding campaign: 20 shard SIGKILLs during a change storm.
 soak: venv controlplane
-	SOAK=1 SPACESECRETS_CONTROLPLANE_BIN=$(CONTROLPLANE) $(PY) -m pytest tests/integration/test_campaign.py $(PYTEST_ARGS)
+	SOAK=1 SPACESECRETS_CONTROLPLANE_BIN=$(CONTROLPLANE) $(PY) -m pytest tests/integration/test_campaign.py tests/integration/test_shard_campaign.py $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) $(NODE_RED)/node_modules .mypy_cache .ruff_cache .pytest_cache dist

@@ -165,6 +165,7 @@ module.exports = function (RED) {
             ? config.autosync
             : DEFAULT_AUTOSYNC;
         node.syncOnSave = isEnabled(config.syncOnSave, true);
+        node.followVolume = isEnabled(config.followVolume, true);
         const directory = path.resolve(node.path);
         const intervalMs = autosyncMillis(node.autosync, process.env);
         const global = node.context().global;
@@ -172,6 +173,7 @@ module.exports = function (RED) {
         let closed = false;
         let active = false;
         let timer = null;
+        let watcher = null;
         let reading = null;
         let lastProblem = null;
         // A redeploy recreates this node; global context keeps what the previous instance read.
@@ -233,6 +235,40 @@ module.exports = function (RED) {
             return under.then(() => (active && !closed ? requestSync() : undefined));
         };
 
+        /**
+         * Follow the volume: kubelet swaps `..data` when the operator has issued a new version
+         * (at the flow's autosync tick, on a save or a Sync now), so a change in the directory is
+         * read at once instead of at this node's next tick. Where the directory cannot be watched
+         * (missing yet, no inotify), the interval alone reads it, and the watch is tried again at
+         * each tick.
+         */
+        function watchVolume() {
+            if (!node.followVolume || watcher !== null || closed || !active) {
+                return;
+            }
+            try {
+                watcher = fs.watch(directory, { persistent: false }, () => node.syncNow());
+            } catch (err) {
+                watcher = null;
+                return;
+            }
+            watcher.on("error", () => {
+                unwatchVolume();
+            });
+        }
+
+        function unwatchVolume() {
+            if (watcher !== null) {
+                watcher.close();
+                watcher = null;
+            }
+        }
+
+        function onTick() {
+            watchVolume();
+            requestSync();
+        }
+
         function onFlowsStarted() {
             // Any kind of deploy ("full", "flows", "nodes") is a save of the flow.
             if (active && node.syncOnSave) {
@@ -245,7 +281,8 @@ module.exports = function (RED) {
                 return;
             }
             active = true;
-            timer = setInterval(requestSync, intervalMs);
+            timer = setInterval(onTick, intervalMs);
+            watchVolume();
             if (node.syncOnSave || global.get("SECRETS") === undefined) {
                 // A fresh runtime needs secrets even when saves do not sync.
                 requestSync();
@@ -275,6 +312,7 @@ module.exports = function (RED) {
                 clearInterval(timer);
                 timer = null;
             }
+            unwatchVolume();
             RED.events.removeListener("flows:started", onFlowsStarted);
             const index = instances.indexOf(node);
             if (index !== -1) {

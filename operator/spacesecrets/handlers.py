@@ -23,7 +23,8 @@ from spacesecrets.core.settings import Settings
 from spacesecrets.engine.app import Engine
 from spacesecrets.engine.controller import Controller
 from spacesecrets.engine.feeds import Feeds
-from spacesecrets.engine.metrics import Metrics
+from spacesecrets.engine.metrics import Metrics, ShardMetrics
+from spacesecrets.engine.shards import ShardConfig, Shards
 from spacesecrets.kube import NamespaceTerminating, Permanent, Temporary
 from spacesecrets.kube.client import CONNECTIONS, Kube
 from spacesecrets.kube.transport import Rest
@@ -77,6 +78,8 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     # what binds a port or starts a thread is done on the first attempt only
     if "kube" not in memo:
         rest = Rest.from_environment(connections=CONNECTIONS)
+        if config.shard_member:
+            rest.user_agent = f"spacesecrets/{config.shard_member}"
         memo["rest"] = rest
         kube = Kube(rest)
         kube.post_events_in_background()
@@ -86,21 +89,43 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
             metrics.serve(config.metrics_port, config.metrics_address)
         memo["kube"], memo["metrics"] = kube, metrics
     kube, metrics = memo["kube"], memo["metrics"]
+    shards = await _join_shards(config, kube, memo)
     engine = Engine(config, kube, metrics)
-    await _run(engine.start)
+    await _run(functools.partial(engine.start, shards.note) if shards else engine.start)
     controller = Controller(engine, workers=WORKERS)
     if config.peering:
         controller.start(functools.partial(kube.get_peering, config.peering), priority)
     else:
         controller.start()
+    if shards is not None:
+        controller.serving = shards.serving
+        shards.start(controller)
     memo["engine"] = engine
     memo["controller"] = controller
-    feeds = Feeds(memo["rest"], engine, controller, memo.get("namespaces") or ())
+    admit = shards.admit if shards is not None else None  # only the namespaces it serves
+    feeds = Feeds(memo["rest"], engine, controller, memo.get("namespaces") or (), admit)
     feeds.start()
     memo["feeds"] = feeds
     every = min(3600.0, max(1.0, min(config.rotation_period, config.history_retention) / 10))
     memo["maintenance"] = asyncio.create_task(maintenance(engine, every))
     memo["release_memory"] = asyncio.create_task(release_memory(MEMORY_TRIM_SECONDS))
+
+
+async def _join_shards(config: Settings, kube: Kube, memo: kopf.Memo) -> Shards | None:
+    """With a member id, this process is one shard: it joins the ring before the watches
+    start, so that their first listing is admitted by the ring that serves it."""
+    if not config.shard_member:
+        return None
+    if "shards" not in memo:
+        lease = config.shard_lease
+        shard = ShardConfig(
+            config.shard_member, config.namespace, lease, config.shard_renew, margin=lease / 3
+        )
+        memo["shards"] = Shards(shard, kube)
+        memo["shards"].report(ShardMetrics(memo["metrics"], config.shard_member))
+    shards: Shards = memo["shards"]
+    await shards.join(timeout=config.shard_lease)
+    return shards
 
 
 @kopf.on.probe(id="keyring")
@@ -146,6 +171,9 @@ async def stop_maintenance(memo: kopf.Memo, **_: Any) -> None:
         task = memo.get(name)
         if task is not None:
             task.cancel()
+    shards = memo.get("shards")
+    if shards is not None:  # serve nothing more, then leave the ring: the others take over
+        await shards.leave()
     controller = memo.get("controller")
     if controller is not None:
         await controller.stop()

@@ -28,6 +28,9 @@ CREATED_BY: Final = "spacesecrets.io/created-by"  # stamped by the API server on
 AUTHORIZED_BY: Final = "spacesecrets.io/authorized-by"  # stamped by the API server on a flow
 APPROVE: Final = "spacesecrets.io/approve"  # set or changed by an owner: the flow is approved
 # set or changed by an owner (CLI `sync`, the UI, GitOps): bring the flow to the current version now
+# on the operator's shard Leases: which ring they belong to, and the members each saw alive
+SHARD_LABEL: Final = "spacesecrets.io/shard"
+SHARD_VIEW_ANNOTATION: Final = "spacesecrets.io/shard-view"
 SYNC_NOW: Final = "spacesecrets.io/sync-now"
 # set by the operator on a running pod that mounts a target it just updated: the kubelet syncs a pod
 # when the pod changes, so the new documents reach its volume now rather than at its next resync

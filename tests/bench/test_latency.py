@@ -16,7 +16,8 @@ For each change, on one clock (the pods run on this machine):
 - file: the new SECRETS_METADATA in the pod's volume, seen by a sidecar polling it every 10 ms;
 - context: the new version in the flow's global context, seen by a function node polling it every
   10 ms (logged with its time).
-Legs: operator = set -> target; kubelet = target -> file; node = file -> context; total.
+Legs: operator = set -> target (of which set -> version, and version -> target: the Sync now
+request or the tick); kubelet = target -> file; node = file -> context; total = set -> context.
 
 The scenarios: the kubelet's default resync (1m) with the operator's pod nudge (the default), the
 same without it (SPACESECRETS_REFRESH_PODS=false), and a kubelet resyncing every 1s without the
@@ -77,10 +78,11 @@ PROBE_START = (
 )
 FLOWS = [
     {"id": "tab", "type": "tab", "label": "latency"},
-    {"id": "sm", "z": "tab", "type": "spacesecrets", "name": "secret manager",
+    {"id": "sm", "z": "tab", "type": "spacesecrets", "name": "secret manager", "x": 100, "y": 40,
      "path": "/etc/spacesecrets", "autosync": "1m", "syncOnSave": True},
-    {"id": "probe", "z": "tab", "type": "function", "name": "probe", "func": "return msg;",
-     "initialize": PROBE_START, "finalize": 'clearInterval(context.get("t"));', "wires": []},
+    {"id": "fn", "z": "tab", "type": "function", "name": "probe", "func": "return msg;",
+     "x": 100, "y": 100, "outputs": 1, "initialize": PROBE_START,
+     "finalize": 'clearInterval(context.get("t"));', "wires": [[]]},
 ]  # fmt: skip
 SEEN = re.compile(r"\b(file|context) (\d+) (\d{13})\b")
 
@@ -252,6 +254,7 @@ class Scenario:
                     "cli": cli_done - began,
                     "set->version": versioned - began,
                     "operator": target - began,
+                    "version->target": target - versioned,
                     "kubelet": seen[("file", v)] - target,
                     "node": seen[("context", v)] - seen[("file", v)],
                     "total": seen[("context", v)] - began,
@@ -310,7 +313,7 @@ def test_set_to_a_running_flow(
 
 
 def markdown(r: dict[str, Any]) -> str:
-    legs = ("cli", "set->version", "operator", "kubelet", "node", "total")
+    legs = ("cli", "set->version", "version->target", "operator", "kubelet", "node", "total")
     lines = [
         "| scenario; path | " + " | ".join(f"{leg} p50 / p99 (s)" for leg in legs) + " |",
         "|---|" + "---|" * len(legs),

@@ -1,11 +1,11 @@
 """The chart, running: `helm install` onto a real node (kubelet + containerd + runc) of a bare
 private control plane, with the image `make image` builds imported into the node (no registry).
 
-Both replicas become Ready through the chart's probes; the replica holding the peering projects a
-space's flow target; deleting it lets the other serve the next change within the takeover bound
-the README states; `helm upgrade` with a changed value rolls the pods while changes keep coming,
-and no version is lost or given twice; `helm uninstall` removes the operator and leaves what the
-README says it leaves.
+Both replicas become Ready through the chart's probes and join the ring of shards; the replica
+serving a space's namespace projects its flow's target; deleting it, or killing it without a word,
+lets the other serve the next change within the takeover bound the README states; `helm upgrade`
+with a changed value rolls the pods while changes keep coming, and no version is lost or given
+twice; `helm uninstall` removes the operator and leaves what the README says it leaves.
 
 The control plane is bare (Helm refuses to take over objects it did not create), so this module
 starts its own, with a node of its own; both go when the module ends, also when a test fails.
@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -39,10 +41,12 @@ CHART = ROOT / "charts" / "spacesecrets"
 RELEASE = "spacesecrets"
 DEPLOYMENT = "spacesecrets-operator"
 SELECTOR = "app.kubernetes.io/name=spacesecrets,app.kubernetes.io/component=operator"
-# kopf's peering lifetime (handlers.py): a standby takes over once the active replica's entry has
-# gone (a clean exit) or is older than this. The README states the bound: twice the lifetime.
-PEERING_LIFETIME = 15
-TAKEOVER_BOUND = 2 * PEERING_LIFETIME
+# The chart's shard Lease duration: a replica stopped cleanly deletes its Lease and its namespaces
+# move at once; a killed one's move once its Lease has not changed for this long. The bound allows
+# twice that (the last renewal, the next read of the Leases, the adoption).
+LEASE_DURATION = 15
+TAKEOVER_BOUND = 2 * LEASE_DURATION
+SHARD_LEASE = "spacesecrets-shard-"
 # The chart's values for a node with no registry and no cluster DNS: the imported image, never
 # pulled; kopf's login host pointed at the `kubernetes` Service's address, which the node forwards
 # to the API server; small requests.
@@ -89,13 +93,28 @@ class Installed:
     def log(self, pod: str) -> str:
         return self.kubectl("logs", "-n", OPERATOR_NAMESPACE, pod, check=False).stdout
 
-    def active_by_peering(self) -> str:
-        """The pod of the peer with the highest priority: the one kopf lets serve."""
-        out = self.kubectl("get", "clusterkopfpeering", "spacesecrets", "-o", "json")
-        peers = json.loads(out.stdout).get("status") or {}
-        top = max(peers, key=lambda k: int(peers[k].get("priority", 0)))
-        [pod] = [p["metadata"]["name"] for p in self.ready_pods() if p["metadata"]["name"] in top]
-        return str(pod)
+    def members(self) -> set[str]:
+        """The replicas with a shard Lease (each named after its pod)."""
+        out = self.kubectl("get", "leases", "-n", OPERATOR_NAMESPACE, "-o", "json")
+        names = [lease["metadata"]["name"] for lease in json.loads(out.stdout)["items"]]
+        return {n.removeprefix(SHARD_LEASE) for n in names if n.startswith(SHARD_LEASE)}
+
+    def serving(self, namespace: str) -> str:
+        """The replica that serves `namespace`, as `spacesecrets status` tells a user."""
+
+        def settled() -> str | None:
+            done = subprocess.run(
+                [sys.executable, "-m", "spacesecrets", "status", "-n", namespace],
+                env={**os.environ, "KUBECONFIG": str(self.cluster.kubeconfig)},
+                capture_output=True,
+                text=True,
+                check=True,
+                timeout=60,
+            )
+            found = re.search(r"served by\s+shard (\S+) of (\d+)\s*$", done.stdout, re.M)
+            return found.group(1) if found else None
+
+        return str(wait_for(f"the shard serving {namespace}", settled, timeout=30))
 
     def active(self, version: int) -> str:
         """The pod whose log shows it made `version` of the (one) space."""
@@ -183,11 +202,9 @@ def test_install_both_replicas_ready_through_the_probes(installed: Installed) ->
     )  # fmt: skip
     assert keys
 
-    def peers() -> int:
-        out = installed.kubectl("get", "clusterkopfpeering", "spacesecrets", "-o", "json")
-        return len(json.loads(out.stdout).get("status") or {})
-
-    wait_for("both replicas in the peering", lambda: peers() == 2, timeout=30)
+    # both are active shards of one ring, each a member under its pod's name
+    names = {p["metadata"]["name"] for p in pods}
+    wait_for("both replicas in the ring", lambda: installed.members() == names, timeout=30)
 
 
 def test_a_space_and_a_flow_are_served_by_the_operator_in_a_pod(installed: Installed) -> None:
@@ -241,10 +258,10 @@ def test_deleting_the_active_pod_lets_the_other_serve_within_the_bound(
 def test_an_active_replica_killed_without_a_word_is_replaced_within_the_bound(
     installed: Installed,
 ) -> None:
-    """SIGKILL to the active container (it cannot leave the peering): the other replica serves
-    once the dead one's peering entry is older than the lifetime."""
+    """SIGKILL to the container serving the space (it cannot delete its Lease): the other replica
+    serves once the dead one's Lease has not changed for the lease duration."""
     space: Space = installed.state["space"]
-    active = installed.active_by_peering()
+    active = installed.serving(space.ns)
     [pod] = [p for p in installed.ready_pods() if p["metadata"]["name"] == active]
     container_id = pod["status"]["containerStatuses"][0]["containerID"].split("://", 1)[1]
     installed.node.ctr("tasks", "kill", "--signal", "SIGKILL", container_id)
@@ -287,8 +304,19 @@ def test_helm_upgrade_rolls_without_a_lost_or_doubled_version(installed: Install
     thread.join()
     assert done["result"].returncode == 0, done["result"].stderr
     installed.timings["helm upgrade --wait (rolling 2 pods)"] = done["took"]
-    final = start + len(applied)
-    space.wait_version(final, timeout=TAKEOVER_BOUND + 15)
+
+    # every change reconciled (the last spec observed); one made while its namespace moved
+    # between replicas may be folded into the next version, but none is lost or made twice
+    def settled() -> dict[str, Any] | None:
+        body = space.get()
+        status = body.get("status") or {}
+        return (
+            status if status.get("observedGeneration") == body["metadata"]["generation"] else None
+        )
+
+    status = wait_for("the last change reconciled", settled, timeout=TAKEOVER_BOUND + 15)
+    final = int(status["version"])
+    assert start < final <= start + len(applied), (start, final, applied)
     # the flow (autosync 1m) is brought to the current version at its next tick
     wait_for(f"the target at version {final}", lambda: _target_version(space) == final, timeout=75)
     assert space.target_documents("orders-secrets")["SECRETS"] == {
@@ -317,9 +345,8 @@ def test_helm_uninstall_leaves_what_the_readme_says(installed: Installed) -> Non
     ).returncode
     # what stays (README, "In a real cluster"): the CRDs and so every space and flow, the
     # targets flows mount, the operator's namespace with its key ring, the public keys and the
-    # spaces' encrypted history, and kopf's peering CRD
-    for crd in ("spacesecrets.spacesecrets.io", "flowsecretsyncs.spacesecrets.io",
-                "clusterkopfpeerings.kopf.dev"):  # fmt: skip
+    # spaces' encrypted history
+    for crd in ("spacesecrets.spacesecrets.io", "flowsecretsyncs.spacesecrets.io"):
         kubectl("get", "crd", crd)
     assert space.get()["status"]["version"] >= 2
     assert space.target_documents("orders-secrets")["SECRETS"]["API_HOST"]
@@ -339,7 +366,8 @@ def test_helm_uninstall_leaves_what_the_readme_says(installed: Installed) -> Non
     ).stdout.split()  # fmt: skip
     cluster_wide = kubectl(
         "get", "clusterrole,clusterrolebinding,validatingadmissionpolicy,"
-        "validatingadmissionpolicybinding,clusterkopfpeering", "-l", release, "-o", "name",
+        "validatingadmissionpolicybinding,mutatingadmissionpolicy,mutatingadmissionpolicybinding",
+        "-l", release, "-o", "name",
     ).stdout.split()  # fmt: skip
     assert (namespaced, cluster_wide) == ([], [])
     assert kubectl("get", "clusterrole", "spacesecrets-owner", check=False).returncode != 0

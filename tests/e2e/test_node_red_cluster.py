@@ -3,7 +3,7 @@
 The chain under test: an owner applies a SpaceSecrets; the shared operator projects it into the
 FlowSecretSync's target Secret on its autosync tick; a kubelet-like loop copies that Secret into
 a volume directory the way kubelet updates a mounted Secret; the spacesecrets node in a real
-Node-RED reads the volume into global context on its own tick and on every deploy ("save"); a
+Node-RED reads the volume into global context when it changes, and on every deploy ("save"); a
 function node answers HTTP requests from ``global.get("SECRETS")``.
 
 The shared operator's "1m" autosync is scaled to 3 s (``tests/support/env.py``); the node's tick is
@@ -145,10 +145,10 @@ def _http_endpoint(suffix: str, y: int, func: str) -> list[dict[str, Any]]:
     ]
 
 
-def flows_for(volume: Path) -> list[dict[str, Any]]:
+def flows_for(volume: Path, **options: Any) -> list[dict[str, Any]]:
     return [
         {"id": "tab1", "type": "tab", "label": "secrets", "disabled": False, "info": ""},
-        secret_manager_node(volume),
+        secret_manager_node(volume, **options),
         # GET /secret -> SECRETS.KEY; GET /version -> SECRETS_METADATA.version
         *_http_endpoint("secret", 100, 'msg.payload = global.get("SECRETS")["KEY"]; return msg;'),
         *_http_endpoint(
@@ -225,9 +225,9 @@ def test_node_red_follows_a_flow_secret_sync(space: Space, tmp_path: Path) -> No
         )
         assert space.target_documents(TARGET)["SECRETS"] == {"KEY": "value-1", "CONF": {"a": 1}}
 
-        # Phase 1: the node ticks every second.
+        # Phase 1: the node's tick is an hour away; it follows the volume (its default).
         with run_node_red(
-            tmp_path / "node-red-1", flows, {"SPACESECRETS_AUTOSYNC_SECONDS": "1"}
+            tmp_path / "node-red-1", flows, {"SPACESECRETS_AUTOSYNC_SECONDS": "3600"}
         ) as base_url:
             secret_url, version_url, status_url = (
                 f"{base_url}/secret",
@@ -239,7 +239,7 @@ def test_node_red_follows_a_flow_secret_sync(space: Space, tmp_path: Path) -> No
             )
             assert http_get(version_url) == "1"
 
-            # An owner changes the secret: operator tick -> Secret -> volume -> node tick.
+            # An owner changes the secret: operator tick -> Secret -> volume -> node following.
             space.apply({"KEY": "value-2", "CONF": {"a": 1}})
             space.wait_version(2)
             wait_for(
@@ -250,7 +250,9 @@ def test_node_red_follows_a_flow_secret_sync(space: Space, tmp_path: Path) -> No
                 "status v2", lambda: http_get(status_url) == "🆗 Synced v2", PROPAGATION_TIMEOUT
             )
 
-        # Phase 2: the node's tick is an hour away; only a deploy (a "save") makes it read.
+        # Phase 2: the node's tick is an hour away and it does not follow the volume: only a
+        # deploy (a "save") makes it read.
+        flows = flows_for(volume, followVolume=False)
         with run_node_red(
             tmp_path / "node-red-2", flows, {"SPACESECRETS_AUTOSYNC_SECONDS": "3600"}
         ) as base_url:

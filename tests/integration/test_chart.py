@@ -22,6 +22,7 @@ import yaml
 from tests.support.logs import denials
 from tests.support.space import Space
 
+from spacesecrets.core import sharding
 from spacesecrets.core.settings import Settings
 from spacesecrets.devtools.controlplane import ControlPlane, find_binaries
 from spacesecrets.devtools.dev import OPERATOR_NAMESPACE, LocalCluster, public_keys_reader, wait_for
@@ -32,7 +33,6 @@ ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "spacesecrets"
 RELEASE = "spacesecrets"
 SERVICE_ACCOUNT = "spacesecrets-operator"
-PEERING = "spacesecrets"
 SA_USER = f"system:serviceaccount:{OPERATOR_NAMESPACE}:{SERVICE_ACCOUNT}"
 
 NON_DEFAULT = [
@@ -128,9 +128,16 @@ def find(docs: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
     return found[0]
 
 
-def container_env(docs: list[dict[str, Any]]) -> dict[str, str]:
+def container_env(docs: list[dict[str, Any]], pod_name: str = "spacesecrets-0") -> dict[str, str]:
+    """The operator container's environment, with the downward API's pod name filled in."""
     pod = find(docs, "Deployment", "spacesecrets-operator")["spec"]["template"]["spec"]
-    return {e["name"]: e["value"] for e in pod["containers"][0]["env"]}
+    env = {}
+    for e in pod["containers"][0]["env"]:
+        if "value" in e:
+            env[e["name"]] = e["value"]
+        elif e["valueFrom"].get("fieldRef", {}).get("fieldPath") == "metadata.name":
+            env[e["name"]] = pod_name
+    return env
 
 
 # -- rendering (no cluster) ----------------------------------------------------------------------
@@ -175,6 +182,22 @@ def test_values_schema_rejects_bad_values(values: list[str], phrase: str) -> Non
     result = helm("template", RELEASE, str(CHART), *values, check=False)
     assert result.returncode != 0
     assert phrase in result.stderr, result.stderr
+
+
+def test_refresh_pods_off_drops_the_pods_rule_and_tells_the_operator() -> None:
+    docs = render("--set", "refreshPods=false")
+    rules = find(docs, "ClusterRole", manifests.OPERATOR_ROLE)["rules"]
+    assert all("pods" not in rule["resources"] for rule in rules)
+    assert rules == [r for r in manifests.operator_rules() if "pods" not in r["resources"]]
+    [container] = find(docs, "Deployment", "spacesecrets-operator")["spec"]["template"]["spec"][
+        "containers"
+    ]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["SPACESECRETS_REFRESH_PODS"] == "false"
+    on = find(render(), "Deployment", "spacesecrets-operator")["spec"]["template"]["spec"][
+        "containers"
+    ][0]
+    assert {"name": "SPACESECRETS_REFRESH_PODS", "value": "true"} in on["env"]
 
 
 @pytest.mark.parametrize(
@@ -231,7 +254,7 @@ def test_deployment_configures_the_operator_from_values() -> None:
     assert container["image"].endswith(":0.1.0")
     assert pod["serviceAccountName"] == SERVICE_ACCOUNT
     assert Settings.from_env(container_env(docs)) == Settings(
-        namespace=OPERATOR_NAMESPACE, peering=PEERING
+        namespace=OPERATOR_NAMESPACE, shard_member="spacesecrets-0"
     )
 
     # restricted: non-root, read-only root filesystem, nothing to escalate
@@ -264,8 +287,8 @@ def test_deployment_configures_the_operator_from_values() -> None:
     ]
     assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
     assert not [d for d in docs if d["kind"] == "ServiceMonitor"]
-    assert find(docs, "ClusterKopfPeering", PEERING)
-    assert find(docs, "CustomResourceDefinition", "clusterkopfpeerings.kopf.dev")
+    # every replica an active shard: no kopf peering any more
+    assert not [d for d in docs if "kopf" in json.dumps(d)]
 
 
 def test_non_default_values_reach_the_operator() -> None:
@@ -291,9 +314,10 @@ def test_non_default_values_reach_the_operator() -> None:
 
     assert find(docs, "NetworkPolicy", "spacesecrets-operator")
 
-    without_crd = render("--set", "peering.installCRD=false")
-    assert not [d for d in without_crd if d["kind"] == "CustomResourceDefinition"]
-    assert find(without_crd, "ClusterKopfPeering", PEERING)
+    shards = Settings.from_env(
+        container_env(render("--set", "shards.leaseDuration=30s", "--set", "shards.renewPeriod=5s"))
+    )
+    assert (shards.shard_lease, shards.shard_renew) == (30, 5)
 
 
 def container_ports(docs: list[dict[str, Any]]) -> dict[str, int]:
@@ -425,7 +449,6 @@ def test_helm_install_and_upgrade(installed: LocalCluster) -> None:
         "--timeout=60s",
         "crd/spacesecrets.spacesecrets.io",
         "crd/flowsecretsyncs.spacesecrets.io",
-        "crd/clusterkopfpeerings.kopf.dev",
     )
     deployment = json.loads(
         kubectl(
@@ -433,9 +456,6 @@ def test_helm_install_and_upgrade(installed: LocalCluster) -> None:
         ).stdout
     )
     assert deployment["spec"]["replicas"] == 2
-    kubectl("get", "clusterkopfpeering", PEERING)
-
-    # the peering object, a hook while its kind was new, is adopted by the next upgrade
     helm(
         "upgrade",
         RELEASE,
@@ -449,8 +469,8 @@ def test_helm_install_and_upgrade(installed: LocalCluster) -> None:
     manifest = helm(
         "get", "manifest", RELEASE, "-n", OPERATOR_NAMESPACE, "--kubeconfig", kubeconfig
     ).stdout
-    assert "kind: ClusterKopfPeering" in manifest
-    kubectl("get", "clusterkopfpeering", PEERING)
+    assert "SPACESECRETS_SHARD_MEMBER" in manifest
+    assert "ClusterKopfPeering" not in manifest
 
 
 def test_rendered_documents_pass_a_server_side_dry_run(installed: LocalCluster) -> None:
@@ -505,7 +525,7 @@ def test_operator_runs_with_exactly_the_chart_rbac(installed: LocalCluster) -> N
     operator = installed.start_operator(
         kubeconfig=kubeconfig,
         env={
-            "SPACESECRETS_PEERING": PEERING,
+            "SPACESECRETS_SHARD_MEMBER": "chart-0",
             "SPACESECRETS_AUTOSYNC_SCALE": "0.05",
         },
     )
@@ -539,9 +559,13 @@ def test_operator_runs_with_exactly_the_chart_rbac(installed: LocalCluster) -> N
         )
 
         cp.kubectl("delete", "spacesecrets", space.name, "-n", space.ns, "--timeout=60s")
-        # the operator took part in the peering it was given
-        peering = json.loads(cp.kubectl("get", "clusterkopfpeering", PEERING, "-o", "json").stdout)
-        assert peering.get("status"), peering
+        # the operator is a member of the ring, with its own Lease
+        lease = json.loads(
+            cp.kubectl(
+                "get", "lease", "spacesecrets-shard-chart-0", "-n", OPERATOR_NAMESPACE, "-o", "json"
+            ).stdout
+        )
+        assert lease["spec"]["holderIdentity"] == "chart-0"
     finally:
         operator.stop()
     log = operator.log_text()
@@ -549,45 +573,40 @@ def test_operator_runs_with_exactly_the_chart_rbac(installed: LocalCluster) -> N
     assert _audit_denials(installed, SA_USER) == []
 
 
-def test_one_of_two_replicas_serves_and_the_other_takes_over(installed: LocalCluster) -> None:
+def test_both_replicas_serve_and_one_takes_over_the_others_share(installed: LocalCluster) -> None:
     cp = installed.cp
     token = cp.kubectl(
         "create", "token", SERVICE_ACCOUNT, "-n", OPERATOR_NAMESPACE, "--duration=1h"
     ).stdout.strip()
     kubeconfig = cp.token_kubeconfig(SA_USER, token)
-    env = {"SPACESECRETS_PEERING": PEERING}
-    replicas = [installed.start_operator(kubeconfig=kubeconfig, env=env) for _ in range(2)]
-    try:
-        wait_for(
-            "both replicas in the peering",
-            lambda: (
-                len(
-                    json.loads(
-                        cp.kubectl("get", "clusterkopfpeering", PEERING, "-o", "json").stdout
-                    ).get("status")
-                    or {}
-                )
-                == 2
-            ),
+    fast = {"SPACESECRETS_SHARD_LEASE": "6s", "SPACESECRETS_SHARD_RENEW": "1s"}
+    replicas = {
+        member: installed.start_operator(
+            kubeconfig=kubeconfig, env={**fast, "SPACESECRETS_SHARD_MEMBER": member}
         )
+        for member in ("replica-0", "replica-1")
+    }
+    try:
         cp.kubectl("create", "namespace", "team-replicas")
         space = Space(installed, kube_for(str(installed.kubeconfig)), "team-replicas")
         space.apply({"API_HOST": "api.example.com"})
         space.wait_version(1, timeout=20)
-        # SIGKILL the active replica (the one whose log shows the reconcile)
-        active = next(r for r in replicas if "version 1:" in r.log_text())
-        standby = next(r for r in replicas if r is not active)
-        active.kill()
+        # the replica the ring gives the namespace to served it; SIGKILL it
+        serving = sharding.owner(space.ns, replicas)
+        assert serving is not None and "version 1:" in replicas[serving].log_text()
+        other = next(r for m, r in replicas.items() if m != serving)
+        assert "version 1:" not in other.log_text()
+        replicas[serving].kill()
         killed_at = time.monotonic()
         space.apply({"API_HOST": "api2.example.com"})
-        obj = space.wait_version(2, timeout=45)
-        assert time.monotonic() - killed_at < 30, "the standby took over within 30 s"
-        assert "version 2:" in standby.log_text()
+        obj = space.wait_version(2, timeout=30)
+        assert time.monotonic() - killed_at < 12, "the other replica took over within 12 s"
+        assert "version 2:" in other.log_text()
         # no version was given twice: the history lists each version once
         versions = [h["version"] for h in obj["status"]["history"]]
         assert versions == sorted(set(versions), reverse=True) == [2, 1]
     finally:
-        for replica in replicas:
+        for replica in replicas.values():
             replica.stop()
 
 
@@ -600,7 +619,7 @@ def test_operator_binds_the_metrics_address_the_chart_sets(installed: LocalClust
     operator = installed.start_operator(
         kubeconfig=cp.token_kubeconfig(SA_USER, token),
         env={
-            "SPACESECRETS_PEERING": PEERING,
+            "SPACESECRETS_SHARD_MEMBER": "metrics-0",
             "SPACESECRETS_METRICS_ADDRESS": env["SPACESECRETS_METRICS_ADDRESS"],
         },
     )

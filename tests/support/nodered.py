@@ -225,9 +225,10 @@ def _log_tail(log_path: Path, size: int = 4000) -> str:
         return ""
 
 
-def secret_manager_node(volume: Path) -> dict[str, Any]:
+def secret_manager_node(volume: Path, **options: Any) -> dict[str, Any]:
     """The spacesecrets node as a flows file holds it, reading the volume at ``volume``."""
     return {
+        **options,
         "id": "secret-manager",
         "type": "spacesecrets",
         "z": "tab1",

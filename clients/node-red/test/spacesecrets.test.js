@@ -188,6 +188,32 @@ describe("spacesecrets node", () => {
         await waitUntil("status v2", () => lastStatus(n1)?.text === "🆗 Synced v2");
     });
 
+    it("follows the volume: a swap is read at once, long before the 1m tick", async () => {
+        await loadFlow([spacesecretsConfig("n1", volume)]);
+        const n1 = helper.getNode("n1");
+        const global = n1.context().global;
+        await waitUntil("version 1", () => global.get("SECRETS_METADATA")?.version === 1);
+
+        for (const version of [2, 3]) {
+            writeProjection(volume, documents(version));
+            await waitUntil(`version ${version}`, () => global.get("SECRETS_METADATA")?.version === version);
+            assert.equal(global.get("SECRETS").A_KEY, `${SECRET_VALUE}-${version}`);
+        }
+    });
+
+    it("with followVolume off, a swap waits for the tick", async () => {
+        process.env.SPACESECRETS_AUTOSYNC_SECONDS = "0.5";
+        await loadFlow([spacesecretsConfig("n1", volume, { followVolume: false })]);
+        const n1 = helper.getNode("n1");
+        const global = n1.context().global;
+        await waitUntil("version 1", () => global.get("SECRETS_METADATA")?.version === 1);
+        const swapped = Date.now();
+        writeProjection(volume, documents(2));
+        await waitUntil("version 2", () => global.get("SECRETS_METADATA")?.version === 2);
+        // read by the 0.5 s tick, not by the change (which is read within milliseconds)
+        assert.ok(Date.now() - swapped >= 100, `read ${Date.now() - swapped} ms after the swap`);
+    });
+
     it("syncs on save: a deploy reads the new version at once", async () => {
         const flow = [spacesecretsConfig("n1", volume, { autosync: "24h" })];
         await loadFlow(flow);

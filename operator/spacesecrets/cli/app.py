@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 import click
 
 from spacesecrets.core import crypto
+from spacesecrets.names import PUBLIC_KEYS_CONFIGMAP
 
 
 class UserError(click.ClickException):
@@ -109,15 +110,17 @@ def _namespace(ctx: click.Context) -> str:
 def _public_key(ctx: click.Context, cert: Path | None) -> tuple[Any, str]:
     if cert is not None:
         pem = cert.read_text()
-    else:
-        cm = _client(ctx).get(
-            "ConfigMap", ctx.obj["controller_namespace"], "spacesecrets-public-keys"
-        )
-        pem = (cm.get("data") or {}).get("current.pem", "")
-        if not pem:
-            raise UserError("the operator has not published a public key yet")
-    key = crypto.load_public_key_pem(pem)
-    return key, pem
+        return crypto.load_public_key_pem(pem), pem
+    return published_key(_client(ctx), ctx.obj["controller_namespace"])
+
+
+def published_key(client: Any, controller_namespace: str) -> tuple[Any, str]:
+    """The operator's current public key (and its PEM), as it publishes it for every user."""
+    cm = client.get("ConfigMap", controller_namespace, PUBLIC_KEYS_CONFIGMAP)
+    pem = (cm.get("data") or {}).get("current.pem", "")
+    if not pem:
+        raise UserError("the operator has not published a public key yet")
+    return crypto.load_public_key_pem(pem), pem
 
 
 # -- owners' commands against the cluster --------------------------------------------------------

@@ -16,6 +16,7 @@ from typing import Any
 
 import click
 
+from spacesecrets import kube
 from spacesecrets.cli.app import (
     UserError,
     _client,
@@ -26,9 +27,9 @@ from spacesecrets.cli.app import (
     namespaced,
 )
 from spacesecrets.cli.values import _check_key
-from spacesecrets.core import crypto, versions
+from spacesecrets.core import crypto, sharding, versions
 from spacesecrets.core.conditions import get_condition
-from spacesecrets.names import FLOWS, ROLLBACK_ANNOTATION, SYNC_NOW
+from spacesecrets.names import FLOWS, ROLLBACK_ANNOTATION, SHARD_LABEL, SYNC_NOW
 
 
 @main.command(name="set")
@@ -339,8 +340,35 @@ def status(ctx: click.Context) -> None:
     client, namespace, space = _current_space(ctx)
     st = space.get("status") or {}
     click.echo(f"space {namespace}  version {st.get('version', '-')}  ready {_ready(st, 'Ready')}")
+    served = _served_by(client, ctx.obj["controller_namespace"], namespace)
+    if served:
+        click.echo(served)
     flows = client.list_custom("flowsecretsyncs", namespace)
     click.echo(_flow_table(flows, st.get("version")) if flows else "no FlowSecretSyncs")
+
+
+def _served_by(client: Any, operator_namespace: str, namespace: str) -> str | None:
+    """Which shard serves the space, from the shards' Leases (None when they can't be read)."""
+    try:
+        leases = client.list_leases(operator_namespace, SHARD_LABEL)
+    except (kube.Permanent, kube.Temporary):
+        return None  # an operator without shards, or a user not allowed to list them
+    now = dt.datetime.now(dt.UTC)
+    live: dict[str, sharding.View] = {}
+    for lease in leases:
+        spec = lease.get("spec") or {}
+        try:
+            renewed = dt.datetime.fromisoformat(str(spec["renewTime"]).replace("Z", "+00:00"))
+        except (KeyError, ValueError):
+            continue
+        if renewed + dt.timedelta(seconds=int(spec.get("leaseDurationSeconds", 15))) > now:
+            holder, view = sharding.published_view(lease)
+            live[holder] = view
+    if not live:
+        return "served by  no live shard" if leases else None
+    member, settled = sharding.who_serves(namespace, live)
+    state = "" if settled else "  (handover in progress)"
+    return f"served by  shard {member} of {len(live)}{state}"
 
 
 if __name__ == "__main__":

@@ -107,6 +107,10 @@ class Settings:
     health_address: str = DEFAULT_HEALTH_ADDRESS
     peering: str = ""
     log_json: bool = False
+    # shards (engine.shards): this process's member id; empty runs one process for everything
+    shard_member: str = ""
+    shard_lease: float = 15.0  # a member's Lease not renewed for this long: the member is dead
+    shard_renew: float = 3.0
 
     def liveness_url(self) -> str:
         """The URL kopf serves /healthz on: SPACESECRETS_HEALTH_ADDRESS and _PORT."""
@@ -117,6 +121,7 @@ class Settings:
         env = os.environ if env is None else env
         get = env.get
         namespaces = tuple(n for n in get("SPACESECRETS_WATCH_NAMESPACES", "").split(",") if n)
+        member, lease, renew = _shard_settings(env)
         try:
             return cls(
                 namespace=get("SPACESECRETS_NAMESPACE", cls.namespace),
@@ -132,6 +137,28 @@ class Settings:
                 health_address=health_address(env),
                 peering=get("SPACESECRETS_PEERING", ""),
                 log_json=get("SPACESECRETS_LOG_FORMAT", "text") == "json",
+                shard_member=member,
+                shard_lease=lease,
+                shard_renew=renew,
             )
         except ValueError as exc:
             raise SettingsError(str(exc)) from exc
+
+
+def _shard_settings(env: Mapping[str, str]) -> tuple[str, float, float]:
+    member = env.get("SPACESECRETS_SHARD_MEMBER", "").strip()
+    lease = parse_duration(env.get("SPACESECRETS_SHARD_LEASE", "15s"))
+    renew = parse_duration(env.get("SPACESECRETS_SHARD_RENEW", "3s"))
+    if member and env.get("SPACESECRETS_PEERING"):
+        raise SettingsError(
+            "SPACESECRETS_SHARD_MEMBER and SPACESECRETS_PEERING exclude each other: with shards "
+            "every replica is active"
+        )
+    if member and not re.fullmatch(r"[a-z0-9]([-a-z0-9.]{0,180}[a-z0-9])?", member):
+        raise SettingsError(f"SPACESECRETS_SHARD_MEMBER is not a DNS name: {member!r}")
+    if renew * 3 > lease:
+        raise SettingsError(
+            f"SPACESECRETS_SHARD_RENEW ({renew:g}s) must be at most a third of "
+            f"SPACESECRETS_SHARD_LEASE ({lease:g}s)"
+        )
+    return member, lease, renew

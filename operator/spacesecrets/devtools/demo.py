@@ -1,8 +1,9 @@
 """`make demo`: the whole product on a local control plane, narrated as a user would see it.
 
 Edge. Uses exactly the user-facing pieces -- the `spacesecrets` CLI, kubectl, the manifests in
-`examples/`, the operator process -- plus the kubelet-like writer and the flow-side reader in place
-of a kubelet and a pod (the local control plane has no nodes).
+`examples/`, the operator process. Where the machine runs a real node, the example's Node-RED flow
+runs in a pod from the image `make nodered-image` builds, and serves the value it holds; elsewhere
+the kubelet-like writer and the flow-side reader stand in for the kubelet and the pod.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 from spacesecrets.core.projection import decoded_documents
-from spacesecrets.devtools import oci
 from spacesecrets.devtools.controlplane import _checkout_root
 from spacesecrets.devtools.dev import OPERATOR_NAMESPACE, LocalCluster, wait_for
 from spacesecrets.devtools.kubelet import write_projection
@@ -25,6 +25,11 @@ from spacesecrets.flow import FlowSecrets
 from spacesecrets.kube.factory import kube_for
 
 SCALE = "0.05"  # autosync 1m runs every 3 s in the demo
+# GET /api-host on the flow pod's loopback, with the image's Node.js
+FETCH = (
+    'fetch("http://127.0.0.1:1880/api-host").then(r => r.text()).then(t => console.log(t),'
+    " e => { console.error(String(e)); process.exit(1); })"
+)
 
 
 def _say(text: str) -> None:
@@ -71,46 +76,95 @@ class _Demo:
         write_projection(volume, self.target())
         return volume
 
-    def start_pod(self) -> None:
-        """With a real node: a pod mounts the target Secret, as the flow's pod would."""
-        pod = {
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "metadata": {"name": "volume-reader", "namespace": "team-a"},
-            "spec": {
-                "hostNetwork": True,
-                "terminationGracePeriodSeconds": 1,
-                "containers": [
-                    {
-                        "name": "reader",
-                        "image": oci.BUSYBOX_IMAGE,
-                        "imagePullPolicy": "Never",
-                        "command": ["sleep", "3600"],
-                        "volumeMounts": [{"name": "secrets", "mountPath": "/etc/spacesecrets"}],
-                    }
-                ],
-                "volumes": [{"name": "secrets", "secret": {"secretName": "orders-flow-secrets"}}],
-            },
-        }
-        self.kubectl("apply", "-f", "-", stdin=json.dumps(pod))
-        self.kubectl("wait", "--for=condition=Ready", "pod/volume-reader", "-n", "team-a")
-        print(f"\na real pod on node {self.node.name if self.node else '?'} mounts the target:")
-        print(
-            self.kubectl("exec", "-n", "team-a", "volume-reader", "--", "ls", "/etc/spacesecrets")
+    def node_red_image(self) -> None:
+        """With a real node: the Node-RED image `make nodered-image` builds (cached), imported."""
+        assert self.node is not None
+        began = time.monotonic()
+        built = subprocess.run(
+            ["bash", str(_checkout_root() / "hack" / "image" / "build.sh"), "nodered"],
+            env={**os.environ, "PYTHON": sys.executable},
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=1800,
         )
-        print(f"its SECRETS_METADATA.version = {self.pod_version()}")
+        self.node.import_image(Path(built.stdout.strip().splitlines()[-1]))
+        print(f"Node-RED image built (or cached) and imported: {time.monotonic() - began:.1f} s")
 
-    def pod_version(self) -> int:
-        text = self.kubectl(
-            "exec",
+    def flow_pod(self) -> str:
+        """The name of the flow's running, Ready pod."""
+
+        def ready() -> str | None:
+            out = self.kubectl("get", "pods", "-n", "team-a", "-l", "app=orders-flow", "-o", "json")
+            for pod in json.loads(out)["items"]:
+                conds = (pod.get("status") or {}).get("conditions") or []
+                if any(c["type"] == "Ready" and c["status"] == "True" for c in conds):
+                    return str(pod["metadata"]["name"])
+            return None
+
+        return str(wait_for("the flow's pod Ready", ready, timeout=180))
+
+    def served(self, pod: str) -> dict[str, Any] | None:
+        """What the running flow answers on GET /api-host (asked on the pod's loopback)."""
+        out = self.cluster.cp.kubectl(
+            "exec", "-n", "team-a", pod, "-c", "node-red", "--", "node", "-e", FETCH, check=False
+        )
+        try:
+            return dict(json.loads(out.stdout)) if out.returncode == 0 else None
+        except ValueError:
+            return None
+
+    def with_node(self) -> None:
+        node = self.node
+        assert node is not None
+        _say("5. the running Node-RED flow serves a secret from its global context")
+        pod = self.flow_pod()
+        first = wait_for("the flow serving", lambda: self.served(pod), timeout=60)
+        print(f"pod {pod} on node {node.name}: GET /api-host -> {json.dumps(first)}")
+
+        _say("6. the owner edits a secret; the running flow serves it, with no restart")
+        changed = time.monotonic()
+        print(self.cli("set", "PRODUCT_A_API_HOST", "-n", "team-a", stdin="api-v2.example.com\n"))
+        now = wait_for(
+            "the new value served",
+            lambda: (s := self.served(pod)) and s.get("version") == 2 and s,
+            timeout=120,
+            interval=0.2,
+        )
+        print(
+            f"GET /api-host -> {json.dumps(now)}, {time.monotonic() - changed:.1f} s after the "
+            "set: the flow's autosync tick (1m, every 3 s here), the operator's nudge of the pod "
+            f"(kubelet syncFrequency {node.sync_frequency}), the node following its volume"
+        )
+        restarts = self.kubectl(
+            "get",
+            "pod",
+            pod,
             "-n",
             "team-a",
-            "volume-reader",
-            "--",
-            "cat",
-            "/etc/spacesecrets/SECRETS_METADATA",
+            "-o",
+            "jsonpath={.status.containerStatuses[0].restartCount}",
         )
-        return int(json.loads(text)["version"])
+        print(f"the same pod served both, restarts: {restarts}")
+
+    def without_node(self) -> None:
+        _say("5. inside the flow's pod: SECRETS and SECRETS_METADATA, read from the volume")
+        reader = FlowSecrets(self.mount(), poll_interval=0.2)
+        print(f"SECRETS_METADATA.version = {reader.version}, keys = {sorted(reader)}")
+        print(f"SECRETS.PRODUCT_A_API_HOST = {reader['PRODUCT_A_API_HOST']}")
+        print(f"SECRETS.PRODUCT_A_CONFIG   = {json.dumps(reader['PRODUCT_A_CONFIG'])}")
+
+        _say("6. the owner edits a secret; the flow picks it up at its next autosync tick")
+        print(self.cli("set", "PRODUCT_A_API_HOST", "-n", "team-a", stdin="api-v2.example.com\n"))
+        started = time.monotonic()
+        wait_for("the tick", lambda: json.loads(self.target()["SECRETS_METADATA"])["version"] == 2)
+        print(f"target at version 2 after {time.monotonic() - started:.1f} s")
+        wait_for("the reader", lambda: self.mount() and reader.version == 2)
+        print(
+            f"the flow now sees version {reader.version}: PRODUCT_A_API_HOST = "
+            f"{reader['PRODUCT_A_API_HOST']}"
+        )
+        reader.close()
 
     def run(self) -> int:
         op = self.cluster.start_operator(env={"SPACESECRETS_AUTOSYNC_SCALE": SCALE})
@@ -142,6 +196,8 @@ class _Demo:
         print(self.kubectl("apply", "-f", "-", stdin=sealed))
 
         _say("3. a flow subscribes: FlowSecretSync + the Node-RED Deployment that mounts it")
+        if self.node is not None:
+            self.node_red_image()
         print(
             self.kubectl(
                 "apply",
@@ -171,42 +227,10 @@ class _Demo:
         _say("4. the Secrets tab, as the owner sees it (never a value)")
         print(self.cli("list", "-n", "team-a"))
 
-        _say("5. inside the flow's pod: SECRETS and SECRETS_METADATA, read from the volume")
-        reader = FlowSecrets(self.mount(), poll_interval=0.2)
-        print(f"SECRETS_METADATA.version = {reader.version}, keys = {sorted(reader)}")
-        print(f"SECRETS.PRODUCT_A_API_HOST = {reader['PRODUCT_A_API_HOST']}")
-        print(f"SECRETS.PRODUCT_A_CONFIG   = {json.dumps(reader['PRODUCT_A_CONFIG'])}")
         if self.node is not None:
-            self.start_pod()
-
-        _say("6. the owner edits a secret; the flow picks it up at its next autosync tick")
-        print(self.cli("set", "PRODUCT_A_API_HOST", "-n", "team-a", stdin="api-v2.example.com\n"))
-        wait_for(
-            "version 2",
-            lambda: (
-                '"version":2'
-                in self.kubectl(
-                    "get", "spsec", "secrets", "-n", "team-a", "-o", "jsonpath={.status}"
-                ).replace(" ", "")
-            ),
-        )
-        started = time.monotonic()
-        wait_for("the tick", lambda: json.loads(self.target()["SECRETS_METADATA"])["version"] == 2)
-        print(f"target at version 2 after {time.monotonic() - started:.1f} s")
-        changed = wait_for("the reader", lambda: self.mount() and reader.version == 2)
-        print(
-            f"flow now sees version {reader.version}: PRODUCT_A_API_HOST = "
-            f"{reader['PRODUCT_A_API_HOST']} ({bool(changed)})"
-        )
-        reader.close()
-        if self.node is not None:
-            started = time.monotonic()
-            wait_for("the pod's volume at version 2", lambda: self.pod_version() == 2, 90)
-            print(
-                f"the pod on node {self.node.name} reads version 2 from its real Secret volume "
-                f"{time.monotonic() - started:.1f} s later (kubelet syncFrequency "
-                f"{self.node.sync_frequency})"
-            )
+            self.with_node()
+        else:
+            self.without_node()
 
         _say("7. history (key names only) and the flows' view")
         print(self.cli("history", "-n", "team-a"))

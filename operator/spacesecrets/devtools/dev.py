@@ -31,7 +31,8 @@ OPERATOR_USER = f"system:serviceaccount:{OPERATOR_NAMESPACE}:{OPERATOR_SERVICE_A
 
 
 def public_keys_reader(namespace: str) -> list[dict[str, Any]]:
-    """Every authenticated user may read the public keys (and nothing else there)."""
+    """Every authenticated user may read the public keys, and list the shards' Leases (which
+    shard serves a space), and nothing else there."""
     meta = {"name": "spacesecrets-public-keys-reader", "namespace": namespace}
     return [
         {
@@ -44,7 +45,8 @@ def public_keys_reader(namespace: str) -> list[dict[str, Any]]:
                     "resources": ["configmaps"],
                     "verbs": ["get"],
                     "resourceNames": ["spacesecrets-public-keys"],
-                }
+                },
+                {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["list"]},
             ],
         },
         {
@@ -308,7 +310,7 @@ def run_demo() -> int:
     ):
         node = None
         if node_bin is not None:
-            node = Node(cluster.cp, node_bin, sync_frequency="1s")
+            node = Node(cluster.cp, node_bin)  # the kubelet's default resync, 1m
             node.start()
             print(f"node {node.name} Ready in {node.timings['node start to Ready']:.1f} s")
         else:

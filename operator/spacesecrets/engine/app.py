@@ -66,9 +66,9 @@ class Engine:
             flows.append((entry.namespace, entry.name, synced, behind))
         return Snapshot(self.state.space_versions(), flows)
 
-    def start(self) -> None:
+    def start(self, keep: Callable[[str], bool] = lambda _: True) -> None:
         """What a process does before its first event: the key ring, and the listings that save
-        the first reconciles their reads."""
+        the first reconciles their reads (of the namespaces `keep` says: a shard's own)."""
         self.ring.load()
-        self.histories.prefetch()
-        self.index.seed(self.settings.watch_namespaces)
+        self.histories.prefetch(keep)
+        self.index.seed(self.settings.watch_namespaces, keep)

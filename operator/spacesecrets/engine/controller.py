@@ -19,12 +19,13 @@ its target, its space's reconcile, or, for a flow, its next autosync tick.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -108,6 +109,8 @@ class Controller:
         self._retries: dict[Key, float] = {}  # when each failed key is tried again
         self._waiting: dict[str, set[Key]] = {}  # namespace -> flows waiting for its space
         self._tasks: list[asyncio.Task[None]] = []
+        # around each reconcile: whether this process serves the namespace (engine.shards)
+        self.serving: Callable[[str], contextlib.AbstractContextManager[bool]] = _everywhere
 
     def _rank(self, key: Key) -> int:
         """A per-namespace pipeline: a flow whose space has a recorded version goes first, so
@@ -254,7 +257,12 @@ class Controller:
                     self.engine.kube.hold_normal_events(False)
 
     def _reconcile(self, key: Key, reason: str, body: Mapping[str, Any] | None) -> list[Key]:
-        """One reconcile, in a worker thread: the flows to queue after it (a deleted store's)."""
+        """One reconcile, in a worker thread: the flows to queue after it (a deleted store's).
+        Nothing when another shard serves the namespace now."""
+        with self.serving(key[1]) as ours:
+            return self._reconcile_served(key, reason, body) if ours else []
+
+    def _reconcile_served(self, key: Key, reason: str, body: Mapping[str, Any] | None) -> list[Key]:
         kind, ns, _ = key
         if kind == FLOW:
             self.engine.flows.sync(ns, key[2], reason=reason)
@@ -323,6 +331,27 @@ class Controller:
         for entry in self.engine.flows.to_recheck(ns):
             self.queue.add((FLOW, ns, entry.name), QueueReason.OWNERS_CHANGED)
 
+    # -- shards -------------------------------------------------------------------------------
+
+    def queue_depth(self) -> int:
+        return len(self.queue)
+
+    def release(self, namespace: str) -> None:
+        """Another shard serves `namespace` from now on: forget it -- what is queued, its
+        timers, what is known of it. (Its reconciles in flight finished: engine.shards.)"""
+        state = self.engine.state
+        keys = {k for k in self._bodies if k[1] == namespace}
+        keys |= {(SPACE, namespace, name) for _, name in state.live_spaces(namespace).values()}
+        keys |= {(FLOW, namespace, name) for name in state.flow_names(namespace)}
+        for key in keys:
+            self._forget(key)
+            self._bodies.pop(key, None)
+            self._handled.pop(key, None)
+        self._waiting.pop(namespace, None)
+        state.forget_namespace(namespace)
+        self.engine.owners.forget(namespace)
+        self.engine.histories.drop(namespace)
+
     # -- peering ------------------------------------------------------------------------------
 
     def _set_active(self, active: bool) -> None:
@@ -348,6 +377,12 @@ class Controller:
             except (Temporary, Permanent) as exc:
                 log.debug("cannot read the peering object: %s", exc)
             await asyncio.sleep(PEERING_CHECK_SECONDS)
+
+
+@contextlib.contextmanager
+def _everywhere(namespace: str) -> Iterator[bool]:
+    """Without shards, this process serves every namespace."""
+    yield True
 
 
 def _outranked(peering: Mapping[str, Any], priority: int, now: dt.datetime) -> bool:

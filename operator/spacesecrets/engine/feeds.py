@@ -32,14 +32,17 @@ class Feeds:
         engine: Engine,
         controller: Controller,
         namespaces: Sequence[str] = (),
+        admit: Callable[[str, Mapping[str, Any]], bool] | None = None,
     ) -> None:
-        self.engine, self.controller = engine, controller
+        """`admit(kind, body)`: whether a SpaceSecrets ("space") or FlowSecretSync ("flow")
+        event reaches the controller (with shards, only those of the namespaces served)."""
+        self.engine, self.controller, self.admit = engine, controller, admit
         self.loop = asyncio.get_running_loop()
         targets = FLOW_LABEL  # projected targets only: present, whatever the flow
         owned = f"{MANAGED_BY_LABEL}=spacesecrets"  # our owners' RoleBindings
         wiring: list[tuple[Resource, Handle]] = [
-            (Resource(CUSTOM, "spacesecrets", "SpaceSecrets"), controller.space_event),
-            (Resource(CUSTOM, "flowsecretsyncs", "FlowSecretSync"), controller.flow_event),
+            (Resource(CUSTOM, "spacesecrets", "SpaceSecrets"), self._space),
+            (Resource(CUSTOM, "flowsecretsyncs", "FlowSecretSync"), self._flow),
             (Resource("/api/v1", "secrets", "Secret", targets), self._target),
             (Resource("/api/v1", "configmaps", "ConfigMap", targets), self._target),
             (
@@ -87,7 +90,17 @@ class Feeds:
 
         return deliver
 
-    # -- what the events of objects we do not reconcile mean ----------------------------------
+    # -- what the events mean -----------------------------------------------------------------
+
+    def _space(self, type_: str, body: Mapping[str, Any]) -> None:
+        if self.admit is None or self.admit("space", body):
+            self.controller.space_event(type_, body)
+
+    def _flow(self, type_: str, body: Mapping[str, Any]) -> None:
+        """Created, changed (a "save"), or seen again after a restart: synced at once. Deleted:
+        its target is left to garbage collection."""
+        if self.admit is None or self.admit("flow", body):
+            self.controller.flow_event(type_, body)
 
     def _target(self, type_: str, body: Mapping[str, Any]) -> None:
         """A projected target changed: restore it if someone else edited or deleted it."""

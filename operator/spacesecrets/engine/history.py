@@ -75,16 +75,18 @@ class HistoryStore:
             "data": {k: _b64(v) for k, v in data.items()},
         }
 
-    def prefetch(self) -> None:
+    def prefetch(self, keep: Callable[[str], bool] = lambda _: True) -> None:
         """Read every space's history in one LIST, so the first reconciles need not GET theirs.
 
         Each prefetched history is handed out once and then dropped: afterwards a history is read
-        when its space changes, which is rare, instead of thousands being held in memory."""
+        when its space changes, which is rare, instead of thousands being held in memory. Only
+        the namespaces `keep` says are kept (a shard's own); of the others, that they exist."""
         for secret in self.kube.list_secrets(self.settings.namespace, SPACE_LABEL):
             namespace = (secret["metadata"].get("labels") or {}).get(SPACE_LABEL)
             if namespace:
                 with self._lock:
-                    self._prefetched[namespace] = _cache_entry(secret)
+                    if keep(namespace):
+                        self._prefetched[namespace] = _cache_entry(secret)
                     self._exists.add(namespace)
         with self._lock:
             self._complete = True
@@ -111,6 +113,10 @@ class HistoryStore:
         with self._lock:
             self._prefetched.pop(namespace, None)
             self._exists.add(namespace)
+
+    def drop(self, namespace: str) -> None:
+        """Another shard serves the namespace now: a copy held of its history would go stale."""
+        self._forget(namespace)
 
     def write(self, history: versions.History, rv: str) -> None:
         body = self._secret(

@@ -7,6 +7,8 @@ since the index may still be filling after a restart.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from spacesecrets.core import decisions, versions
 from spacesecrets.engine.state import State
 from spacesecrets.kube import NotFound
@@ -18,16 +20,19 @@ class SpaceIndex:
     def __init__(self, kube: Kube, state: State) -> None:
         self.kube, self.state = kube, state
 
-    def seed(self, namespaces: tuple[str, ...] = ()) -> None:
+    def seed(
+        self, namespaces: tuple[str, ...] = (), keep: Callable[[str], bool] = lambda _: True
+    ) -> None:
         """Index every live SpaceSecrets before the first event arrives, so a flow seen before
-        its space knows the space exists."""
+        its space knows the space exists (of the namespaces `keep` says: a shard's own)."""
         for ns in namespaces or (None,):
             try:
                 items = self.kube.list_custom_metadata(SPACES, ns)
             except NotFound:  # the CRD is not served yet: no spaces, the watch fills the index
                 continue
             for meta in items:
-                self.state.observe_space(meta)
+                if keep(str(meta["namespace"])):
+                    self.state.observe_space(meta)
 
     def _listed(self, namespace: str) -> dict[str, tuple[str, str]]:
         return {

@@ -105,3 +105,36 @@ class _StateCollector(Collector):
         yield space_version
         yield synced
         yield behind
+
+
+class ShardMetrics:
+    """One shard's figures (engine.shards), each read at scrape time and labelled with the
+    member, so the series of every replica can be summed or told apart."""
+
+    def __init__(self, metrics: Metrics, member: str) -> None:
+        r = metrics.registry
+        self.namespaces = Gauge(
+            "spacesecrets_shard_namespaces", "Namespaces this shard serves.", ["shard"], registry=r
+        ).labels(member)
+        self.queue_depth = Gauge(
+            "spacesecrets_shard_queue_depth",
+            "Objects waiting in this shard's work queue.",
+            ["shard"],
+            registry=r,
+        ).labels(member)
+        self.members = Gauge(
+            "spacesecrets_shard_members", "Live members this shard sees.", ["shard"], registry=r
+        ).labels(member)
+        self.fenced = Gauge(
+            "spacesecrets_shard_fenced",
+            "1 while this shard serves nothing because it could not renew its Lease.",
+            ["shard"],
+            registry=r,
+        ).labels(member)
+        self.handovers = Gauge(
+            "spacesecrets_shard_handovers",
+            "Namespaces this shard adopted or released since it started.",
+            ["shard", "direction"],
+            registry=r,
+        )
+        self.member = member

@@ -189,3 +189,20 @@ class State:
     def all_flows(self) -> list[FlowEntry]:
         with self._lock:
             return list(self._flows.values())
+
+    def flow_names(self, namespace: str) -> list[str]:
+        """Every flow of the namespace known, being deleted or not."""
+        with self._lock:
+            return list(self._flows_by_ns.get(namespace, {}))
+
+    # -- shards ---------------------------------------------------------------------------------
+
+    def forget_namespace(self, namespace: str) -> None:
+        """Everything known of a namespace another shard serves from now on."""
+        with self._lock:
+            self._spaces.pop(namespace, None)
+            self._owners.pop(namespace, None)
+            self._live.pop(namespace, None)
+            self._space_locks.pop(namespace, None)
+            for name in self._flows_by_ns.pop(namespace, {}):
+                self._flows.pop((namespace, name), None)

@@ -214,6 +214,48 @@ class Kube:
             f"/apis/kopf.dev/v1/clusterkopfpeerings/{name}",
         )
 
+    # -- the shards' Leases (coordination.k8s.io/v1), in the operator's namespace ---------------
+
+    @staticmethod
+    def _leases(namespace: str, name: str = "") -> str:
+        base = f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases"
+        return base + (f"/{name}" if name else "")
+
+    def list_leases(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        res = self._request(
+            f"list Leases {namespace}",
+            "GET",
+            self._leases(namespace),
+            query={"labelSelector": selector},
+        )
+        return list(res.get("items") or [])
+
+    def get_lease(self, namespace: str, name: str) -> dict[str, Any]:
+        return self._request(f"get Lease {namespace}/{name}", "GET", self._leases(namespace, name))
+
+    def create_lease(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        name = body["metadata"]["name"]
+        return self._request(
+            f"create Lease {namespace}/{name}", "POST", self._leases(namespace), dict(body)
+        )
+
+    def replace_lease(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        """Replace with the resourceVersion in `body` (a conflict raises Temporary)."""
+        name = body["metadata"]["name"]
+        return self._request(
+            f"replace Lease {namespace}/{name}", "PUT", self._leases(namespace, name), dict(body)
+        )
+
+    def delete_lease(self, namespace: str, name: str, resource_version: str = "") -> None:
+        """Delete, only if still at `resource_version` when one is given."""
+        body = {"preconditions": {"resourceVersion": resource_version}} if resource_version else {}
+        self._request(
+            f"delete Lease {namespace}/{name}",
+            "DELETE",
+            self._leases(namespace, name),
+            body or None,
+        )
+
     def patch_status(
         self, plural: str, namespace: str, name: str, status: Mapping[str, Any]
     ) -> None:
@@ -295,6 +337,38 @@ class Kube:
             dict(patch),
             content_type=MERGE_PATCH,
         )
+
+    # -- who the caller is, what it may do (the owners' tools ask before they offer a write) -----
+
+    def may(self, verb: str, plural: str, namespace: str, name: str = "") -> tuple[bool, str]:
+        """A SelfSubjectAccessReview: whether RBAC lets the caller `verb` our `plural` there,
+        and the authorizer's reason. Admission policies are not asked: only a real write is."""
+        attributes = {"group": GROUP, "resource": plural, "verb": verb, "namespace": namespace}
+        if name:
+            attributes["name"] = name
+        review = self._request(
+            f"review {verb} {plural} {namespace}/{name}",
+            "POST",
+            "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews",
+            {
+                "apiVersion": "authorization.k8s.io/v1",
+                "kind": "SelfSubjectAccessReview",
+                "spec": {"resourceAttributes": attributes},
+            },
+        )
+        status = review.get("status") or {}
+        return bool(status.get("allowed")), str(status.get("reason") or "")
+
+    def whoami(self) -> tuple[str, tuple[str, ...]]:
+        """A SelfSubjectReview: the caller's user name and groups, as the API server sees them."""
+        review = self._request(
+            "review who I am",
+            "POST",
+            "/apis/authentication.k8s.io/v1/selfsubjectreviews",
+            {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"},
+        )
+        info = (review.get("status") or {}).get("userInfo") or {}
+        return str(info.get("username") or ""), tuple(str(g) for g in info.get("groups") or [])
 
     # -- events ---------------------------------------------------------------------------------
 

@@ -74,6 +74,7 @@ class Rest(Transport):
         timeout: float = 30.0,
     ) -> None:
         self.server = server.rstrip("/")
+        self.user_agent = "spacesecrets"  # a shard adds its member id: the audit log tells them
         self._token, self._token_file, self._token_read = token, token_file, 0.0
         self._lock = threading.Lock()
         # one pool for the one server: a PoolManager would parse the URL and look the pool up
@@ -156,7 +157,7 @@ class Rest(Transport):
         accept: str = JSON,
     ) -> Response:
         url = self._prefix + path + (f"?{urlencode(query)}" if query else "")
-        headers = {"Accept": accept}
+        headers = {"Accept": accept, "User-Agent": self.user_agent}
         token = self._bearer()
         if token:
             headers["Authorization"] = f"Bearer {token}"
@@ -177,7 +178,7 @@ class Rest(Transport):
         """A streaming GET (a watch): its status and its lines as they come. A connection left
         before the end is closed, not put back in the pool."""
         url = f"{self._prefix}{path}?{urlencode(query)}"
-        headers = {"Accept": JSON}
+        headers = {"Accept": JSON, "User-Agent": self.user_agent}
         token = self._bearer()
         if token:
             headers["Authorization"] = f"Bearer {token}"

@@ -104,13 +104,18 @@ def operator_rules() -> list[dict[str, Any]]:
         _rule(["apiextensions.k8s.io"], ["customresourcedefinitions"], ["list", "watch"]),
         # get: the UID of a space's namespace, which tells a namespace created again from the old
         _rule([""], ["namespaces"], ["get", "list", "watch"]),
-        _rule(["kopf.dev"], ["clusterkopfpeerings"], ["get", "list", "watch", "patch"]),
     ]
 
 
 def operator_namespace_rules() -> list[dict[str, Any]]:
-    """Extra permissions in the operator's own namespace: key ring and history housekeeping."""
-    return [_rule([""], ["secrets"], ["delete"])]
+    """Extra permissions in the operator's own namespace: key ring and history housekeeping,
+    and the shards' Leases (engine.shards: each member renews its own, reads the others' with a
+    consistent LIST rather than a watch, and deletes its own when it stops, or a member's dead
+    long ago)."""
+    return [
+        _rule([""], ["secrets"], ["delete"]),
+        _rule(["coordination.k8s.io"], ["leases"], ["get", "list", "create", "update", "delete"]),
+    ]
 
 
 def operator_role() -> dict[str, Any]:

@@ -1,0 +1,162 @@
+"""Shards against the real control plane: two, then three operator processes as members of one
+ring, each as the operator's ServiceAccount with the chart's RBAC.
+
+- every namespace is served by exactly one member, the one the ring gives it to: each target is
+  written once per version, by that member (the audit log's User-Agent tells them apart);
+- a member SIGKILLed: its namespaces move to the other within the lease duration, and changes
+  made after the kill reach their flows, each target again written once per version;
+- a member joining takes its share, and the handover writes nothing;
+- at no sample is a namespace held by two members.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+
+import pytest
+from tests.support.audit import audit_mark, described
+from tests.support.shards import (
+    LEASE_SECONDS,
+    no_denials,
+    served,
+    start_shard,
+    target_writes,
+    writes_by_shard,
+)
+from tests.support.space import Space
+
+from spacesecrets.core.sharding import owner
+from spacesecrets.devtools.dev import LocalCluster, OperatorProcess, wait_for
+from spacesecrets.kube.factory import kube_for
+
+NAMESPACES = [f"shard-{i}" for i in range(8)]
+TARGET = "flow-secrets"
+
+pytestmark = pytest.mark.timeout(240)
+
+
+@contextlib.contextmanager
+def watching(procs: dict[str, OperatorProcess]) -> Iterator[list[str]]:
+    """Samples which namespaces each live member holds, every 0.2 s; yields the overlaps seen."""
+    overlaps: list[str] = []
+    stop = threading.Event()
+
+    def run() -> None:
+        while not stop.wait(0.2):
+            seen: Counter[str] = Counter()
+            for proc in list(procs.values()):
+                if proc.alive():
+                    with contextlib.suppress(OSError):
+                        seen.update(served(proc))
+            overlaps.extend(ns for ns, n in seen.items() if n > 1)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    try:
+        yield overlaps
+    finally:
+        stop.set()
+        thread.join(5)
+
+
+def held_as_the_ring_says(procs: dict[str, OperatorProcess]) -> Callable[[], bool]:
+    members = sorted(procs)
+
+    def check() -> bool:
+        return all(
+            served(proc) == {ns for ns in NAMESPACES if owner(ns, members) == member}
+            for member, proc in procs.items()
+        )
+
+    return check
+
+
+def versions_projected(spaces: list[Space], version: int) -> Callable[[], bool]:
+    def check() -> bool:
+        for space in spaces:
+            try:
+                docs = space.target_documents(TARGET)
+            except Exception:
+                return False
+            if docs["SECRETS_METADATA"]["version"] != version:
+                return False
+        return True
+
+    return check
+
+
+def test_shards_serve_each_namespace_once_through_a_kill_and_a_join(
+    fresh_cluster: Callable[[], LocalCluster],
+) -> None:
+    cluster = fresh_cluster()
+    kube = kube_for(str(cluster.kubeconfig))
+    procs = {m: start_shard(cluster, m) for m in ("op-a", "op-b")}
+    start = audit_mark(cluster)
+    spaces = [Space(cluster, kube, ns) for ns in NAMESPACES]
+    for space in spaces:
+        cluster.cp.kubectl("create", "namespace", space.ns)
+        space.apply({"GREETING": f"hello {space.ns}"})
+    for space in spaces:
+        space.wait_version(1)
+        space.kubectl_apply(space.flow("flow", TARGET))
+    wait_for("every flow at version 1", versions_projected(spaces, 1), timeout=60)
+
+    with watching(procs) as overlaps:
+        # 1. each namespace held by the member the ring gives it to, each target written once
+        wait_for("each namespace held by its member", held_as_the_ring_says(procs), timeout=30)
+        audit_mark(cluster)
+        writes = target_writes(writes_by_shard(cluster.cp.audit_log, start), TARGET)
+        ring = ["op-a", "op-b"]
+        assert writes == Counter({(ns, owner(ns, ring)): 1 for ns in NAMESPACES}), writes
+        assert {owner(ns, ring) for ns in NAMESPACES} == set(ring)  # both have a share
+
+        # 2. SIGKILL op-a: its namespaces move to op-b within the lease duration
+        mark = audit_mark(cluster)
+        procs.pop("op-a").kill()
+        killed = time.monotonic()
+        for space in spaces:
+            space.apply({"GREETING": f"hello again {space.ns}"})
+        wait_for("op-b holds every namespace", held_as_the_ring_says(procs), timeout=30)
+        moved = time.monotonic() - killed
+        wait_for("every flow at version 2", versions_projected(spaces, 2), timeout=30)
+        assert moved < LEASE_SECONDS + 4, f"the namespaces moved after {moved:.1f}s"
+        audit_mark(cluster)
+        writes = target_writes(writes_by_shard(cluster.cp.audit_log, mark), TARGET)
+        assert writes == Counter({(ns, "op-b"): 1 for ns in NAMESPACES}), writes
+
+        # 3. op-c joins: it takes its share, and the handover writes nothing
+        mark = audit_mark(cluster)
+        procs["op-c"] = start_shard(cluster, "op-c")
+        wait_for("op-c holds its share", held_as_the_ring_says(procs), timeout=30)
+        assert served(procs["op-c"]), "op-c took nothing"
+        audit_mark(cluster)
+        handover = writes_by_shard(cluster.cp.audit_log, mark)
+        assert handover == [], described(handover)
+
+        # the new member serves what it took: a change reaches a flow of op-c's share
+        theirs = next(s for s in spaces if owner(s.ns, sorted(procs)) == "op-c")
+        mark = audit_mark(cluster)
+        theirs.apply({"GREETING": "hello from op-c"})
+        wait_for("op-c's flow at version 3", versions_projected([theirs], 3), timeout=20)
+        audit_mark(cluster)
+        writes = target_writes(writes_by_shard(cluster.cp.audit_log, mark), TARGET)
+        assert writes == Counter({(theirs.ns, "op-c"): 1}), writes
+    assert overlaps == [], f"namespaces held by two members at once: {sorted(set(overlaps))}"
+
+    # which shard serves a space, as an owner sees it
+    out = subprocess.run(
+        [sys.executable, "-m", "spacesecrets", "status", "-n", theirs.ns],
+        env={"KUBECONFIG": str(cluster.kubeconfig), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "served by  shard op-c of 2" in out, out
+    no_denials(list(procs.values()))
+    assert not any("Traceback" in p.log_text() for p in procs.values())
