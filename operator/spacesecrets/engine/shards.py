@@ -115,9 +115,9 @@ class Shards:
     def note(self, namespace: str) -> bool:
         """Remember that `namespace` exists (a later handover considers it); whether it is
         served now."""
-        with self._cond:
-            self._known.add(namespace)
-        return self.owns(namespace)
+        with self._cond:  # with `apply`'s swap of the ring: seen by the old ring's handover or
+            self._known.add(namespace)  # admitted by the new one, never missed by both
+            return self.owns(namespace)
 
     def admit(self, kind: str, body: Mapping[str, Any]) -> bool:
         """Whether a watch event of a SpaceSecrets (`kind` "space") or FlowSecretSync ("flow")
@@ -255,9 +255,9 @@ class Shards:
         return await self.apply(ring)
 
     async def apply(self, ring: sharding.Ring) -> sharding.Handover:
-        with self._cond:
-            known = list(self._known)
-        before, self.ring = self.ring, ring  # from here on the gate refuses what is released
+        with self._cond:  # one step with `note`: a namespace first seen now is either in `known`
+            known = list(self._known)  # (and adopted below) or admitted by the new ring
+            before, self.ring = self.ring, ring  # from here on the gate refuses what is released
         change = sharding.handover(before, ring, known)
         if change.release:
             await self._release(change.release)
