@@ -42,6 +42,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from tests.support.audit import audit_mark, audit_writes, described
+from tests.support.flows import create_flow
 from tests.support.history import history_of, keyring
 from tests.support.metrics import reconciles
 from tests.support.revisions import Revisions, projected_before_recorded, target_version
@@ -206,24 +207,6 @@ def new_space(
     )
     for flow in flows:
         create_flow(custom, ns, flow.body(ns))
-
-
-def create_flow(custom: kubernetes.client.CustomObjectsApi, ns: str, body: dict[str, Any]) -> None:
-    """Create a FlowSecretSync right after its space. The owners policy takes the space as its
-    parameter and refuses ("no params found") until its informer has seen the space: retry."""
-
-    def attempt() -> bool:
-        try:
-            custom.create_namespaced_custom_object(GROUP, VERSION, ns, "flowsecretsyncs", body)
-        except kubernetes.client.ApiException as exc:
-            if "no params found" in str(exc.body):
-                return False
-            raise
-        return True
-
-    wait_for(
-        f"FlowSecretSync {body['metadata']['name']} admitted", attempt, timeout=30, interval=0.1
-    )
 
 
 def _all_objects(cluster: LocalCluster) -> list[dict[str, Any]]:

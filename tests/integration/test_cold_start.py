@@ -13,6 +13,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import kubernetes
+from tests.support.flows import create_flow
 from tests.support.history import history_of, keyring
 from tests.support.revisions import Revisions, Seen, projected_before_recorded, target_version
 from tests.support.space import public_key
@@ -71,16 +72,7 @@ def _create(cluster: LocalCluster, pub: object) -> None:
             "spec": {"target": {"name": "flow-secrets"}},
         }
 
-        def admitted() -> bool:  # the owners policy needs its informer to have seen the space
-            try:
-                custom.create_namespaced_custom_object(GROUP, VERSION, ns, "flowsecretsyncs", body)
-            except kubernetes.client.ApiException as exc:
-                if "no params found" in str(exc.body):
-                    return False
-                raise
-            return True
-
-        wait_for(f"the flow of {ns} admitted", admitted, timeout=30, interval=0.1)
+        create_flow(custom, ns, body)
 
     def served() -> bool:  # a fresh API server may still be discovering the new kinds
         try:

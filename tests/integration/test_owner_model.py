@@ -7,9 +7,6 @@ ServiceAccount tokens), with the operator running as its least-privilege Service
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,6 +15,7 @@ from typing import Any
 
 import pytest
 import yaml
+from tests.support.cli import cli
 from tests.support.docs import flow_doc
 from tests.support.identities import owners_binding_subjects, sa_kubeconfig
 from tests.support.space import Space
@@ -107,17 +105,6 @@ def wait_deleted_in_history(kube: Kube, ns: str) -> dict[str, Any]:
 
 def secrets_of(space: Space, target: str) -> dict[str, Any]:
     return dict(space.target_documents(target)["SECRETS"])
-
-
-def cli(kubeconfig: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "spacesecrets", *args],
-        env={**os.environ, "KUBECONFIG": str(kubeconfig)},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
 
 
 def alice_space_then_deleted(people: People) -> tuple[Space, str]:

@@ -6,16 +6,13 @@ after a restart too, and in the manifest a flow is created with."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import yaml
 from tests.support.audit import audit_mark, audit_writes, described
+from tests.support.cli import cli
 from tests.support.metrics import reconciles
 from tests.support.space import Space
 
@@ -61,17 +58,6 @@ def a_space_a_version_ahead(space: Space, *names: str) -> None:
         space.wait_condition("Synced", "True", name=name, plural="flowsecretsyncs")
     space.apply({"A": VALUE_2})
     space.wait_version(2)
-
-
-def cli(kubeconfig: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "spacesecrets", *args],
-        env={**os.environ, "KUBECONFIG": str(kubeconfig)},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
 
 
 def test_a_request_brings_a_waiting_flow_to_the_current_version_at_once(space: Space) -> None:
