@@ -107,7 +107,8 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     feeds.start()
     memo["feeds"] = feeds
     every = min(3600.0, max(1.0, min(config.rotation_period, config.history_retention) / 10))
-    memo["maintenance"] = asyncio.create_task(maintenance(engine, every))
+    leads = shards.leads if shards is not None else lambda: True
+    memo["maintenance"] = asyncio.create_task(maintenance(engine, every, leads))
     memo["release_memory"] = asyncio.create_task(release_memory(MEMORY_TRIM_SECONDS))
 
 
@@ -150,13 +151,17 @@ async def release_memory(every: float) -> None:
         _release_freed_memory()
 
 
-async def maintenance(engine: Engine, every: float) -> None:
-    """Rotate keys when due and drop expired history. Safe on every replica: writes are
-    conditional on resourceVersion, so two replicas never both rotate."""
+async def maintenance(engine: Engine, every: float, leads: Callable[[], bool]) -> None:
+    """Rotate keys when due and drop expired history, on one shard of the ring (`leads`); the
+    others read the rotated ring. (Safe on every replica anyway: writes are conditional on
+    resourceVersion, so two replicas never both rotate.)"""
     while True:
         try:
-            await _run(engine.ring.rotate_if_due)
-            await _run(engine.histories.housekeeping)
+            if leads():
+                await _run(engine.ring.rotate_if_due)
+                await _run(engine.histories.housekeeping)
+            else:
+                await _run(engine.ring.refresh_if_due)
         except kopf.TemporaryError as exc:
             log.warning("maintenance failed, retrying: %s", exc)
         await asyncio.sleep(every)

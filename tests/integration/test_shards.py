@@ -12,6 +12,7 @@ ring, each as the operator's ServiceAccount with the chart's RBAC.
 from __future__ import annotations
 
 import contextlib
+import json
 import subprocess
 import sys
 import threading
@@ -23,8 +24,10 @@ import pytest
 from tests.support.audit import audit_mark, described
 from tests.support.shards import (
     LEASE_SECONDS,
+    SHARD_ENV,
     no_denials,
     served,
+    shard_of,
     start_shard,
     target_writes,
     writes_by_shard,
@@ -32,8 +35,9 @@ from tests.support.shards import (
 from tests.support.space import Space
 
 from spacesecrets.core.sharding import owner
-from spacesecrets.devtools.dev import LocalCluster, OperatorProcess, wait_for
+from spacesecrets.devtools.dev import OPERATOR_NAMESPACE, LocalCluster, OperatorProcess, wait_for
 from spacesecrets.kube.factory import kube_for
+from spacesecrets.schema.manifests import OPERATOR_ROLE
 
 NAMESPACES = [f"shard-{i}" for i in range(8)]
 TARGET = "flow-secrets"
@@ -65,12 +69,14 @@ def watching(procs: dict[str, OperatorProcess]) -> Iterator[list[str]]:
         thread.join(5)
 
 
-def held_as_the_ring_says(procs: dict[str, OperatorProcess]) -> Callable[[], bool]:
+def held_as_the_ring_says(
+    procs: dict[str, OperatorProcess], namespaces: list[str] = NAMESPACES
+) -> Callable[[], bool]:
     members = sorted(procs)
 
     def check() -> bool:
         return all(
-            served(proc) == {ns for ns in NAMESPACES if owner(ns, members) == member}
+            served(proc) == {ns for ns in namespaces if owner(ns, members) == member}
             for member, proc in procs.items()
         )
 
@@ -160,3 +166,101 @@ def test_shards_serve_each_namespace_once_through_a_kill_and_a_join(
     assert "served by  shard op-c of 2" in out, out
     no_denials(list(procs.values()))
     assert not any("Traceback" in p.log_text() for p in procs.values())
+
+
+def _operator_may_list_ours(cluster: LocalCluster, allowed: bool) -> None:
+    """Grant or take away the operator's `list` of SpaceSecrets and FlowSecretSyncs (its
+    watches already open go on; `watch` itself stays granted)."""
+    role = json.loads(cluster.cp.kubectl("get", "clusterrole", OPERATOR_ROLE, "-o", "json").stdout)
+    for rule in role["rules"]:
+        if "spacesecrets" in rule.get("resources", []):
+            verbs = [v for v in rule["verbs"] if v != "list"]
+            rule["verbs"] = [*verbs, "list"] if allowed else verbs
+    cluster.cp.kubectl("replace", "-f", "-", input=json.dumps(role))
+
+
+def test_an_adoption_whose_listing_fails_is_tried_again(
+    fresh_cluster: Callable[[], LocalCluster],
+) -> None:
+    """A member dies while the survivor may not list (refused, or the API server overloaded):
+    the namespaces it takes over must still be listed once it can, because their flows may have
+    no event for hours -- else a later change of their space never reaches them."""
+    cluster = fresh_cluster()
+    kube = kube_for(str(cluster.kubeconfig))
+    procs = {m: start_shard(cluster, m) for m in ("op-a", "op-b")}
+    spaces = [Space(cluster, kube, ns) for ns in NAMESPACES[:4]]
+    for space in spaces:
+        cluster.cp.kubectl("create", "namespace", space.ns)
+        space.apply({"GREETING": f"hello {space.ns}"})
+    for space in spaces:
+        space.wait_version(1)
+        space.kubectl_apply(space.flow("flow", TARGET))
+    wait_for("every flow at version 1", versions_projected(spaces, 1), timeout=60)
+    names = [s.ns for s in spaces]
+    wait_for("each held by its member", held_as_the_ring_says(procs, names), timeout=30)
+    theirs = [s for s in spaces if owner(s.ns, ["op-a", "op-b"]) == "op-a"]
+    assert theirs, "op-a serves none of the spaces"
+
+    _operator_may_list_ours(cluster, allowed=False)
+    procs.pop("op-a").kill()
+    survivor = procs["op-b"]
+    wait_for(
+        "op-b refused the listing of what it adopts",
+        lambda: "cannot list" in survivor.log_text(),
+        timeout=LEASE_SECONDS + 20,
+    )
+    _operator_may_list_ours(cluster, allowed=True)
+    wait_for("op-b holds every namespace", held_as_the_ring_says(procs, names), timeout=30)
+    for space in theirs:  # a change of the space: its flow was known only through the listing
+        space.apply({"GREETING": f"hello again {space.ns}"})
+    wait_for("op-a's former flows at version 2", versions_projected(theirs, 2), timeout=30)
+    assert not any("Traceback" in p.log_text() for p in procs.values())
+
+
+def _gauge(proc: OperatorProcess, name: str) -> float:
+    for line in proc.metrics().splitlines():
+        if line.startswith(name + "{") or line.startswith(name + " "):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"no {name} in the metrics")
+
+
+def test_one_shard_rotates_the_key_ring_and_the_others_follow(
+    fresh_cluster: Callable[[], LocalCluster],
+) -> None:
+    """Cluster-wide chores are done once, not by every shard: the member the operator's own
+    namespace's name falls to rotates the key ring; the other reads the rotated ring."""
+    cluster = fresh_cluster()
+    period = 6.0
+    env = {"SPACESECRETS_ROTATION_PERIOD": f"{period:g}s"}
+    members = ["op-a", "op-b"]
+    procs = {m: cluster.start_operator(env={**SHARD_ENV, **env, "SPACESECRETS_SHARD_MEMBER": m})
+             for m in members}  # fmt: skip
+    leader = owner(OPERATOR_NAMESPACE, members)
+    follower = next(m for m in members if m != leader)
+    wait_for("the ring stable", lambda: _gauge(procs[leader], "spacesecrets_shard_leads") == 1, 30)
+    assert _gauge(procs[follower], "spacesecrets_shard_leads") == 0
+    start = audit_mark(cluster)
+    first = _current_kid(cluster)
+    second = wait_for("a rotation", lambda: (k := _current_kid(cluster)) != first and k, 30)
+    wait_for("another rotation", lambda: _current_kid(cluster) not in (first, second), 30)
+    # the follower took up the rotated ring: its current key is as young as the leader's
+    wait_for(
+        "the follower on the rotated ring",
+        lambda: _gauge(procs[follower], "spacesecrets_key_ring_age_seconds") < period,
+        timeout=2 * period,
+    )
+    audit_mark(cluster)
+    ring_writes = Counter(
+        shard_of(w)
+        for w in writes_by_shard(cluster.cp.audit_log, start)
+        if (w.get("objectRef") or {}).get("name") == "spacesecrets-keyring"
+    )
+    assert set(ring_writes) == {leader}, ring_writes
+    no_denials(list(procs.values()))
+
+
+def _current_kid(cluster: LocalCluster) -> str:
+    return cluster.cp.kubectl(
+        "get", "configmap", "-n", OPERATOR_NAMESPACE, "spacesecrets-public-keys",
+        "-o", "jsonpath={.data.current\\.kid}", check=False,
+    ).stdout  # fmt: skip

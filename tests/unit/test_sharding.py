@@ -181,8 +181,10 @@ class FakeKube:
     def __init__(self, spaces: dict[str, list[dict[str, Any]]]) -> None:
         self.spaces = spaces
 
-    def list_custom(self, plural: str, namespace: str) -> list[dict[str, Any]]:
-        return self.spaces.get(namespace, []) if plural == "spacesecrets" else []
+    def iter_custom(self, plural: str) -> list[dict[str, Any]]:
+        if plural != "spacesecrets":
+            return []
+        return [body for bodies in self.spaces.values() for body in bodies]
 
 
 def _obj(ns: str, name: str, rv: int) -> dict[str, Any]:
@@ -248,10 +250,10 @@ def test_an_adoption_lists_and_skips_what_the_watch_delivered_meanwhile() -> Non
         shards.note(ns)
         real_list = shards._list
 
-        def slow_list(namespace: str) -> Any:
+        def slow_list(namespaces: frozenset[str]) -> Any:
             # the watch delivers "other" (newer) while the listing is on its way
-            assert shards.admit("space", _obj(namespace, "other", 13))
-            return real_list(namespace)
+            assert shards.admit("space", _obj(ns, "other", 13))
+            return real_list(namespaces)
 
         shards._list = slow_list  # type: ignore[method-assign]
         change = await shards.apply(Ring("a", ("a",), ("a",)))

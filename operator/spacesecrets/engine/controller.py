@@ -232,7 +232,10 @@ class Controller:
         while True:
             await self.queue.wait_for_timers(60.0)
             for when, key, reason in self.queue.due(time.time()):
-                self._fire(when, key, reason)
+                try:
+                    self._fire(when, key, reason)
+                except Exception:  # one timer's bug must not stop every tick and retry
+                    log.exception("a timer of %s %s/%s failed", *key)
 
     async def _worker(self) -> None:
         loop = asyncio.get_running_loop()

@@ -88,6 +88,16 @@ class KeyRingStore:
         log.info("rotated the key ring: sealing key %s is now current", new.current.kid)
         return True
 
+    def refresh_if_due(self) -> bool:
+        """On a replica that does not rotate (a shard that does not lead): once its copy of the
+        ring is due for rotation, read the ring again each time, so that it seals and opens
+        with the keys the leading replica rotated in. Whether the current key changed."""
+        ring = self.require()
+        if not ring.needs_rotation(self.clock(), self.settings.rotation_period):
+            return False
+        secret = self.kube.get("Secret", self.settings.namespace, self.settings.keyring_secret)
+        return self._adopt(secret).current.kid != ring.current.kid
+
     def publish_public_keys(self) -> None:
         ring = self.require()
         pems = ring.public_pems()

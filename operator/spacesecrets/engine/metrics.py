@@ -131,6 +131,12 @@ class ShardMetrics:
             ["shard"],
             registry=r,
         ).labels(member)
+        self.leads = Gauge(
+            "spacesecrets_shard_leads",
+            "1 on the one shard that rotates the key ring and drops expired histories.",
+            ["shard"],
+            registry=r,
+        ).labels(member)
         self.handovers = Gauge(
             "spacesecrets_shard_handovers",
             "Namespaces this shard adopted or released since it started.",

@@ -8,8 +8,8 @@ renews the member's Lease, reads the others', and applies each decision to the c
 - `serving` wraps each reconcile: it refuses one of a namespace no longer served, and counts the
   reconciles in flight, so a release waits for them before the member publishes the view that
   lets another member begin;
-- a namespace gained is listed (its SpaceSecrets and FlowSecretSyncs) and handed to the
-  controller as if the watch had delivered it; the reconciles find everything in place and write
+- the namespaces gained are listed (their SpaceSecrets and FlowSecretSyncs) and handed to the
+  controller as if the watch had delivered them; the reconciles find everything in place and write
   nothing;
 - a namespace lost is forgotten by the controller: queue, timers, state.
 
@@ -102,6 +102,7 @@ class Shards:
         self._known: set[str] = set()
         self._floors: dict[tuple[str, str, str], int] = {}  # listed at adoption: older is stale
         self._adopting: dict[str, set[tuple[str, str]]] = {}
+        self._unadopted: set[str] = set()  # served, but their listing failed: tried again
         self._seen: dict[str, tuple[str, float]] = {}  # lease -> (resourceVersion, first seen)
         self._rv = ""  # of our own Lease
         self._renewed: float | None = None  # when the last successful renewal began
@@ -111,6 +112,12 @@ class Shards:
 
     def owns(self, namespace: str) -> bool:
         return self.ring.may_serve(namespace)
+
+    def leads(self) -> bool:
+        """Whether this member does the ring's cluster-wide chores (key rotation, history
+        clean-up): the one that serves the operator's own namespace's name, which no space
+        may use, so exactly one member at a time, handed over like any namespace."""
+        return self.owns(self.config.namespace)
 
     def note(self, namespace: str) -> bool:
         """Remember that `namespace` exists (a later handover considers it); whether it is
@@ -261,8 +268,11 @@ class Shards:
         change = sharding.handover(before, ring, known)
         if change.release:
             await self._release(change.release)
-        if change.adopt:
-            await self._adopt(change.adopt)
+        with self._cond:
+            self._unadopted -= change.release
+            retry = frozenset(ns for ns in self._unadopted if self.owns(ns))
+        if change.adopt or retry:
+            await self._adopt(change.adopt | retry)
         if before.acting != ring.acting or before.fenced != ring.fenced:
             log.info(
                 "shard %s: members %s%s; serving %d namespaces",
@@ -283,37 +293,54 @@ class Shards:
         log.debug("shard %s: released %s", self.ring.me, sorted(namespaces))
 
     async def _adopt(self, namespaces: frozenset[str]) -> None:
-        """List each gained namespace's objects and hand them to the controller, skipping any
-        the watch delivered meanwhile (newer than the listing)."""
+        """List the gained namespaces' objects and hand them to the controller, skipping any the
+        watch delivered meanwhile (newer than the listing). One paged listing of each kind for
+        them all, not two per namespace: a ring change moves about 1/N of every namespace, and
+        thousands when a member of a large ring dies. A listing that fails is tried again at
+        the next round: a namespace's objects may have no event for hours."""
         loop = asyncio.get_running_loop()
+        with self._cond:
+            for ns in namespaces:
+                self._adopting[ns] = set()
+        try:
+            listed = await loop.run_in_executor(None, self._list, namespaces)
+        except (Temporary, Permanent) as exc:
+            log.warning("shard %s: cannot list %d namespaces to adopt: %s", self.ring.me,
+                        len(namespaces), exc)  # fmt: skip
+            with self._cond:
+                for ns in namespaces:
+                    self._adopting.pop(ns, None)
+                self._unadopted |= namespaces
+            return
         for ns in sorted(namespaces):
             with self._cond:
-                self._adopting[ns] = set()
-            try:
-                spaces, flows = await loop.run_in_executor(None, self._list, ns)
-            except (Temporary, Permanent) as exc:
-                log.warning("shard %s: cannot list %s to adopt it: %s", self.ring.me, ns, exc)
-                spaces, flows = [], []  # its next events bring it in
-            with self._cond:
                 delivered = self._adopting.pop(ns, set())
+                self._unadopted.discard(ns)
             if self.controller is None or not self.owns(ns):
                 continue
-            for kind, items in (("space", spaces), ("flow", flows)):
-                for body in items:
-                    meta = body["metadata"]
-                    if (kind, meta["name"]) in delivered:
-                        continue
-                    with self._cond:
-                        self._floors[(kind, ns, meta["name"])] = _rv(meta)
-                    if kind == "space":
-                        self.controller.space_event("ADDED", body)
-                    else:
-                        self.controller.flow_event("ADDED", body)
+            for kind, body in listed.get(ns, ()):
+                meta = body["metadata"]
+                if (kind, meta["name"]) in delivered:
+                    continue
+                with self._cond:
+                    self._floors[(kind, ns, meta["name"])] = _rv(meta)
+                if kind == "space":
+                    self.controller.space_event("ADDED", body)
+                else:
+                    self.controller.flow_event("ADDED", body)
         self.adopted += len(namespaces)
         log.debug("shard %s: adopted %s", self.ring.me, sorted(namespaces))
 
-    def _list(self, ns: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        return self.kube.list_custom(SPACES, ns), self.kube.list_custom(FLOWS, ns)
+    def _list(self, namespaces: frozenset[str]) -> dict[str, list[tuple[str, dict[str, Any]]]]:
+        """Each namespace's SpaceSecrets and FlowSecretSyncs, as ("space" | "flow", body)."""
+        out: dict[str, list[tuple[str, dict[str, Any]]]] = {}
+        for kind, plural in (("space", SPACES), ("flow", FLOWS)):
+            for body in self.kube.iter_custom(plural):
+                ns = str(body["metadata"].get("namespace", ""))
+                if ns in namespaces:
+                    body["metadata"].pop("managedFields", None)  # many are held at once
+                    out.setdefault(ns, []).append((kind, body))
+        return out
 
     async def join(self, timeout: float) -> None:
         """Before the watches start: renew and read until the ring is stable (every live member
@@ -336,6 +363,7 @@ class Shards:
         metrics.namespaces.set_function(self.served)
         metrics.members.set_function(lambda: len(self.ring.acting))
         metrics.fenced.set_function(lambda: float(self.ring.fenced))
+        metrics.leads.set_function(lambda: float(self.leads()))
         metrics.handovers.labels(metrics.member, "adopted").set_function(lambda: self.adopted)
         metrics.handovers.labels(metrics.member, "released").set_function(lambda: self.released)
         metrics.queue_depth.set_function(

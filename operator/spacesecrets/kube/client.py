@@ -195,6 +195,10 @@ class Kube:
         res = self._request(f"list {plural}", "GET", self._custom(plural, namespace))
         return list(res.get("items") or [])
 
+    def iter_custom(self, plural: str) -> Iterator[dict[str, Any]]:
+        """Every object of a kind in every namespace, read a page at a time."""
+        return self._items(f"list {plural}", self._custom(plural, None))
+
     def list_custom_metadata(
         self, plural: str, namespace: str | None = None
     ) -> Iterator[dict[str, Any]]:
