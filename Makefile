@@ -9,7 +9,7 @@ NODE_STAMP := $(NODE_RED)/node_modules/.installed
 CONTROLPLANE = $(shell bash hack/controlplane/build.sh)
 PYTEST_ARGS ?=
 
-.PHONY: all venv controlplane node kubenode lint test unit integration e2e crds run demo bench bench-latency soak clean \
+.PHONY: all venv controlplane node kubenode lint test unit integration e2e crds run demo bench bench-shards bench-latency soak clean \
 	image nodered-image images mmdebstrap chromium
 
 all: test
@@ -95,6 +95,10 @@ demo: venv controlplane kubenode
 
 bench: venv controlplane
 	SPACESECRETS_CONTROLPLANE_BIN=$(CONTROLPLANE) $(PY) -m pytest tests/bench/test_bench.py -s $(PYTEST_ARGS)
+
+# the cold start served by 1, 2 and 4 shards (BENCH_SHARDS), each on a fresh control plane
+bench-shards: venv controlplane
+	SPACESECRETS_CONTROLPLANE_BIN=$(CONTROLPLANE) $(PY) -m pytest tests/bench/test_shards.py -s $(PYTEST_ARGS)
 
 # set -> a running Node-RED flow's global context on the real node, in legs (about 10 minutes)
 bench-latency: venv controlplane kubenode nodered-image

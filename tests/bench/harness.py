@@ -20,9 +20,12 @@ from pathlib import Path
 from typing import Any
 
 import kubernetes
+from tests.bench import baseline
 
 from spacesecrets.core import crypto
+from spacesecrets.devtools.dev import OPERATOR_NAMESPACE, local_cluster
 from spacesecrets.kube import AlreadyExists, NotFound
+from spacesecrets.kube.transport import Rest
 
 GROUP, VERSION = "spacesecrets.io", "v1alpha1"
 WRITE_VERBS = frozenset({"create", "update", "patch", "delete", "deletecollection"})
@@ -130,6 +133,7 @@ class Recorder:
     def __init__(self, client: kubernetes.client.ApiClient) -> None:
         self.client = client
         self.cond = threading.Condition()
+        self.spaces: set[str] = set()  # namespaces whose space was seen
         self.space_ready: dict[str, float] = {}  # ns -> first Ready=True
         self.space_version: dict[str, int] = {}  # ns -> latest status.version
         self.version_seen: dict[tuple[str, int], float] = {}  # (ns, version) -> first seen
@@ -207,6 +211,7 @@ class Recorder:
         ns = obj["metadata"]["namespace"]
         status = obj.get("status") or {}
         with self.cond:
+            self.spaces.add(ns)
             ready = any(
                 c.get("type") == "Ready" and c.get("status") == "True"
                 for c in status.get("conditions") or []
@@ -375,3 +380,94 @@ class MemoryKube:
 
 def b64(text: str) -> str:
     return base64.b64encode(text.encode()).decode()
+
+
+# -- the bench's objects, and the write baseline --------------------------------------------------
+
+
+def bench_namespace(i: int) -> str:
+    return f"bench-{i:05d}"
+
+
+def create_all(
+    client: kubernetes.client.ApiClient, pub: Any, n: int, keys: int
+) -> dict[str, float]:
+    """`n` namespaces, each with a space of `keys` values sealed to `pub` and one flow."""
+    core = kubernetes.client.CoreV1Api(client)
+    custom = kubernetes.client.CustomObjectsApi(client)
+    started = time.monotonic()
+    parallel(lambda i: core.create_namespace({"metadata": {"name": bench_namespace(i)}}), range(n))
+    after_ns = time.monotonic()
+
+    def space(i: int) -> None:
+        ns = bench_namespace(i)
+        body = space_body(pub, ns, values_for(i, keys))
+        custom.create_namespaced_custom_object(GROUP, VERSION, ns, "spacesecrets", body)
+
+    parallel(space, range(n))
+    after_spaces = time.monotonic()
+    parallel(
+        lambda i: custom.create_namespaced_custom_object(
+            GROUP,
+            VERSION,
+            bench_namespace(i),
+            "flowsecretsyncs",
+            flow_body(bench_namespace(i), "flow", "flow-secrets"),
+        ),
+        range(n),
+    )
+    done = time.monotonic()
+    return {
+        "namespacesSeconds": round(after_ns - started, 1),
+        "spacesSeconds": round(after_spaces - after_ns, 1),
+        "flowsSeconds": round(done - after_spaces, 1),
+        "objectsPerSecond": round(3 * n / (done - started), 1),
+    }
+
+
+def write_baseline(n: int, keys: int, workers: int) -> dict[str, Any]:
+    """The write baseline (baseline.py) at `n` namespaces, on a fresh control plane of its own:
+    the objects are created, then the five writes per namespace a cold start must make are
+    issued by `workers` threads as the operator's ServiceAccount; the figures."""
+    env = os.environ.get("SPACESECRETS_CONTROLPLANE_BIN")
+    with local_cluster(Path(env) if env else None) as cluster:
+        ring = crypto.KeyRing.create(dt.datetime.now(dt.UTC))
+        client = api_client(cluster.kubeconfig)
+        create_all(client, ring.current.public, n, keys)
+        custom = kubernetes.client.CustomObjectsApi(client)
+        core = kubernetes.client.CoreV1Api(client)
+        spaces = custom.list_cluster_custom_object(GROUP, VERSION, "spacesecrets")["items"]
+        flows = {
+            f["metadata"]["namespace"]: f
+            for f in custom.list_cluster_custom_object(GROUP, VERSION, "flowsecretsyncs")["items"]
+        }
+        ns_uids = {ns.metadata.name: ns.metadata.uid for ns in core.list_namespace().items}
+        writes = []
+        for s in spaces:
+            ns = s["metadata"]["namespace"]
+            flow = flows[ns]
+            space = baseline.Space(
+                namespace=ns,
+                space_uid=s["metadata"]["uid"],
+                flow_name=flow["metadata"]["name"],
+                flow_uid=flow["metadata"]["uid"],
+                flow_spec=flow["spec"],
+                owners=s["spec"]["owners"],
+                data=s["spec"]["data"],
+            )
+            writes.append(baseline.writes_for(ring, OPERATOR_NAMESPACE, space, ns_uids[ns]))
+        assert len(writes) == n
+        transport = Rest.from_kubeconfig(cluster.operator_kubeconfig(), connections=workers)
+        pids = cluster.cp.pids()
+        figures = baseline.run(
+            transport,
+            writes,
+            lambda: {name: cpu_seconds(pid) for name, pid in pids.items()},
+            workers=workers,
+        )
+        # what was written is what a converged cold start leaves: every target there
+        targets = core.list_secret_for_all_namespaces(
+            label_selector="app.kubernetes.io/managed-by=spacesecrets"
+        ).items
+        assert len([t for t in targets if t.metadata.namespace != OPERATOR_NAMESPACE]) == n
+    return figures

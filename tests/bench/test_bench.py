@@ -55,7 +55,6 @@ from typing import Any
 import kubernetes
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from tests.bench import baseline
 from tests.bench.harness import (
     GROUP,
     VERSION,
@@ -63,16 +62,18 @@ from tests.bench.harness import (
     Recorder,
     api_client,
     audit_requests,
+    bench_namespace,
     by_verb_and_resource,
     cpu_seconds,
+    create_all,
     flow_body,
     parallel,
     percentile,
     rss_mib,
     sealed_data,
-    space_body,
     summary,
     values_for,
+    write_baseline,
 )
 from tests.support.metrics import reconciles
 from tests.support.space import public_key
@@ -88,7 +89,6 @@ from spacesecrets.devtools.dev import (
     wait_for,
 )
 from spacesecrets.engine.app import Engine
-from spacesecrets.kube.transport import Rest
 from spacesecrets.names import AUTHORIZED_BY
 
 N = int(os.environ.get("BENCH_N", "100"))
@@ -101,10 +101,6 @@ BASELINE_WORKERS = int(os.environ.get("BENCH_BASELINE_WORKERS", "64"))
 # the operator runs as its ServiceAccount, with exactly the chart's RBAC (as does the baseline)
 OPERATOR_USER = f"system:serviceaccount:{OPERATOR_NAMESPACE}:{OPERATOR_SERVICE_ACCOUNT}"
 BUILD = Path(__file__).resolve().parents[2] / "build" / "bench"
-
-
-def _ns(i: int) -> str:
-    return f"bench-{i:05d}"
 
 
 @pytest.fixture(scope="module")
@@ -228,50 +224,7 @@ def test_write_baseline(results: dict[str, Any]) -> None:
     namespace that a cold start must make, issued with no operator in between (baseline.py),
     as the operator's ServiceAccount. It runs before the operator's control plane is started,
     so the two never share the machine."""
-    env = os.environ.get("SPACESECRETS_CONTROLPLANE_BIN")
-    with local_cluster(Path(env) if env else None) as cluster:
-        ring = crypto.KeyRing.create(dt.datetime.now(dt.UTC))
-        client = api_client(cluster.kubeconfig)
-        _create_all(client, ring.current.public)
-        custom = kubernetes.client.CustomObjectsApi(client)
-        core = kubernetes.client.CoreV1Api(client)
-        spaces = custom.list_cluster_custom_object(GROUP, VERSION, "spacesecrets")["items"]
-        flows = {
-            f["metadata"]["namespace"]: f
-            for f in custom.list_cluster_custom_object(GROUP, VERSION, "flowsecretsyncs")["items"]
-        }
-        ns_uids = {n.metadata.name: n.metadata.uid for n in core.list_namespace().items}
-        writes = []
-        for s in spaces:
-            ns = s["metadata"]["namespace"]
-            flow = flows[ns]
-            space = baseline.Space(
-                namespace=ns,
-                space_uid=s["metadata"]["uid"],
-                flow_name=flow["metadata"]["name"],
-                flow_uid=flow["metadata"]["uid"],
-                flow_spec=flow["spec"],
-                owners=s["spec"]["owners"],
-                data=s["spec"]["data"],
-            )
-            writes.append(baseline.writes_for(ring, OPERATOR_NAMESPACE, space, ns_uids[ns]))
-        assert len(writes) == N
-        transport = Rest.from_kubeconfig(
-            cluster.operator_kubeconfig(), connections=BASELINE_WORKERS
-        )
-        pids = cluster.cp.pids()
-        figures = baseline.run(
-            transport,
-            writes,
-            lambda: {name: cpu_seconds(pid) for name, pid in pids.items()},
-            workers=BASELINE_WORKERS,
-        )
-        # what was written is what a converged cold start leaves: every target there
-        targets = core.list_secret_for_all_namespaces(
-            label_selector="app.kubernetes.io/managed-by=spacesecrets"
-        ).items
-        assert len([t for t in targets if t.metadata.namespace != OPERATOR_NAMESPACE]) == N
-    results["writeBaseline"] = figures
+    results["writeBaseline"] = write_baseline(N, KEYS, BASELINE_WORKERS)
 
 
 # =============================================================================================
@@ -333,34 +286,6 @@ class Sampler(threading.Thread):
                 return
 
 
-def _create_all(client: kubernetes.client.ApiClient, pub: Any) -> dict[str, float]:
-    core = kubernetes.client.CoreV1Api(client)
-    custom = kubernetes.client.CustomObjectsApi(client)
-    started = time.monotonic()
-    parallel(lambda i: core.create_namespace({"metadata": {"name": _ns(i)}}), range(N))
-    after_ns = time.monotonic()
-
-    def space(i: int) -> None:
-        body = space_body(pub, _ns(i), values_for(i, KEYS))
-        custom.create_namespaced_custom_object(GROUP, VERSION, _ns(i), "spacesecrets", body)
-
-    parallel(space, range(N))
-    after_spaces = time.monotonic()
-    parallel(
-        lambda i: custom.create_namespaced_custom_object(
-            GROUP, VERSION, _ns(i), "flowsecretsyncs", flow_body(_ns(i), "flow", "flow-secrets")
-        ),
-        range(N),
-    )
-    done = time.monotonic()
-    return {
-        "namespacesSeconds": round(after_ns - started, 1),
-        "spacesSeconds": round(after_spaces - after_ns, 1),
-        "flowsSeconds": round(done - after_spaces, 1),
-        "objectsPerSecond": round(3 * N / (done - started), 1),
-    }
-
-
 def _probe_first_projection(custom: Any, rec: Recorder) -> list[float]:
     sent: dict[str, float] = {}
     start = time.monotonic()
@@ -369,13 +294,13 @@ def _probe_first_projection(custom: Any, rec: Recorder) -> list[float]:
         delay = start + i / PACE - time.monotonic()
         if delay > 0:
             time.sleep(delay)  # a steady pace, so this measures latency rather than a queue
-        sent[_ns(i)] = time.monotonic()
+        sent[bench_namespace(i)] = time.monotonic()
         custom.create_namespaced_custom_object(
             GROUP,
             VERSION,
-            _ns(i),
+            bench_namespace(i),
             "flowsecretsyncs",
-            flow_body(_ns(i), "probe", "probe-secrets", autosync="24h"),
+            flow_body(bench_namespace(i), "probe", "probe-secrets", autosync="24h"),
         )
 
     parallel(create, range(SAMPLES), workers=8)
@@ -396,7 +321,7 @@ def _probe_immediate_path(custom: Any, rec: Recorder, pub: Any) -> dict[str, lis
     lock = threading.Lock()
 
     def sample(i: int) -> None:
-        ns = _ns(i)
+        ns = bench_namespace(i)
         with rec.cond:
             version = rec.space_version[ns]
         changed = sealed_data(pub, ns, {"KEY_000": ("text", f"changed-{i}".encode())})
@@ -445,10 +370,10 @@ def test_operator_at_scale(bench_cluster: LocalCluster, results: dict[str, Any])
     client = api_client(cluster.kubeconfig)
     custom = kubernetes.client.CustomObjectsApi(client)
 
-    results["create"] = _create_all(client, pub)
+    results["create"] = create_all(client, pub, N, KEYS)
     rec = Recorder(api_client(cluster.kubeconfig, pool=4))
     rec.start()
-    time.sleep(2)  # the watches have listed what exists before the operator starts
+    rec.wait("the bench's watches listed every space", lambda: len(rec.spaces) >= N, 300)
 
     # -- cold start ---------------------------------------------------------------------------
     operator_kubeconfig = cluster.operator_kubeconfig()
@@ -465,7 +390,7 @@ def test_operator_at_scale(bench_cluster: LocalCluster, results: dict[str, Any])
     sampler.start()
     op.wait_ready(timeout=600)
     healthy, healthy_cpu = time.monotonic() - t0, cpu_seconds(pid)
-    spaces = [_ns(i) for i in range(N)]
+    spaces = [bench_namespace(i) for i in range(N)]
     rec.wait(
         "every space Ready, every flow Synced and projected",
         lambda: (
@@ -586,7 +511,7 @@ def _failing_flows(client: kubernetes.client.ApiClient) -> int:
     (TargetNotOwned). Returns how many."""
     core = kubernetes.client.CoreV1Api(client)
     custom = kubernetes.client.CustomObjectsApi(client)
-    ns = _ns(0)
+    ns = bench_namespace(0)
     core.create_namespaced_secret(ns, {"metadata": {"name": "theirs"}, "stringData": {"x": "y"}})
     expected = {"copycat": "Conflict", "grabby": "TargetNotOwned"}
     for body in (flow_body(ns, "copycat", "flow-secrets"), flow_body(ns, "grabby", "theirs")):
