@@ -13,6 +13,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import kubernetes
+from tests.support.audit import audit_mark, operator_requests
 from tests.support.flows import create_flow
 from tests.support.history import history_of, keyring
 from tests.support.revisions import Revisions, Seen, projected_before_recorded, target_version
@@ -121,6 +122,7 @@ def test_a_ready_spaces_flows_are_projected_while_other_spaces_wait(
         "history", core.list_namespaced_secret, namespace=OPERATOR_NAMESPACE,
         label_selector=SPACE_LABEL,
     )  # fmt: skip
+    start = audit_mark(cluster)
     op = cluster.start_operator()
     try:
         wait_for(
@@ -172,3 +174,16 @@ def test_a_ready_spaces_flows_are_projected_while_other_spaces_wait(
             == expected
             == {"HOST": f"{ns}-HOST", "TOKEN": f"{ns}-TOKEN"}
         )
+
+    # each new history records its namespace's UID, taken from one listing of the namespaces
+    # (every space predates it), not from a GET per namespace
+    uids = {n.metadata.name: n.metadata.uid for n in core.list_namespace().items}
+    for i in range(SPACES):
+        assert history_of(kube, _ns(i)).index["namespaceUid"] == uids[_ns(i)]
+    audit_mark(cluster)
+    gets = [
+        (e.get("objectRef") or {}).get("name")
+        for e in operator_requests(cluster.cp.audit_log, start)
+        if e["verb"] == "get" and (e.get("objectRef") or {}).get("resource") == "namespaces"
+    ]
+    assert gets == [], f"the operator read {len(gets)} namespaces one by one"

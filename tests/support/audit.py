@@ -22,20 +22,29 @@ def audit_mark(cluster: LocalCluster, namespace: str = "default") -> int:
     return audit.stat().st_size
 
 
+def operator_requests(audit_log: Path, start: int) -> list[dict[str, Any]]:
+    """Every request by the operator's user logged from offset `start` on."""
+    with audit_log.open("rb") as fh:
+        fh.seek(start)
+        text = fh.read().decode(errors="replace")
+    out = []
+    for line in text.splitlines():
+        try:
+            event = json.loads(line)
+        except ValueError:  # a line being written as we read
+            continue
+        if event["user"]["username"] == OPERATOR_USER:
+            out.append(event)
+    return out
+
+
 def audit_writes(audit_log: Path, start: int, namespace: str | None = None) -> list[dict[str, Any]]:
     """Writes by the operator's user (Events included) logged from offset `start` on: those
     touching one space (its namespace, or its history) or, with no namespace, all of them.
 
     Other tests' namespaces are being deleted meanwhile; their clean-up is not this test's."""
     writes = []
-    with audit_log.open("rb") as fh:
-        fh.seek(start)
-        text = fh.read().decode(errors="replace")
-    for line in text.splitlines():
-        try:
-            event = json.loads(line)
-        except ValueError:  # a line being written as we read
-            continue
+    for event in operator_requests(audit_log, start):
         ref = event.get("objectRef") or {}
         ours = namespace is None or (
             ref.get("namespace") == namespace
@@ -44,7 +53,7 @@ def audit_writes(audit_log: Path, start: int, namespace: str | None = None) -> l
                 and ref.get("name") in (None, f"history-{namespace}")
             )
         )
-        if event["user"]["username"] == OPERATOR_USER and event["verb"] in WRITE_VERBS and ours:
+        if event["verb"] in WRITE_VERBS and ours:
             writes.append(event)
     return writes
 

@@ -189,6 +189,9 @@ def test_the_space_index_starts_empty_when_the_crd_is_not_served_yet() -> None:
         def list_custom_metadata(self, plural: str, namespace: str | None = None) -> None:
             raise NotFound(f"list {plural}")
 
+        def list_namespace_uids(self) -> tuple[dict[str, str], int]:
+            return {}, 1
+
     state = State()
     SpaceIndex(NoCrdYet(), state).seed()  # type: ignore[arg-type]
     assert state.live_spaces("anywhere") == {}

@@ -32,7 +32,7 @@ from typing import Any, Protocol
 from spacesecrets.core import sharding
 from spacesecrets.engine.metrics import ShardMetrics
 from spacesecrets.kube import AlreadyExists, NotFound, Permanent, Temporary
-from spacesecrets.kube.client import Kube
+from spacesecrets.kube.client import Kube, revision
 from spacesecrets.names import FLOWS, SHARD_LABEL, SHARD_VIEW_ANNOTATION, SPACES
 
 log = logging.getLogger("spacesecrets")
@@ -137,7 +137,7 @@ class Shards:
         with self._cond:
             floor = self._floors.get(key)
             if floor is not None:
-                if _rv(meta) < floor:
+                if revision(meta) < floor:
                     return False  # a watch event older than what the adoption listed
                 del self._floors[key]
             delivered = self._adopting.get(ns)
@@ -323,7 +323,7 @@ class Shards:
                 if (kind, meta["name"]) in delivered:
                     continue
                 with self._cond:
-                    self._floors[(kind, ns, meta["name"])] = _rv(meta)
+                    self._floors[(kind, ns, meta["name"])] = revision(meta)
                 if kind == "space":
                     self.controller.space_event("ADDED", body)
                 else:
@@ -387,11 +387,3 @@ class Shards:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-
-
-def _rv(meta: Mapping[str, Any]) -> int:
-    """A resourceVersion as a number (etcd's revisions; 0 when it is not one)."""
-    try:
-        return int(str(meta.get("resourceVersion", "")))
-    except ValueError:
-        return 0

@@ -162,7 +162,7 @@ class SpaceReconciler:
             history = versions.History.new(ring, ns)
         rollback_of = _restored_version(meta, history, ring, plain)
         if not history.index.get("namespaceUid"):  # a new history: which namespace is it of
-            history.index["namespaceUid"] = self.kube.namespace_uid(ns)
+            history.index["namespaceUid"] = self.index.namespace_uid(ns, meta)
         facts_changed = _record_facts(history, body)
         limit = int((body.get("spec") or {}).get("historyLimit", 20))
         change = versions.record(history, ring, plain, self.now(), limit, rollback_of=rollback_of)

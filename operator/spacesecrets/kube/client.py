@@ -132,6 +132,24 @@ class Kube:
         ns = self._request(f"get namespace {name}", "GET", f"/api/v1/namespaces/{name}")
         return str(ns["metadata"]["uid"])
 
+    def list_namespace_uids(self) -> tuple[dict[str, str], int]:
+        """Every namespace's UID by name (metadata only, a page at a time), and the revision
+        of the listing (every page of a paginated LIST is served at the first one's)."""
+        uids: dict[str, str] = {}
+        token, at = "", 0
+        while True:
+            query = {"limit": str(LIST_PAGE), **({"continue": token} if token else {})}
+            res = self._request(
+                "list namespaces", "GET", "/api/v1/namespaces", query=query, accept=METADATA_LIST
+            )
+            for item in res.get("items") or []:
+                uids[str(item["metadata"]["name"])] = str(item["metadata"]["uid"])
+            meta = res.get("metadata") or {}
+            at = at or revision(meta)
+            token = str(meta.get("continue") or "")
+            if not token:
+                return uids, at
+
     def get(self, kind: str, namespace: str, name: str) -> dict[str, Any]:
         out = self._request(
             f"get {kind} {namespace}/{name}", "GET", self._core(kind, namespace, name)
@@ -417,3 +435,12 @@ class Kube:
         with contextlib.suppress(Temporary, Permanent):
             path = f"/api/v1/namespaces/{namespace}/events"
             self._request("post Event", "POST", path, body, answer=False)
+
+
+def revision(meta: Mapping[str, Any]) -> int:
+    """An object's resourceVersion as a number: etcd's revision, which orders every write of
+    the cluster (0 when it is not one)."""
+    try:
+        return int(str(meta.get("resourceVersion", "")))
+    except ValueError:
+        return 0
