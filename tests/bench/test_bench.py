@@ -68,9 +68,9 @@ from tests.bench.harness import (
     create_all,
     flow_body,
     parallel,
-    percentile,
     rss_mib,
     sealed_data,
+    spread,
     summary,
     values_for,
     write_baseline,
@@ -349,13 +349,6 @@ def _probe_immediate_path(custom: Any, rec: Recorder, pub: Any) -> dict[str, lis
     return legs
 
 
-def _spread(seconds: list[float]) -> dict[str, float | None]:
-    """When the first, the 10th, 50th and 90th percentile and the last of them came."""
-    out = {f"p{q}": percentile(seconds, q) for q in (10, 50, 90)}
-    spread = {"first": min(seconds), **out, "last": max(seconds)}
-    return {k: (round(v, 2) if v is not None else None) for k, v in spread.items()}
-
-
 def _secs(stats: dict[str, Any]) -> dict[str, Any]:
     return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in stats.items()}
 
@@ -453,8 +446,8 @@ def test_operator_at_scale(bench_cluster: LocalCluster, results: dict[str, Any])
         "cpuMsPerNamespace": round(cold_cpu / N * 1000, 2),
         # without the process's start (imports, the key ring) up to its first health answer
         "cpuMsPerNamespaceAfterHealthy": round((cold_cpu - healthy_cpu) / N * 1000, 2),
-        "targetSeconds": _spread(targets),
-        "spaceReadySeconds": _spread(ready),
+        "targetSeconds": spread(targets),
+        "spaceReadySeconds": spread(ready),
         "controlPlaneCpuSeconds": cp_cold_cpu,  # the API server and etcd share the machine
         "rssMiB": round(cold_rss, 1),
         "apiRequests": len(cold),

@@ -41,9 +41,8 @@ class SpaceIndex:
             uids, revision = self.kube.list_namespace_uids()
         else:
             uids, revision = {}, 0  # a few namespaces watched: a GET each when needed
-        with self._lock:
-            self._uids = {ns: uid for ns, uid in uids.items() if keep(ns)}
-            self._listed_at = revision
+        with self._lock:  # (of every namespace: a few bytes each, and not a reason to note one)
+            self._uids, self._listed_at = uids, revision
         for ns in namespaces or (None,):
             try:
                 items = self.kube.list_custom_metadata(SPACES, ns)
