@@ -332,6 +332,7 @@ class MemoryKube:
     def __init__(self) -> None:
         self.objects: dict[tuple[str, str, str], dict[str, Any]] = {}
         self.customs: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        self.statuses: dict[tuple[str, str, str], dict[str, Any]] = {}
         self.writes = 0
         self._rv = 0
 
@@ -368,9 +369,20 @@ class MemoryKube:
         return list(self.customs.get((plural, namespace or ""), []))
 
     def patch_status(
-        self, plural: str, namespace: str, name: str, status: Mapping[str, Any]
-    ) -> None:
+        self,
+        plural: str,
+        namespace: str,
+        name: str,
+        status: Mapping[str, Any],
+        *,
+        answer: bool = False,
+    ) -> dict[str, Any]:
         self.writes += 1
+        self._rv += 1
+        key = (plural, namespace, name)
+        merged = self.statuses[key] = _merge(self.statuses.get(key, {}), status)
+        stored = {"metadata": {"name": name, "resourceVersion": str(self._rv)}, "status": merged}
+        return json.loads(json.dumps(stored)) if answer else {}
 
     def get_role_binding(self, namespace: str, name: str) -> dict[str, Any]:
         return self.get("RoleBinding", namespace, name)
@@ -383,6 +395,19 @@ class MemoryKube:
 
     def event(self, *_: Any, **__: Any) -> None:
         self.writes += 1
+
+
+def _merge(target: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:
+    """A JSON merge patch (RFC 7386) applied to `target`."""
+    out = dict(target)
+    for key, value in patch.items():
+        if value is None:
+            out.pop(key, None)
+        elif isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
 
 
 def b64(text: str) -> str:

@@ -388,3 +388,26 @@ def test_a_target_that_does_not_parse_is_restored_with_a_warning(
     assert space.condition("Synced", "parsed", "flowsecretsyncs")["status"] == "True"
     logged = operator.log_text()[log_from:]
     assert "Traceback" not in logged and "RecursionError" not in logged
+
+
+def test_a_status_stored_after_ours_is_taken_from_the_watch(space: Space) -> None:
+    """A killed operator's last status write can be applied after its successor has read the
+    flow (so can another shard's, around a handover): the watch brings that status, and the
+    operator must not go on believing the flow holds what it wrote itself -- it would never
+    sync the flow again. The late write is played with the operator's own credentials: nobody
+    else may write a flow's status."""
+    space.apply({"A": "one"})
+    space.wait_version(1)
+    apply(space, space.flow("late", "late-secrets"))
+    wait_synced(space, "late", 1)
+    space.apply({"A": "two"})
+    space.wait_version(2)
+    wait_synced(space, "late", 2)  # at its next tick
+    space.cluster.cp.kubectl(
+        "patch", "flowsecretsyncs", "late", "-n", space.ns, "--subresource=status",
+        "--type=merge", "-p", '{"status":{"syncedVersion":1}}',
+        kubeconfig=space.cluster.operator_kubeconfig(),
+    )  # fmt: skip
+    assert flow_status(space, "late")["syncedVersion"] == 1
+    wait_synced(space, "late", 2, timeout=20)  # its next tick finds it behind, and says so
+    assert target_version(space, "late-secrets") == 2

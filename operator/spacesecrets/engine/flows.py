@@ -52,7 +52,7 @@ class FlowSyncer:
         self.spaces, self.index, self.histories, self.ring = spaces, index, histories, ring
         self.metrics, self.clock = metrics, clock
         refresher = PodRefresher(kube, metrics, enabled=settings.refresh_pods)
-        self.projector = Projector(kube, metrics, clock, refresher)
+        self.projector = Projector(kube, metrics, clock, refresher, state.flow_status_stored)
 
     def needs_tick(self, namespace: str, name: str) -> bool:
         """At an autosync tick: is there anything to do? Answered from memory alone."""

@@ -20,7 +20,7 @@ from spacesecrets.engine.metrics import Metrics
 from spacesecrets.engine.pods import PodRefresher
 from spacesecrets.engine.state import FlowEntry
 from spacesecrets.kube import NotFound, Temporary
-from spacesecrets.kube.client import Kube
+from spacesecrets.kube.client import Kube, revision
 from spacesecrets.names import FLOWS, Condition, FlowReason, QueueReason
 
 log = logging.getLogger("spacesecrets")
@@ -32,10 +32,12 @@ class Projector:
         kube: Kube,
         metrics: Metrics,
         clock: Callable[[], dt.datetime],
-        refresher: PodRefresher | None = None,
+        refresher: PodRefresher | None,
+        stored: Callable[[FlowEntry, Mapping[str, Any], int], None],
     ) -> None:
+        """`stored(entry, status, resourceVersion)`: a status write's answer, for the state."""
         self.kube, self.metrics, self.clock = kube, metrics, clock
-        self.refresher = refresher
+        self.refresher, self.stored = refresher, stored
 
     def now(self) -> str:
         return now_rfc3339(self.clock())
@@ -176,8 +178,8 @@ class Projector:
             new_status = decisions.sync_now_handled(new_status, request, self.now())
         if new_status != old:
             patch = decisions.status_patch(old, new_status)
-            self.kube.patch_status(FLOWS, entry.namespace, entry.name, patch)
-            entry.status = new_status
+            stored = self.kube.patch_status(FLOWS, entry.namespace, entry.name, patch, answer=True)
+            self.stored(entry, stored.get("status") or new_status, revision(stored["metadata"]))
         if request is not None and entry.synced:
             flow = entry.spec
             message = (

@@ -17,6 +17,7 @@ from spacesecrets.core import decisions
 from spacesecrets.core.conditions import get_condition
 from spacesecrets.core.projection import FlowSpec, SpaceView
 from spacesecrets.core.provenance import Owner
+from spacesecrets.kube.client import revision
 from spacesecrets.names import AUTHORIZED_BY, SYNC_NOW, Condition
 
 
@@ -24,8 +25,12 @@ from spacesecrets.names import AUTHORIZED_BY, SYNC_NOW, Condition
 class FlowEntry:
     """What the operator knows of one FlowSecretSync between events.
 
-    The operator holds one for every flow as long as it runs: the last written status is kept
-    packed as JSON, with the two figures read between syncs beside it.
+    The operator holds one for every flow as long as it runs: the status as the API server last
+    stored it is kept packed as JSON, with the two figures read between syncs beside it, and the
+    resourceVersion it was stored at. It comes from our own status writes and from the watch:
+    a status someone else wrote later (a killed operator's last request, applied after its
+    successor read the flow; another shard during a handover; a person) replaces ours, or the
+    operator would go on believing the flow holds what it wrote and never sync it again.
     """
 
     namespace: str
@@ -44,6 +49,7 @@ class FlowEntry:
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     authorized_by: str | None = None  # the API server's stamp (names.AUTHORIZED_BY)
     sync_now: str | None = None  # an owner's Sync now request (names.SYNC_NOW), as last seen
+    status_revision: int = 0  # the resourceVersion the status was stored at (0: unknown)
 
     @property
     def status(self) -> dict[str, Any]:
@@ -163,9 +169,11 @@ class State:
                     generation=int(meta.get("generation", 0)),
                 )
                 entry.status = body.get("status") or {}
+                entry.status_revision = revision(meta)
                 self._flows[key] = entry
                 self._flows_by_ns.setdefault(key[0], {})[key[1]] = entry
             else:
+                self._stored(entry, body.get("status") or {}, revision(meta))
                 if entry.flow_ref != flow_ref:
                     entry.template_hash = None
                 entry.spec, entry.flow_ref = flow, flow_ref
@@ -175,6 +183,20 @@ class State:
             entry.authorized_by = annotations.get(AUTHORIZED_BY)
             entry.sync_now = annotations.get(SYNC_NOW)
             return entry
+
+    def flow_status_stored(
+        self, entry: FlowEntry, status: Mapping[str, Any], stored_at: int
+    ) -> None:
+        """Our status write of `entry` was stored at resourceVersion `stored_at` as `status`."""
+        with self._lock:
+            self._stored(entry, status, stored_at)
+
+    @staticmethod
+    def _stored(entry: FlowEntry, status: Mapping[str, Any], stored_at: int) -> None:
+        """Keep the newer of what is held and `status`, stored at `stored_at` (resourceVersions
+        order every write: an event older than our last write is not news)."""
+        if stored_at > entry.status_revision:
+            entry.status, entry.status_revision = status, stored_at
 
     def forget_flow(self, namespace: str, name: str) -> None:
         with self._lock:

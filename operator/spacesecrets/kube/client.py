@@ -279,15 +279,22 @@ class Kube:
         )
 
     def patch_status(
-        self, plural: str, namespace: str, name: str, status: Mapping[str, Any]
-    ) -> None:
-        self._request(
+        self,
+        plural: str,
+        namespace: str,
+        name: str,
+        status: Mapping[str, Any],
+        *,
+        answer: bool = False,
+    ) -> dict[str, Any]:
+        """The object as stored when `answer` (else {}: a space's is some 20 KB)."""
+        return self._request(
             f"patch {plural} {namespace}/{name} status",
             "PATCH",
             self._custom(plural, namespace, name) + "/status",
             {"status": dict(status)},
             content_type=MERGE_PATCH,
-            answer=False,
+            answer=answer,
         )
 
     def patch_custom(
