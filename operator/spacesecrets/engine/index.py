@@ -38,11 +38,11 @@ class SpaceIndex:
         its space knows the space exists (of the namespaces `keep` says: a shard's own); and
         the namespaces' UIDs."""
         if not namespaces:
-            uids, revision = self.kube.list_namespace_uids()
+            uids, listed_at = self.kube.list_namespace_uids()
         else:
-            uids, revision = {}, 0  # a few namespaces watched: a GET each when needed
+            uids, listed_at = {}, 0  # a few namespaces watched: a GET each when needed
         with self._lock:  # (of every namespace: a few bytes each, and not a reason to note one)
-            self._uids, self._listed_at = uids, revision
+            self._uids, self._listed_at = uids, listed_at
         for ns in namespaces or (None,):
             try:
                 items = self.kube.list_custom_metadata(SPACES, ns)
