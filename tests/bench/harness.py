@@ -7,6 +7,7 @@ Test support, not a test module: importing it needs no cluster.
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime as dt
 import json
 import os
@@ -14,7 +15,7 @@ import statistics
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,27 @@ from spacesecrets.kube import AlreadyExists, NotFound
 from spacesecrets.kube.transport import Rest
 
 GROUP, VERSION = "spacesecrets.io", "v1alpha1"
+BUILD = Path(__file__).resolve().parents[2] / "build" / "bench"
 WRITE_VERBS = frozenset({"create", "update", "patch", "delete", "deletecollection"})
+
+
+# -- the report -----------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def reported(
+    name: str, first: Mapping[str, Any], markdown: Callable[[dict[str, Any]], str]
+) -> Iterator[dict[str, Any]]:
+    """A bench module's figures: filled in by its tests, then printed as JSON and as a markdown
+    table, and written to build/bench/<name>.json (also when a test failed)."""
+    out = dict(first)
+    try:
+        yield out
+    finally:
+        print("\n" + json.dumps(out, indent=2, sort_keys=True))
+        print("\n" + markdown(out))
+        BUILD.mkdir(parents=True, exist_ok=True)
+        (BUILD / f"{name}.json").write_text(json.dumps(out, indent=2, sort_keys=True) + "\n")
 
 
 # -- clients ------------------------------------------------------------------------------------

@@ -56,6 +56,7 @@ import kubernetes
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from tests.bench.harness import (
+    BUILD,
     GROUP,
     VERSION,
     MemoryKube,
@@ -68,6 +69,7 @@ from tests.bench.harness import (
     create_all,
     flow_body,
     parallel,
+    reported,
     rss_mib,
     sealed_data,
     spread,
@@ -100,17 +102,12 @@ STEADY_SECONDS = float(os.environ.get("BENCH_STEADY_SECONDS", "65"))
 BASELINE_WORKERS = int(os.environ.get("BENCH_BASELINE_WORKERS", "64"))
 # the operator runs as its ServiceAccount, with exactly the chart's RBAC (as does the baseline)
 OPERATOR_USER = f"system:serviceaccount:{OPERATOR_NAMESPACE}:{OPERATOR_SERVICE_ACCOUNT}"
-BUILD = Path(__file__).resolve().parents[2] / "build" / "bench"
 
 
 @pytest.fixture(scope="module")
 def results() -> Iterator[dict[str, Any]]:
-    out: dict[str, Any] = {"N": N, "keysPerSpace": KEYS, "cpus": os.cpu_count()}
-    yield out
-    print("\n" + json.dumps(out, indent=2, sort_keys=True))
-    print("\n" + markdown(out))
-    BUILD.mkdir(parents=True, exist_ok=True)
-    (BUILD / f"{N}.json").write_text(json.dumps(out, indent=2, sort_keys=True) + "\n")
+    with reported(f"{N}", {"N": N, "keysPerSpace": KEYS, "cpus": os.cpu_count()}, markdown) as out:
+        yield out
 
 
 @pytest.fixture(scope="module")
@@ -510,7 +507,7 @@ def _failing_flows(client: kubernetes.client.ApiClient) -> int:
     for body in (flow_body(ns, "copycat", "flow-secrets"), flow_body(ns, "grabby", "theirs")):
         custom.create_namespaced_custom_object(GROUP, VERSION, ns, "flowsecretsyncs", body)
 
-    def reported() -> bool:
+    def both_reported() -> bool:
         for name, reason in expected.items():
             obj = custom.get_namespaced_custom_object(GROUP, VERSION, ns, "flowsecretsyncs", name)
             conditions = (obj.get("status") or {}).get("conditions") or []
@@ -518,7 +515,7 @@ def _failing_flows(client: kubernetes.client.ApiClient) -> int:
                 return False
         return True
 
-    wait_for("a Conflict and a TargetNotOwned", reported, 120, interval=1.0)
+    wait_for("a Conflict and a TargetNotOwned", both_reported, 120, interval=1.0)
     return len(expected)
 
 

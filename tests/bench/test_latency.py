@@ -43,7 +43,7 @@ from typing import Any
 import kubernetes
 import pytest
 import yaml
-from tests.bench.harness import api_client, summary
+from tests.bench.harness import api_client, reported, summary
 from tests.support.images import build_image
 from tests.support.node import node_binaries_or_skip
 from tests.support.space import Space
@@ -59,7 +59,6 @@ ROUNDS = int(os.environ.get("BENCH_LATENCY_ROUNDS", "2"))
 OWNER = "alice@example.com"
 KEY = "API_HOST"
 TARGET = "flow-secrets"
-BUILD = ROOT / "build" / "bench"
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the node and the image need root")
 
@@ -274,12 +273,10 @@ class Scenario:
 
 @pytest.fixture(scope="module")
 def results() -> Iterator[dict[str, Any]]:
-    out: dict[str, Any] = {"flows": PODS, "rounds": ROUNDS, "cpus": os.cpu_count()}
-    yield out
-    print("\n" + json.dumps(out, indent=2, sort_keys=True))
-    print("\n" + markdown(out))
-    BUILD.mkdir(parents=True, exist_ok=True)
-    (BUILD / "latency.json").write_text(json.dumps(out, indent=2, sort_keys=True) + "\n")
+    with reported(
+        "latency", {"flows": PODS, "rounds": ROUNDS, "cpus": os.cpu_count()}, markdown
+    ) as out:
+        yield out
 
 
 SCENARIOS = [

@@ -18,7 +18,6 @@ a write); and the shards together serve every namespace.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections import Counter
@@ -36,6 +35,7 @@ from tests.bench.harness import (
     by_verb_and_resource,
     cpu_seconds,
     create_all,
+    reported,
     rss_mib,
     spread,
     write_baseline,
@@ -55,17 +55,16 @@ KEYS = 20
 SHARDS = [int(k) for k in os.environ.get("BENCH_SHARDS", "1,2,4").split(",") if k.strip()]
 BASELINE_WORKERS = int(os.environ.get("BENCH_BASELINE_WORKERS", "64"))
 OPERATOR_USER = f"system:serviceaccount:{OPERATOR_NAMESPACE}:{OPERATOR_SERVICE_ACCOUNT}"
-BUILD = Path(__file__).resolve().parents[2] / "build" / "bench"
 
 
 @pytest.fixture(scope="module")
 def results() -> Iterator[dict[str, Any]]:
-    out: dict[str, Any] = {"N": N, "keysPerSpace": KEYS, "cpus": os.cpu_count(), "shards": {}}
-    yield out
-    print("\n" + json.dumps(out, indent=2, sort_keys=True))
-    print("\n" + markdown(out))
-    BUILD.mkdir(parents=True, exist_ok=True)
-    (BUILD / f"shards-{N}.json").write_text(json.dumps(out, indent=2, sort_keys=True) + "\n")
+    with reported(
+        f"shards-{N}",
+        {"N": N, "keysPerSpace": KEYS, "cpus": os.cpu_count(), "shards": {}},
+        markdown,
+    ) as out:
+        yield out
 
 
 @pytest.mark.timeout(3600)
