@@ -318,6 +318,16 @@ def audit_requests(path: Path, user: str, since: float, until: float) -> list[di
     """The user's completed requests received in [since, until) (wall-clock seconds)."""
     out = []
     needle = f'"username":"{user}"'
+    # kube-apiserver rotates its audit log at 100 MB (audit-<time>.log beside it): at 20,000
+    # spaces a cold start fills several
+    rotated = sorted(path.parent.glob(f"{path.stem}-*{path.suffix}"))
+    for part in [*rotated, path]:
+        out += _requests_in(part, needle, since, until)
+    return out
+
+
+def _requests_in(path: Path, needle: str, since: float, until: float) -> list[dict[str, Any]]:
+    out = []
     with path.open(errors="replace") as lines:
         for line in lines:
             if needle not in line:

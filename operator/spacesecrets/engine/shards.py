@@ -26,6 +26,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -103,6 +104,9 @@ class Shards:
         self._floors: dict[tuple[str, str, str], int] = {}  # listed at adoption: older is stale
         self._adopting: dict[str, set[tuple[str, str]]] = {}
         self._unadopted: set[str] = set()  # served, but their listing failed: tried again
+        self._to_adopt: set[str] = set()  # given by a round, not yet listed
+        self._adopter: asyncio.Task[None] | None = None
+        self._pool = ThreadPoolExecutor(2, thread_name_prefix="shard")  # the Lease calls
         self._seen: dict[str, tuple[str, float]] = {}  # lease -> (resourceVersion, first seen)
         self._rv = ""  # of our own Lease
         self._renewed: float | None = None  # when the last successful renewal began
@@ -241,7 +245,7 @@ class Shards:
         with self._cond:
             known = list(self._known)
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(None, self._wait_idle, known, self.config.margin)
+        await loop.run_in_executor(self._pool, self._wait_idle, known, self.config.margin)
         if self._rv:
             with contextlib.suppress(NotFound, Temporary, Permanent):
                 await loop.run_in_executor(
@@ -250,18 +254,24 @@ class Shards:
 
     # -- rounds ---------------------------------------------------------------------------------
 
-    async def round(self) -> sharding.Handover:
-        """Publish the acting view, read the ring, and apply the handover it implies."""
+    async def round(self, wait: bool = True) -> sharding.Handover:
+        """Publish the acting view, read the ring, and apply the handover it implies (its
+        adoptions awaited, unless not `wait`). The Lease calls have threads of their own: a
+        renewal must never queue behind the listing of an adoption or other API work."""
         loop = asyncio.get_running_loop()
         try:
-            published = await loop.run_in_executor(None, self._renew)
-            ring = await loop.run_in_executor(None, self._read, published)
+            published = await loop.run_in_executor(self._pool, self._renew)
+            ring = await loop.run_in_executor(self._pool, self._read, published)
         except (Temporary, Permanent) as exc:
             log.warning("shard %s: cannot renew or read the Leases: %s", self.ring.me, exc)
             ring = self._ring(self.ring.others, self.ring.published)  # (fenced in time)
-        return await self.apply(ring)
+        return await self.apply(ring, wait)
 
-    async def apply(self, ring: sharding.Ring) -> sharding.Handover:
+    async def apply(self, ring: sharding.Ring, wait: bool = True) -> sharding.Handover:
+        """Swap in `ring`: release at once what it takes away (before the next renewal
+        publishes it), and adopt what it gives -- awaited if `wait`, else in the background, so
+        that the renewals go on while a large adoption lists (at 20,000 namespaces a listing
+        under load outlasted the lease, and the ring thrashed)."""
         with self._cond:  # one step with `note`: a namespace first seen now is either in `known`
             known = list(self._known)  # (and adopted below) or admitted by the new ring
             before, self.ring = self.ring, ring  # from here on the gate refuses what is released
@@ -272,7 +282,11 @@ class Shards:
             self._unadopted -= change.release
             retry = frozenset(ns for ns in self._unadopted if self.owns(ns))
         if change.adopt or retry:
-            await self._adopt(change.adopt | retry)
+            self._to_adopt |= change.adopt | retry
+            if self._adopter is None or self._adopter.done():
+                self._adopter = asyncio.get_running_loop().create_task(self._adopt_pending())
+            if wait:
+                await asyncio.shield(self._adopter)
         if before.acting != ring.acting or before.fenced != ring.fenced:
             log.info(
                 "shard %s: members %s%s; serving %d namespaces",
@@ -284,13 +298,25 @@ class Shards:
         loop = asyncio.get_running_loop()
         # what is in flight finishes before the next renewal tells the others to begin
         timeout = max(1.0, self.config.margin)
-        if not await loop.run_in_executor(None, self._wait_idle, namespaces, timeout):
+        if not await loop.run_in_executor(self._pool, self._wait_idle, namespaces, timeout):
             log.warning("shard %s: reconciles still in flight at a release", self.ring.me)
         for ns in sorted(namespaces):
             if self.controller is not None and not self.owns(ns):
                 self.controller.release(ns)
         self.released += len(namespaces)
         log.debug("shard %s: released %s", self.ring.me, sorted(namespaces))
+
+    async def _adopt_pending(self) -> None:
+        """Adopt what the rounds gave, one adoption at a time; what a round gives meanwhile
+        is adopted next (and each namespace only if still served when its listing is in)."""
+        while self._to_adopt:
+            batch, self._to_adopt = frozenset(self._to_adopt), set()
+            try:
+                await self._adopt(batch)
+            except Exception:  # the ring must outlive a bug in one adoption
+                log.exception("shard %s: an adoption failed", self.ring.me)
+                with self._cond:
+                    self._unadopted |= batch
 
     async def _adopt(self, namespaces: frozenset[str]) -> None:
         """List the gained namespaces' objects and hand them to the controller, skipping any the
@@ -351,7 +377,7 @@ class Shards:
         # make the others stop serving until they read it
         loop = asyncio.get_running_loop()
         with contextlib.suppress(Temporary, Permanent):
-            await self.apply(await loop.run_in_executor(None, self._read, ()))
+            await self.apply(await loop.run_in_executor(self._pool, self._read, ()))
         while True:
             await self.round()
             if (self.ring.stable() and not self.ring.fenced) or self.clock() >= deadline:
@@ -378,12 +404,13 @@ class Shards:
         while True:
             await asyncio.sleep(self.config.renew)
             try:
-                await self.round()
+                await self.round(wait=False)
             except Exception:  # the ring must outlive a bug in one round
                 log.exception("shard %s: a round failed", self.ring.me)
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        for task in (self._task, self._adopter):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
