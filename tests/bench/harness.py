@@ -276,6 +276,20 @@ class Recorder:
             self.target_seen.setdefault((ns, name, version), now)
             self.cond.notify_all()
 
+    def wait_converged(self, namespaces: list[str], timeout: float) -> None:
+        """Until every space is Ready, every flow Synced and each namespace's `flow-secrets`
+        target seen at version 1 (a cold start's end)."""
+        n = len(namespaces)
+        self.wait(
+            "every space Ready, every flow Synced and projected",
+            lambda: (
+                len(self.space_ready) >= n
+                and len(self.flow_synced) >= n
+                and all((ns, "flow-secrets", 1) in self.target_seen for ns in namespaces)
+            ),
+            timeout,
+        )
+
     def wait(self, what: str, predicate: Callable[[], bool], timeout: float) -> None:
         with self.cond:
             if not self.cond.wait_for(predicate, timeout):

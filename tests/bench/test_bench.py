@@ -381,15 +381,7 @@ def test_operator_at_scale(bench_cluster: LocalCluster, results: dict[str, Any])
     op.wait_ready(timeout=600)
     healthy, healthy_cpu = time.monotonic() - t0, cpu_seconds(pid)
     spaces = [bench_namespace(i) for i in range(N)]
-    rec.wait(
-        "every space Ready, every flow Synced and projected",
-        lambda: (
-            len(rec.space_ready) >= N
-            and len(rec.flow_synced) >= N
-            and all((ns, "flow-secrets", 1) in rec.target_seen for ns in spaces)
-        ),
-        timeout=3600,
-    )
+    rec.wait_converged(spaces, timeout=3600)
     with rec.cond:
         all_ready = max(rec.space_ready.values()) - t0
         all_synced = max(rec.flow_synced.values()) - t0

@@ -113,15 +113,7 @@ def test_cold_start_with_shards(shards: int, results: dict[str, Any]) -> None:
             proc.wait_ready(timeout=600)
             healthy_cpu[member] = cpu_seconds(proc.popen.pid)
         spaces = [bench_namespace(i) for i in range(N)]
-        rec.wait(
-            "every space Ready, every flow Synced and projected",
-            lambda: (
-                len(rec.space_ready) >= N
-                and len(rec.flow_synced) >= N
-                and all((ns, "flow-secrets", 1) in rec.target_seen for ns in spaces)
-            ),
-            timeout=3600,
-        )
+        rec.wait_converged(spaces, timeout=3600)
         targets = [rec.target_seen[(ns, "flow-secrets", 1)] - t0 for ns in spaces]
         wall = max(targets)
         cold_wall = time.time()

@@ -36,6 +36,7 @@ from tests.support.space import Space
 
 from spacesecrets.core.sharding import owner
 from spacesecrets.devtools.dev import OPERATOR_NAMESPACE, LocalCluster, OperatorProcess, wait_for
+from spacesecrets.kube.client import Kube
 from spacesecrets.kube.factory import kube_for
 from spacesecrets.schema.manifests import OPERATOR_ROLE
 
@@ -97,14 +98,9 @@ def versions_projected(spaces: list[Space], version: int) -> Callable[[], bool]:
     return check
 
 
-def test_shards_serve_each_namespace_once_through_a_kill_and_a_join(
-    fresh_cluster: Callable[[], LocalCluster],
-) -> None:
-    cluster = fresh_cluster()
-    kube = kube_for(str(cluster.kubeconfig))
-    procs = {m: start_shard(cluster, m) for m in ("op-a", "op-b")}
-    start = audit_mark(cluster)
-    spaces = [Space(cluster, kube, ns) for ns in NAMESPACES]
+def _spaces_with_flows(cluster: LocalCluster, kube: Kube, namespaces: list[str]) -> list[Space]:
+    """A space with one key and a flow in each new namespace, every flow at version 1."""
+    spaces = [Space(cluster, kube, ns) for ns in namespaces]
     for space in spaces:
         cluster.cp.kubectl("create", "namespace", space.ns)
         space.apply({"GREETING": f"hello {space.ns}"})
@@ -112,6 +108,17 @@ def test_shards_serve_each_namespace_once_through_a_kill_and_a_join(
         space.wait_version(1)
         space.kubectl_apply(space.flow("flow", TARGET))
     wait_for("every flow at version 1", versions_projected(spaces, 1), timeout=60)
+    return spaces
+
+
+def test_shards_serve_each_namespace_once_through_a_kill_and_a_join(
+    fresh_cluster: Callable[[], LocalCluster],
+) -> None:
+    cluster = fresh_cluster()
+    kube = kube_for(str(cluster.kubeconfig))
+    procs = {m: start_shard(cluster, m) for m in ("op-a", "op-b")}
+    start = audit_mark(cluster)
+    spaces = _spaces_with_flows(cluster, kube, NAMESPACES)
 
     with watching(procs) as overlaps:
         # 1. each namespace held by the member the ring gives it to, each target written once
@@ -188,14 +195,7 @@ def test_an_adoption_whose_listing_fails_is_tried_again(
     cluster = fresh_cluster()
     kube = kube_for(str(cluster.kubeconfig))
     procs = {m: start_shard(cluster, m) for m in ("op-a", "op-b")}
-    spaces = [Space(cluster, kube, ns) for ns in NAMESPACES[:4]]
-    for space in spaces:
-        cluster.cp.kubectl("create", "namespace", space.ns)
-        space.apply({"GREETING": f"hello {space.ns}"})
-    for space in spaces:
-        space.wait_version(1)
-        space.kubectl_apply(space.flow("flow", TARGET))
-    wait_for("every flow at version 1", versions_projected(spaces, 1), timeout=60)
+    spaces = _spaces_with_flows(cluster, kube, NAMESPACES[:4])
     names = [s.ns for s in spaces]
     wait_for("each held by its member", held_as_the_ring_says(procs, names), timeout=30)
     theirs = [s for s in spaces if owner(s.ns, ["op-a", "op-b"]) == "op-a"]
