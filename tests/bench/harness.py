@@ -30,6 +30,10 @@ from spacesecrets.kube.transport import Rest
 
 GROUP, VERSION = "spacesecrets.io", "v1alpha1"
 BUILD = Path(__file__).resolve().parents[2] / "build" / "bench"
+N = int(os.environ.get("BENCH_N", "100"))  # spaces, each with KEYS values and one flow
+KEYS = 20
+# the baseline client's concurrency: enough that the API server, not the client, is the bound
+BASELINE_WORKERS = int(os.environ.get("BENCH_BASELINE_WORKERS", "64"))
 WRITE_VERBS = frozenset({"create", "update", "patch", "delete", "deletecollection"})
 
 

@@ -56,10 +56,13 @@ import kubernetes
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from tests.bench.harness import (
+    BASELINE_WORKERS,
     BUILD,
     GROUP,
+    KEYS,
     VERSION,
     MemoryKube,
+    N,
     Recorder,
     api_client,
     audit_requests,
@@ -83,8 +86,7 @@ from tests.support.space import public_key
 from spacesecrets.core import crypto, versions
 from spacesecrets.core.settings import Settings
 from spacesecrets.devtools.dev import (
-    OPERATOR_NAMESPACE,
-    OPERATOR_SERVICE_ACCOUNT,
+    OPERATOR_USER,
     LocalCluster,
     OperatorProcess,
     local_cluster,
@@ -93,15 +95,9 @@ from spacesecrets.devtools.dev import (
 from spacesecrets.engine.app import Engine
 from spacesecrets.names import AUTHORIZED_BY
 
-N = int(os.environ.get("BENCH_N", "100"))
-KEYS = 20
 SAMPLES = int(os.environ.get("BENCH_SAMPLES", str(min(N, 100))))
 PACE = float(os.environ.get("BENCH_RATE", "10"))  # new flows per second in the latency probe
 STEADY_SECONDS = float(os.environ.get("BENCH_STEADY_SECONDS", "65"))
-# the baseline client's concurrency: enough that the API server, not the client, is the bound
-BASELINE_WORKERS = int(os.environ.get("BENCH_BASELINE_WORKERS", "64"))
-# the operator runs as its ServiceAccount, with exactly the chart's RBAC (as does the baseline)
-OPERATOR_USER = f"system:serviceaccount:{OPERATOR_NAMESPACE}:{OPERATOR_SERVICE_ACCOUNT}"
 
 
 @pytest.fixture(scope="module")

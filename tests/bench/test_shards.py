@@ -28,6 +28,9 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from tests.bench.harness import (
+    BASELINE_WORKERS,
+    KEYS,
+    N,
     Recorder,
     api_client,
     audit_requests,
@@ -44,17 +47,12 @@ from tests.support.shards import shard_of
 from tests.support.space import public_key
 
 from spacesecrets.devtools.dev import (
-    OPERATOR_NAMESPACE,
-    OPERATOR_SERVICE_ACCOUNT,
+    OPERATOR_USER,
     OperatorProcess,
     local_cluster,
 )
 
-N = int(os.environ.get("BENCH_N", "100"))
-KEYS = 20
 SHARDS = [int(k) for k in os.environ.get("BENCH_SHARDS", "1,2,4").split(",") if k.strip()]
-BASELINE_WORKERS = int(os.environ.get("BENCH_BASELINE_WORKERS", "64"))
-OPERATOR_USER = f"system:serviceaccount:{OPERATOR_NAMESPACE}:{OPERATOR_SERVICE_ACCOUNT}"
 
 
 @pytest.fixture(scope="module")
