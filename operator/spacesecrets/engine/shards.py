@@ -104,6 +104,8 @@ class Shards:
         self._floors: dict[tuple[str, str, str], int] = {}  # listed at adoption: older is stale
         self._adopting: dict[str, set[tuple[str, str]]] = {}
         self._unadopted: set[str] = set()  # served, but their listing failed: tried again
+        self._releasing: set[str] = set()  # released with a reconcile still in flight
+        self._published: sharding.View = ()  # the view our Lease shows
         self._to_adopt: set[str] = set()  # given by a round, not yet listed
         self._adopter: asyncio.Task[None] | None = None
         self._pool = ThreadPoolExecutor(2, thread_name_prefix="shard")  # the Lease calls
@@ -184,7 +186,8 @@ class Shards:
         The ring keeps acting on the view published before until the Leases are read again:
         only a read made after the renewal may let this member begin to serve."""
         started = self.clock()
-        body = lease_body(self.config, self.ring.acting, self.wall())
+        view = self._publishable()
+        body = lease_body(self.config, view, self.wall())
         if self._rv:
             body["metadata"]["resourceVersion"] = self._rv
             out = self.kube.replace_lease(self.config.namespace, body)
@@ -197,7 +200,17 @@ class Shards:
                 out = self.kube.replace_lease(self.config.namespace, body)
         self._rv = str(out["metadata"]["resourceVersion"])
         self._renewed = started
-        return self.ring.acting
+        self._published = view
+        return view
+
+    def _publishable(self) -> sharding.View:
+        """The acting view; but while a namespace it takes from this member still has a
+        reconcile in flight, the view published before, which still claims it: no other member
+        begins to serve a namespace before our last write to it is done, however long that
+        write takes (under load a reconcile can outlast the wait of a release)."""
+        with self._cond:
+            busy = any(ns in self._inflight and not self.owns(ns) for ns in self._releasing)
+        return self._published if busy and self._published else self.ring.acting
 
     def _read(self, published: sharding.View) -> sharding.Ring:
         """The ring as the Leases show it now (a consistent LIST, made after our renewal)."""
@@ -276,6 +289,10 @@ class Shards:
             known = list(self._known)  # (and adopted below) or admitted by the new ring
             before, self.ring = self.ring, ring  # from here on the gate refuses what is released
         change = sharding.handover(before, ring, known)
+        with self._cond:  # released earlier, whose reconciles have finished since
+            done = {ns for ns in self._releasing if ns not in self._inflight or self.owns(ns)}
+            self._releasing -= done
+        self._forget(done)
         if change.release:
             await self._release(change.release)
         with self._cond:
@@ -299,12 +316,23 @@ class Shards:
         # what is in flight finishes before the next renewal tells the others to begin
         timeout = max(1.0, self.config.margin)
         if not await loop.run_in_executor(self._pool, self._wait_idle, namespaces, timeout):
-            log.warning("shard %s: reconciles still in flight at a release", self.ring.me)
+            log.warning(
+                "shard %s: reconciles still in flight at a release: the view that releases "
+                "them is published once they are done",
+                self.ring.me,
+            )
+        with self._cond:
+            busy = namespaces & self._inflight.keys()
+            self._releasing |= busy
+        self._forget(namespaces - busy)
+        self.released += len(namespaces)
+        log.debug("shard %s: released %s", self.ring.me, sorted(namespaces))
+
+    def _forget(self, namespaces: Iterable[str]) -> None:
+        """The controller forgets what it knew of namespaces released and no longer busy."""
         for ns in sorted(namespaces):
             if self.controller is not None and not self.owns(ns):
                 self.controller.release(ns)
-        self.released += len(namespaces)
-        log.debug("shard %s: released %s", self.ring.me, sorted(namespaces))
 
     async def _adopt_pending(self) -> None:
         """Adopt what the rounds gave, one adoption at a time; what a round gives meanwhile
