@@ -112,6 +112,7 @@ class QueueReason(StrEnum):
     SPACE_DELETED = "space deleted"
     CHANGE = "change"  # a space's spec or rollback annotations changed
     OWNERS_DRIFT = "owners binding drift"  # someone else deleted or edited the owners' binding
+    STATUS_DRIFT = "status drift"  # a space's status is not the one its last reconcile left
     SPACE_READY = "space ready"
 
 

@@ -16,6 +16,7 @@ import kubernetes
 from tests.support.audit import audit_mark, operator_requests
 from tests.support.flows import create_flow
 from tests.support.history import history_of, keyring
+from tests.support.metrics import reconciles
 from tests.support.revisions import Revisions, Seen, projected_before_recorded, target_version
 from tests.support.space import public_key
 
@@ -187,3 +188,6 @@ def test_a_ready_spaces_flows_are_projected_while_other_spaces_wait(
         if e["verb"] == "get" and (e.get("objectRef") or {}).get("resource") == "namespaces"
     ]
     assert gets == [], f"the operator read {len(gets)} namespaces one by one"
+    # and each space was reconciled once: the echoes of its own writes, its status's included
+    # (compared with the status its reconcile left), queue nothing
+    assert reconciles(op.metrics(), "SpaceSecrets") == SPACES

@@ -196,3 +196,14 @@ def test_only_a_former_owner_continues_a_deleted_spaces_history() -> None:
     admin = provenance.Identity("root", ("system:masters",))
     assert provenance.restore_refusal(former, NS, "ns-1", admin, None) is None
     assert provenance.restore_refusal(former, NS, "ns-1", None, None) is not None
+
+
+def test_a_status_digest_is_of_the_form_the_api_server_stores() -> None:
+    written = {"version": 2, "createdAt": None, "keys": [{"name": "A", "restores": None}]}
+    stored = {"keys": [{"name": "A"}], "version": 2}  # a merge patch's nulls remove fields
+    assert decisions.status_digest(written) == decisions.status_digest(stored)
+    assert decisions.status_digest(None) == decisions.status_digest({})
+    assert decisions.status_digest({"version": 1}) != decisions.status_digest({"version": 2})
+    assert decisions.status_digest({"keys": ["A", "B"]}) != decisions.status_digest(
+        {"keys": ["B", "A"]}
+    )

@@ -9,6 +9,8 @@ without a cluster; the engine gathers the inputs and carries the outcome out.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
@@ -258,3 +260,19 @@ def status_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, An
     patch: dict[str, Any] = {k: v for k, v in new.items() if old.get(k) != v}
     patch.update({k: None for k in old if k not in new})
     return patch
+
+
+def status_digest(status: Mapping[str, Any] | None) -> str:
+    """A space's status in the form the API server stores it (a merge patch's nulls remove
+    fields), as a short digest: what its last reconcile left is compared with what the watch
+    brings without keeping thousands of statuses."""
+    text = json.dumps(_without_nulls(status or {}), sort_keys=True, separators=(",", ":"))
+    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+
+
+def _without_nulls(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_nulls(v) for v in value]
+    return value

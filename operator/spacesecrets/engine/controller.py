@@ -27,9 +27,10 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, NamedTuple
 
 from spacesecrets.core import schedule
+from spacesecrets.core.decisions import status_digest
 from spacesecrets.engine.app import Engine
 from spacesecrets.engine.flows import SpaceNotReady
 from spacesecrets.engine.state import FlowEntry
@@ -104,6 +105,11 @@ class Controller:
         self.gate = threading.Event()  # set while active: the watch feeds deliver only then
         self._bodies: dict[Key, bytes] = {}  # spaces waiting for a reconcile, packed
         self._handled: dict[Key, tuple[object, ...]] = {}
+        # a space's status: the one its last reconcile left, and the last the watch brought
+        # while a reconcile ran (the echo of its write and the write's answer race)
+        self._left: dict[Key, str] = {}
+        self._late: dict[Key, tuple[str, Mapping[str, Any]]] = {}
+        self._running: set[Key] = set()
         self._ticks: dict[Key, tuple[float, float, str]] = {}  # flow -> period, next, uid
         self._failures: dict[Key, int] = {}
         self._retries: dict[Key, float] = {}  # when each failed key is tried again
@@ -131,15 +137,32 @@ class Controller:
         self.engine.state.observe_space(body["metadata"], deleted=gone)
         if gone or body["metadata"].get("deletionTimestamp"):
             self._bodies.pop(key, None)
-            self._handled.pop(key, None)
+            self._forget_space(key)
             self.queue.forget(key)
             if gone:
                 self.queue.add(key, DELETED)
             return
-        if self._handled.get(key) == space_essence(body):
-            return  # our own status write, or nothing that matters
+        if self._handled.get(key) != space_essence(body):
+            self._bodies[key] = pack(body)
+            self.queue.add(key, QueueReason.CHANGE)
+            return
+        # nothing its reconcile depends on changed: its status, unless it is the one we left
+        # (someone else's write, e.g. a killed shard's last request applied after our read)
+        digest = status_digest(body.get("status"))
+        if key in self._running:
+            self._late[key] = digest, body  # judged when the reconcile has said what it left
+        elif key in self._left and self._left[key] != digest:
+            self._status_drifted(key, body)
+
+    def _status_drifted(self, key: Key, body: Mapping[str, Any]) -> None:
+        self._left.pop(key, None)
         self._bodies[key] = pack(body)
-        self.queue.add(key, QueueReason.CHANGE)
+        self.queue.add(key, QueueReason.STATUS_DRIFT)
+
+    def _forget_space(self, key: Key) -> None:
+        self._handled.pop(key, None)
+        self._left.pop(key, None)
+        self._late.pop(key, None)
 
     def flow_event(self, event_type: str, body: Mapping[str, Any]) -> None:
         key = _key(FLOW, body)
@@ -246,39 +269,43 @@ class Controller:
             body = json.loads(packed) if packed is not None else None
             if body is not None:  # the event of our own status write must not queue it again
                 self._handled[key] = space_essence(body)
+            self._running.add(key)
             try:
-                told = await loop.run_in_executor(self.executor, self._reconcile, key, reason, body)
+                done = await loop.run_in_executor(self.executor, self._reconcile, key, reason, body)
             except Exception as exc:
+                self._running.discard(key)
                 self._failed(key, reason, exc)
             else:
-                self._succeeded(key, packed)
-                for flow in told:  # a deleted store's flows, through the queue like the rest
+                self._running.discard(key)
+                self._succeeded(key, packed, done.status)
+                for flow in done.told:  # a deleted store's flows, through the queue like the rest
                     self.queue.add(flow, QueueReason.SPACE_DELETED)
             finally:
+                self._late.pop(key, None)
                 self.queue.done(key)
                 if self.queue.idle:
                     self.engine.kube.hold_normal_events(False)
 
-    def _reconcile(self, key: Key, reason: str, body: Mapping[str, Any] | None) -> list[Key]:
-        """One reconcile, in a worker thread: the flows to queue after it (a deleted store's).
-        Nothing when another shard serves the namespace now."""
+    def _reconcile(self, key: Key, reason: str, body: Mapping[str, Any] | None) -> Done:
+        """One reconcile, in a worker thread. Nothing when another shard serves the namespace
+        now."""
         with self.serving(key[1]) as ours:
-            return self._reconcile_served(key, reason, body) if ours else []
+            return self._reconcile_served(key, reason, body) if ours else Done()
 
-    def _reconcile_served(self, key: Key, reason: str, body: Mapping[str, Any] | None) -> list[Key]:
+    def _reconcile_served(self, key: Key, reason: str, body: Mapping[str, Any] | None) -> Done:
         kind, ns, _ = key
         if kind == FLOW:
             self.engine.flows.sync(ns, key[2], reason=reason)
         elif body is not None:
-            self.engine.spaces.reconcile(body)
+            return Done(status=self.engine.spaces.reconcile(body))
         elif reason == DELETED and self.engine.spaces.deleted(ns):
-            return [(FLOW, ns, entry.name) for entry in self.engine.state.flows_in(ns)]
+            return Done(tuple((FLOW, ns, entry.name) for entry in self.engine.state.flows_in(ns)))
         elif reason == QueueReason.OWNERS_DRIFT:
             self.engine.owners.repair(ns)
-        return []
+        return Done()
 
     def _failed(self, key: Key, reason: str, exc: Exception) -> None:
-        self._handled.pop(key, None)  # the next event of this object is worth a reconcile
+        self._forget_space(key)  # the next event of this object is worth a reconcile
         kind, ns, name = key
         failures = self._failures[key] = self._failures.get(key, 0) + 1
         if isinstance(exc, SpaceNotReady):
@@ -314,7 +341,9 @@ class Controller:
         when = self._retries[key] = time.time() + delay
         self.queue.add_at(when, key, reason)
 
-    def _succeeded(self, key: Key, packed: bytes | None) -> None:
+    def _succeeded(
+        self, key: Key, packed: bytes | None, status: Mapping[str, Any] | None = None
+    ) -> None:
         self._failures.pop(key, None)
         self._retries.pop(key, None)
         kind, ns, _ = key
@@ -322,6 +351,11 @@ class Controller:
             return  # (a space's essence was marked handled when its worker took it)
         if self._bodies.get(key) is packed:
             del self._bodies[key]
+        if status is not None:
+            left = self._left[key] = status_digest(status)
+            late = self._late.pop(key, None)
+            if late is not None and late[0] != left and key not in self._bodies:
+                self._status_drifted(key, late[1])  # (a newer body queued wins over it)
         # flows waiting for this space, or failing, get another chance now rather than next tick;
         # those queued behind the other spaces move ahead of them (their rank is now the first)
         waiting = self._waiting.pop(ns, set())
@@ -349,7 +383,7 @@ class Controller:
         for key in keys:
             self._forget(key)
             self._bodies.pop(key, None)
-            self._handled.pop(key, None)
+            self._forget_space(key)
         self._waiting.pop(namespace, None)
         state.forget_namespace(namespace)
         self.engine.owners.forget(namespace)
@@ -380,6 +414,14 @@ class Controller:
             except (Temporary, Permanent) as exc:
                 log.debug("cannot read the peering object: %s", exc)
             await asyncio.sleep(PEERING_CHECK_SECONDS)
+
+
+class Done(NamedTuple):
+    """What a reconcile leaves to the controller: a deleted store's flows to queue, and the
+    status a space's reconcile left."""
+
+    told: tuple[Key, ...] = ()
+    status: Mapping[str, Any] | None = None
 
 
 @contextlib.contextmanager

@@ -58,45 +58,42 @@ class SpaceReconciler:
     def now(self) -> str:
         return now_rfc3339(self.clock())
 
-    def reconcile(self, body: Mapping[str, Any]) -> None:
+    def reconcile(self, body: Mapping[str, Any]) -> Mapping[str, Any]:
+        """The status the space is left with: what was written, or the one it had."""
         namespace = body["metadata"]["namespace"]
         timer = self.metrics.reconcile_seconds.labels("SpaceSecrets").time()
         with self.state.space_lock(namespace), timer:
             try:
-                self._reconcile(body)
+                return self._reconcile(body)
             except (NotFound, NamespaceTerminating):
                 raise
             except Permanent as exc:
                 # a retry would be refused the same way: report it, and wait for a change
                 status = dict(body.get("status") or {})
-                self._failed(body, status, exc.reason, str(exc)[:MESSAGE_LIMIT])
+                return self._failed(body, status, exc.reason, str(exc)[:MESSAGE_LIMIT])
 
-    def _reconcile(self, body: Mapping[str, Any]) -> None:
+    def _reconcile(self, body: Mapping[str, Any]) -> Mapping[str, Any]:
         meta = body["metadata"]
         ns, name = meta["namespace"], meta["name"]
         status: dict[str, Any] = dict(body.get("status") or {})
         self.state.observe_space(meta)
         if ns == self.settings.namespace:
             reason, message = SpaceReason.OPERATOR_NAMESPACE, decisions.OPERATOR_NAMESPACE_MESSAGE
-            self._failed(body, status, reason, message)
-            return
+            return self._failed(body, status, reason, message)
         history, rv = self.histories.read(ns)
         primary = self.index.primary(ns, history)
         if primary is not None and primary != name:
-            self._failed(body, status, *decisions.duplicate(ns, primary))
-            return
+            return self._failed(body, status, *decisions.duplicate(ns, primary))
         taken = self.restorer.take(body, history, rv)
         if ROLLBACK_ANNOTATION in (meta.get("annotations") or {}):
-            self._rollback(body, status, taken.history)
-            return
+            return self._rollback(body, status, taken.history)
         plain, errors = self._open(ns, (body.get("spec") or {}).get("data") or {})
         if errors:
             for e in errors:
                 self.metrics.unseal_failures.labels(e.reason).inc()
             current = taken.history.version if taken.history else 0
-            self._failed(body, status, *decisions.why_not_ready(errors, current))
-            return
-        self._accept(body, status, taken, plain)
+            return self._failed(body, status, *decisions.why_not_ready(errors, current))
+        return self._accept(body, status, taken, plain)
 
     def _open(
         self, ns: str, data: Mapping[str, Any]
@@ -109,7 +106,7 @@ class SpaceReconciler:
 
     def _accept(
         self, body: Mapping[str, Any], status: dict[str, Any], taken: Taken, plain: versions.Plain
-    ) -> None:
+    ) -> Mapping[str, Any]:
         """Record the opened spec as the space's current version and say so."""
         meta, spec = body["metadata"], body.get("spec") or {}
         ns, name, uid = meta["namespace"], meta["name"], meta["uid"]
@@ -144,7 +141,7 @@ class SpaceReconciler:
                 text += f" (restores version {rollback_of})"
             self.kube.event(body, "Normal", SpaceReason.VERSION_CREATED, text)
             log.info("space %s: %s", ns, text)  # key names only, like the Event
-        self._write_status(body, status, {**new_status, "conditions": conditions})
+        return self._write_status(body, status, {**new_status, "conditions": conditions})
 
     def _record(
         self,
@@ -241,7 +238,7 @@ class SpaceReconciler:
 
     def _failed(
         self, body: Mapping[str, Any], status: dict[str, Any], reason: str, message: str
-    ) -> None:
+    ) -> Mapping[str, Any]:
         generation = int(body["metadata"].get("generation", 0))
         new_status = decisions.failed_status(
             status, Condition.READY, reason, message, generation=generation, now=self.now()
@@ -257,17 +254,17 @@ class SpaceReconciler:
         log.warning(
             "space %s/%s not accepted: %s: %s", meta["namespace"], meta["name"], reason, message
         )
-        self._write_status(body, status, new_status)
+        return self._write_status(body, status, new_status)
 
     def _rollback(
         self, body: Mapping[str, Any], status: dict[str, Any], history: versions.History | None
-    ) -> None:
+    ) -> Mapping[str, Any]:
         problem = self.restorer.rollback(body, history, self.ring.require())
         if problem is None:
             target = (body["metadata"].get("annotations") or {}).get(ROLLBACK_ANNOTATION)
             message = f"restoring version {target} as a new version"
             self.kube.event(body, "Normal", SpaceReason.ROLLED_BACK, message)
-            return
+            return status
         # a refused rollback is its own condition: the space itself stays Ready
         reason = SpaceReason.ROLLBACK_FAILED
         refused = decisions.Verdict(reason, problem)
@@ -275,16 +272,18 @@ class SpaceReconciler:
             body, status.get("conditions"), Condition.ROLLBACK, False, refused
         )
         self.kube.event(body, "Warning", reason, problem)
-        self._write_status(body, status, {**status, "conditions": conditions})
+        return self._write_status(body, status, {**status, "conditions": conditions})
 
     def _write_status(
         self, body: Mapping[str, Any], old: Mapping[str, Any], new: Mapping[str, Any]
-    ) -> None:
+    ) -> Mapping[str, Any]:
         """Patch the status only when it changed: an unchanged object costs no write."""
-        if dict(new) != dict(old):
-            meta = body["metadata"]
-            patch = decisions.status_patch(old, new)
-            self.kube.patch_status(SPACES, meta["namespace"], meta["name"], patch)
+        if dict(new) == dict(old):
+            return old
+        meta = body["metadata"]
+        patch = decisions.status_patch(old, new)
+        self.kube.patch_status(SPACES, meta["namespace"], meta["name"], patch)
+        return new
 
 
 def _restored_version(
