@@ -88,8 +88,8 @@ def editor_role(cluster: LocalCluster) -> str:
     return EDITOR_ROLE
 
 
-def _ui(space: Space, user: str, tmp_path: Path) -> AbstractContextManager[UiProcess]:
-    return ui_process(space.cluster.cp.kubeconfig_for(user), space.ns, tmp_path)
+def _ui(space: Space, user: str, tmp_path: Path, *args: str) -> AbstractContextManager[UiProcess]:
+    return ui_process(space.cluster.cp.kubeconfig_for(user), space.ns, tmp_path, *args)
 
 
 def _add(page: Page, key: str, value: str, fmt: str = "Text") -> None:
@@ -380,4 +380,30 @@ def test_the_session_lives_in_the_tab_only_and_the_address_signs_in_once(
         expect(again.locator("body")).to_contain_text("signs in once")
         assert context.cookies() == []
         assert rec.writes() == []
+        context.close()
+
+
+def test_a_tab_left_without_input_signs_itself_out(
+    space: Space, browser: Browser, tmp_path: Path
+) -> None:
+    """A tab left open on an unattended desk must stop acting as the user: its own polls are
+    not input, so after the idle timeout it signs out, says why, and its session is refused by
+    the server from then on (a copy of it signs no one in)."""
+    space.apply({"API_HOST": _secret("host")})
+    space.wait_version(1)
+    with _ui(space, OWNER, tmp_path, "--idle-timeout", "10s") as proc:
+        page, rec, context = open_space(browser, proc, space.ns)
+        _version(page, 1)
+        stored = page.evaluate("sessionStorage.getItem('spacesecrets-session')")
+        reason = page.locator("#signin-reason")
+        expect(reason).to_contain_text("Signed out after 10 s without input", timeout=20_000)
+        expect(page.locator("#view-signin")).to_be_visible()
+        expect(page.locator("#view-space")).to_be_hidden()
+        assert page.evaluate("sessionStorage.getItem('spacesecrets-session')") is None
+        answer = context.request.get(
+            f"http://{urlsplit(proc.url).netloc}/api/spaces",
+            headers={"Authorization": f"Bearer {stored}"},
+        )
+        assert answer.status == 401 and answer.json()["ended"] is True
+        assert [urlsplit(url).path for _, url in rec.writes()] == ["/api/session/sign-out"]
         context.close()

@@ -44,11 +44,11 @@ class UiProcess:
 
 
 @contextmanager
-def ui_process(kubeconfig: Path, namespace: str, workdir: Path) -> Iterator[UiProcess]:
+def ui_process(kubeconfig: Path, namespace: str, workdir: Path, *args: str) -> Iterator[UiProcess]:
     log_path = workdir / f"ui-{kubeconfig.stem}.log"
     with log_path.open("wb") as log:
         popen = subprocess.Popen(
-            [sys.executable, "-m", "spacesecrets", "ui", "--no-browser", "-n", namespace],
+            [sys.executable, "-m", "spacesecrets", "ui", "--no-browser", "-n", namespace, *args],
             env={**os.environ, "KUBECONFIG": str(kubeconfig)},
             stdout=log,
             stderr=subprocess.STDOUT,

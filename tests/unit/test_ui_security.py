@@ -24,13 +24,14 @@ from html.parser import HTMLParser
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import click
 import pytest
 from tests.support.fake_api import NS, FakeApiServer
 
-from spacesecrets.cli.ui import new_addresses
+from spacesecrets.cli.ui import Duration, new_addresses
 from spacesecrets.cli.ui.api import SpaceApi
 from spacesecrets.cli.ui.security import Guard
-from spacesecrets.cli.ui.server import UiServer
+from spacesecrets.cli.ui.server import ENDED, UiServer
 from spacesecrets.core import crypto
 from spacesecrets.kube.client import Kube
 
@@ -169,7 +170,7 @@ def test_the_token_is_exchanged_for_a_session_in_the_redirects_fragment_only(
     path, _, fragment = location.partition("#")
     assert path == "/" and token not in location
     (session,) = parse_qs(fragment)["session"]
-    assert running.guard.sessions == [session]
+    assert list(running.guard.sessions) == [session]
     assert response.getheader("Set-Cookie") is None
     assert response.getheader("Cache-Control") == "no-store"
     assert response.getheader("Referrer-Policy") == "no-referrer"
@@ -219,6 +220,76 @@ def test_a_new_address_on_demand_ends_the_unused_one_and_keeps_the_sessions(
     assert running.request("GET", "/api/spaces", bearer(session))[0].status == 200  # kept
 
 
+# -- the session's end: signed out by its tab, or unused too long ---------------------------------
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_session_unused_longer_than_the_idle_limit_ends(running: Running) -> None:
+    clock = Clock()
+    running.guard.clock, running.guard.idle_seconds = clock, 60.0
+    session = running.login()
+    clock.now += 59
+    assert running.request("GET", "/api/spaces", bearer(session))[0].status == 200
+    clock.now += 59  # each request keeps it alive: 118 s since sign-in, 59 s since the last
+    assert running.request("GET", "/api/spaces", bearer(session))[0].status == 200
+    clock.now += 61
+    response, body = running.request("GET", "/api/spaces", bearer(session))
+    assert response.status == 401
+    assert json.loads(body) == {"error": ENDED, "ended": True}
+    assert session not in running.guard.sessions
+    clock.now = 0  # the clock going back does not bring it back
+    assert running.request("GET", "/api/spaces", bearer(session))[0].status == 401
+
+
+def test_a_tab_signs_itself_out_and_other_tabs_stay_signed_in(running: Running) -> None:
+    first, second = running.login(), running.login()
+    response, body = running.write("POST", "/api/session/sign-out", {}, session=first)
+    assert (response.status, json.loads(body)) == (200, {"signedOut": True})
+    response, body = running.request("GET", "/api/spaces", bearer(first))
+    assert response.status == 401 and json.loads(body)["ended"] is True
+    assert running.write("POST", "/api/session/sign-out", {}, session=first)[0].status == 401
+    assert running.request("GET", "/api/spaces", bearer(second))[0].status == 200
+
+
+def test_a_session_not_ours_is_told_to_sign_in_not_that_it_ended(running: Running) -> None:
+    response, body = running.request("GET", "/api/spaces", bearer("x" * 43))
+    assert response.status == 401 and json.loads(body)["ended"] is False
+
+
+def test_the_page_is_told_the_idle_limit(running: Running) -> None:
+    running.guard.idle_seconds = 90.0
+    session = running.login()
+    response, body = running.request("GET", "/api/session", bearer(session))
+    assert (response.status, json.loads(body)) == (200, {"idleSeconds": 90.0})
+    assert running.request("GET", "/api/session")[0].status == 401
+
+
+def test_signing_out_is_a_write_and_refused_from_another_origin(running: Running) -> None:
+    session = running.login()
+    response, _ = running.write(
+        "POST", "/api/session/sign-out", {}, {"Origin": "http://evil.example"}, session=session
+    )
+    assert response.status == 403
+    assert running.request("GET", "/api/spaces", bearer(session))[0].status == 200
+
+
+@pytest.mark.parametrize("given", ["9s", "15", "1d", "-5m", "m", "1000000m"])
+def test_the_idle_timeout_option_refuses_what_is_no_duration(given: str) -> None:
+    with pytest.raises(click.BadParameter):
+        Duration().convert(given, None, None)
+
+
+def test_the_idle_timeout_option_reads_seconds_minutes_and_hours() -> None:
+    assert [Duration().convert(v, None, None) for v in ("90s", "15m", "2h")] == [90, 900, 7200]
+
+
 @pytest.mark.parametrize("token", ["", "wrong", "{token}x", "{token_}", "{session}"])
 def test_a_wrong_token_signs_no_one_in(running: Running, session: str, token: str) -> None:
     good = running.token()
@@ -226,7 +297,7 @@ def test_a_wrong_token_signs_no_one_in(running: Running, session: str, token: st
     response, _ = running.request("GET", f"/login?token={value}")
     assert response.status == 403
     assert response.getheader("Location") is None
-    assert running.guard.sessions == [session]
+    assert list(running.guard.sessions) == [session]
     assert running.request("GET", f"/login?token={good}")[0].status == 303  # not used up
 
 

@@ -13,15 +13,34 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 import threading
 import webbrowser
 from collections.abc import Callable, Iterable
-from typing import TextIO
+from typing import ClassVar, TextIO
 
 import click
 
 from spacesecrets.cli.app import UserError, _client, _namespace, main, namespaced
+
+
+class Duration(click.ParamType[float]):
+    """A duration of at least 10 seconds: 90s, 15m, 1h."""
+
+    name = "duration"
+    UNITS: ClassVar[dict[str, int]] = {"s": 1, "m": 60, "h": 3600}
+
+    def convert(
+        self, value: object, param: click.Parameter | None, ctx: click.Context | None
+    ) -> float:
+        if isinstance(value, int | float):
+            return float(value)
+        match = re.fullmatch(r"(\d{1,6})([smh])", str(value).strip())
+        seconds = int(match[1]) * self.UNITS[match[2]] if match else 0
+        if seconds < 10:
+            self.fail(f"{value!r} is not a duration of 10s or more (e.g. 90s, 15m, 1h)", param, ctx)
+        return float(seconds)
 
 
 @main.command()
@@ -30,19 +49,27 @@ from spacesecrets.cli.app import UserError, _client, _namespace, main, namespace
     "--port", type=click.IntRange(0, 65535), default=0, help="Port (default: a free one)."
 )
 @click.option("--browser/--no-browser", default=True, help="Open the page in a browser.")
+@click.option(
+    "--idle-timeout",
+    type=Duration(),
+    default="15m",
+    show_default=True,
+    help="Sign a tab out after this long without your input (e.g. 90s, 15m, 1h).",
+)
 @click.pass_context
-def ui(ctx: click.Context, port: int, browser: bool) -> None:
+def ui(ctx: click.Context, port: int, browser: bool, idle_timeout: float) -> None:
     """The Secrets tab in a browser: keys, flows, history, Sync now (127.0.0.1 only).
 
     Prints an address with a random token: whoever opens it first acts as you, so keep it to
-    yourself. It signs one browser tab in, once; press Enter for a new address. Values typed
-    there are sealed on this machine and never sent back to the browser."""
+    yourself. It signs one browser tab in, once; press Enter for a new address. A tab left
+    without your input for the idle timeout signs itself out. Values typed there are sealed on
+    this machine and never sent back to the browser."""
     from spacesecrets.cli.ui.api import SpaceApi
     from spacesecrets.cli.ui.server import UiServer
 
     api = SpaceApi(_client(ctx), _namespace(ctx), ctx.obj["controller_namespace"])
     try:
-        server = UiServer(api, port)
+        server = UiServer(api, port, idle_seconds=idle_timeout)
     except OSError as exc:
         raise UserError(f"cannot listen on 127.0.0.1:{port}: {exc.strerror or exc}") from None
     handler = logging.StreamHandler(sys.stderr)

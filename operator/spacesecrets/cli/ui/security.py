@@ -18,14 +18,20 @@ framed.
 The login token signs in once: a copy left in the terminal's scrollback, the browser's history or
 a process list signs no one else in later. A user who closed the tab asks the running process for
 a new address (Enter in its terminal, `new_login_url`), which also ends the old unused one.
+
+A session ends when its tab signs out -- the page does so after `idle_seconds` without the user's
+input, so a tab left open on an unattended desk stops acting as the user -- or when no request has
+named it for `idle_seconds` (a closed tab, a sleeping machine): the page polls while it is open.
 """
 
 from __future__ import annotations
 
+import enum
 import hmac
 import secrets
 import threading
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 LOGIN_PATH = "/login"
@@ -56,6 +62,13 @@ HEADERS: Mapping[str, str] = {
     "Permissions-Policy": "camera=(), microphone=(), geolocation=()",
 }
 NO_STORE = "no-store"  # API answers and the login redirect (it carries a session) are never cached
+IDLE_SECONDS = 15 * 60.0  # the default: what a locked-down desktop's screen lock is often set to
+
+
+class Access(enum.Enum):
+    GRANTED = "granted"
+    NONE = "none"  # no bearer, or none of ours
+    ENDED = "ended"  # a session of ours that has ended: signed out, or unused too long
 
 
 def _same(given: str | None, expected: str) -> bool:
@@ -70,11 +83,15 @@ def _secret() -> str:
 class Guard:
     """The secrets of one `spacesecrets ui` process, made while it runs and never written down:
     at most one login token not yet used, and the sessions handed out so far (one per browser tab
-    signed in; they end with the process)."""
+    signed in), each with when a request last named it. They end with the process, when their
+    tab signs out, or after `idle_seconds` unused."""
 
     port: int
-    token: str | None = field(default_factory=_secret)
-    sessions: list[str] = field(default_factory=list)
+    idle_seconds: float = IDLE_SECONDS
+    clock: Callable[[], float] = field(default=time.monotonic, repr=False, compare=False)
+    token: str | None = field(default_factory=_secret, repr=False)
+    sessions: dict[str, float] = field(default_factory=dict, repr=False)
+    ended: set[str] = field(default_factory=set, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     @property
@@ -112,21 +129,48 @@ class Guard:
                 return None
             self.token = None
             session = _secret()
-            self.sessions.append(session)
+            self.sessions[session] = self.clock()
             return session
 
-    def authorized(self, authorization: str | None) -> bool:
-        """`Authorization: Bearer <session>` naming a session of ours; every session is compared,
-        in constant time, whichever matches."""
-        scheme, _, credential = (authorization or "").strip().partition(" ")
-        if scheme.lower() != "bearer" or not credential.strip():
-            return False
-        credential = credential.strip()
+    def access(self, authorization: str | None) -> Access:
+        """Whether `Authorization: Bearer <session>` names a live session of ours, which it
+        then keeps alive. Every session is compared, in constant time, whichever matches."""
         with self._lock:
-            sessions = list(self.sessions)
-        found = False
+            now = self.clock()
+            for session, seen in list(self.sessions.items()):
+                if now - seen > self.idle_seconds:
+                    self._end(session)
+            found = self._find(authorization, self.sessions)
+            if found is not None:
+                self.sessions[found] = now
+                return Access.GRANTED
+            return Access.ENDED if self._find(authorization, self.ended) else Access.NONE
+
+    def authorized(self, authorization: str | None) -> bool:
+        return self.access(authorization) is Access.GRANTED
+
+    def sign_out(self, authorization: str | None) -> bool:
+        """End the session named (its tab signs out); False when none of ours is named."""
+        with self._lock:
+            found = self._find(authorization, self.sessions)
+            if found is not None:
+                self._end(found)
+            return found is not None
+
+    def _end(self, session: str) -> None:
+        del self.sessions[session]
+        self.ended.add(session)  # to tell its tab why, not to sign anyone in
+
+    @staticmethod
+    def _find(authorization: str | None, sessions: Iterable[str]) -> str | None:
+        scheme, _, credential = (authorization or "").strip().partition(" ")
+        credential = credential.strip()
+        if scheme.lower() != "bearer" or not credential:
+            return None
+        found = None
         for session in sessions:
-            found |= _same(credential, session)
+            if _same(credential, session):
+                found = session
         return found
 
     def write_allowed(self, headers: Mapping[str, str]) -> str | None:

@@ -10,6 +10,7 @@ how it ended; never a request body, so never a value.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import re
@@ -26,6 +27,7 @@ from spacesecrets.cli.ui.security import (
     LOGIN_PATH,
     NO_STORE,
     SESSION_FRAGMENT,
+    Access,
     Guard,
 )
 
@@ -46,11 +48,17 @@ USED_OR_WRONG = (
     "this address does not sign in (any more): each one signs in once; press Enter in the "
     "terminal where spacesecrets ui runs for a new one"
 )
+ENDED = (
+    "signed out: this tab signed out, or went unused too long; open a new address from the "
+    "terminal where spacesecrets ui runs (press Enter there)"
+)
+SESSION_PATH = "/api/session"  # GET: how long the session may stay idle; POST .../sign-out
 UNAUTHORIZED = {"WWW-Authenticate": 'Bearer realm="spacesecrets-ui"'}
 _NS = r"(?P<ns>[a-z0-9]([-a-z0-9]*[a-z0-9])?)"
 _NAME = r"(?P<name>[A-Za-z0-9_.-]{1,253})"
 
 Handler = Callable[[SpaceApi, Mapping[str, str], Mapping[str, Any]], Mapping[str, Any]]
+Call = Callable[[Mapping[str, str], Mapping[str, Any]], Mapping[str, Any]]
 
 ROUTES: list[tuple[str, re.Pattern[str], Handler]] = [
     ("GET", re.compile(r"/api/spaces"), lambda api, _m, _b: api.spaces()),
@@ -95,10 +103,12 @@ def static_file(name: str) -> bytes | None:
 class UiServer(ThreadingHTTPServer):
     daemon_threads = True  # a browser's idle keep-alive connection never holds up Ctrl+C
 
-    def __init__(self, api: SpaceApi, port: int = 0) -> None:
+    def __init__(self, api: SpaceApi, port: int = 0, idle_seconds: float | None = None) -> None:
         super().__init__(("127.0.0.1", port), _Handler)
         self.api = api
         self.guard = Guard(self.server_address[1])
+        if idle_seconds is not None:
+            self.guard.idle_seconds = idle_seconds
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -170,11 +180,14 @@ class _Handler(BaseHTTPRequestHandler):
         if url.path == LOGIN_PATH and self.command == "GET":
             self._login(parse_qs(url.query).get("token", [""])[0])
         elif url.path.startswith("/api/"):
-            if guard.authorized(self.headers.get("Authorization")):
+            access = guard.access(self.headers.get("Authorization"))
+            if access is Access.GRANTED:
                 self._api(url.path)
             else:
                 self.close_connection = True  # a body, if any, is not read
-                self._json(HTTPStatus.UNAUTHORIZED, {"error": SIGN_IN}, UNAUTHORIZED)
+                ended = access is Access.ENDED
+                doc = {"error": ENDED if ended else SIGN_IN, "ended": ended}
+                self._json(HTTPStatus.UNAUTHORIZED, doc, UNAUTHORIZED)
         elif self.command in ("GET", "HEAD"):
             self._asset(url.path)
         else:
@@ -206,19 +219,25 @@ class _Handler(BaseHTTPRequestHandler):
         extra = {"Cache-Control": "no-cache"}
         self._send(HTTPStatus.OK, data, STATIC_TYPES[name[name.rindex(".") :]], extra)
 
+    def _route(self, path: str) -> tuple[Call, Mapping[str, str | None]] | None:
+        """The handler of a path, with its path's parts; the session's own routes first (its
+        idle limit, for the page's timer; signing out)."""
+        guard, authorization = self.server.guard, self.headers.get("Authorization")
+        if path == SESSION_PATH and self.command == "GET":
+            return (lambda _m, _b: {"idleSeconds": guard.idle_seconds}), {}
+        if path == f"{SESSION_PATH}/sign-out" and self.command == "POST":
+            return (lambda _m, _b: {"signedOut": guard.sign_out(authorization)}), {}
+        for method, pattern, handler in ROUTES:
+            if method == self.command and (match := pattern.fullmatch(path)):
+                return functools.partial(handler, self.server.api), match.groupdict()
+        return None
+
     def _api(self, path: str) -> None:
-        route = next(
-            (
-                (handler, match)
-                for method, pattern, handler in ROUTES
-                if method == self.command and (match := pattern.fullmatch(path))
-            ),
-            None,
-        )
+        route = self._route(path)
         if route is None:
             self._json(HTTPStatus.NOT_FOUND, {"error": "no such API"})
             return
-        handler, match = route
+        call, groups = route
         body: Mapping[str, Any] = {}
         if self.command not in ("GET", "HEAD"):
             refused = self.server.guard.write_allowed(dict(self.headers.items()))
@@ -232,9 +251,9 @@ class _Handler(BaseHTTPRequestHandler):
                 self.close_connection = True
                 self._json(exc.status, {"error": exc.message})
                 return
-        params = {k: unquote(v) for k, v in match.groupdict().items() if v is not None}
+        params = {k: unquote(v) for k, v in groups.items() if v is not None}
         try:
-            self._json(HTTPStatus.OK, handler(self.server.api, params, body))
+            self._json(HTTPStatus.OK, call(params, body))
         except UiError as exc:
             self._json(exc.status, {"error": exc.message})
 

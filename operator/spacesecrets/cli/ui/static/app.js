@@ -16,6 +16,8 @@ const SESSION_KEY = "spacesecrets-session";
 const SESSION_RE = /^#session=([A-Za-z0-9_-]{16,})$/;
 
 const $ = (id) => document.getElementById(id);
+// when the user last gave input, and the page last called the API (see "signing out", below)
+const idle = { seconds: null, last: Date.now(), called: 0, timer: null };
 const state = { view: null, ns: null, tab: "secrets", data: null, json: "", timer: null, edit: null, confirm: null };
 
 // -- the API ------------------------------------------------------------------------------------
@@ -51,7 +53,12 @@ function takeSession() {
 }
 
 class ApiError extends Error {}
-class SignInError extends ApiError {}
+class SignInError extends ApiError {
+  constructor(message, ended) {
+    super(message);
+    this.ended = Boolean(ended); // a session of ours that ended (signed out, or unused too long)
+  }
+}
 
 async function call(method, path, body) {
   const token = session.get();
@@ -63,6 +70,7 @@ async function call(method, path, body) {
     init.body = JSON.stringify(body || {});
   }
   let response;
+  idle.called = Date.now();
   try {
     response = await fetch(path, init);
   } catch (err) {
@@ -70,8 +78,8 @@ async function call(method, path, body) {
   }
   const doc = await response.json().catch(() => ({}));
   if (response.status === 401) {
-    session.set(null); // another process's, or one that ended with its process
-    throw new SignInError(doc.error || "Not signed in.");
+    session.set(null); // another process's, one that ended with its process, or signed out
+    throw new SignInError(doc.error || "Not signed in.", doc.ended);
   }
   if (!response.ok) throw new ApiError(doc.error || `HTTP ${response.status}`);
   return doc;
@@ -140,8 +148,12 @@ function show(view) {
 }
 
 // No session in this tab (opened by hand, or the process was restarted): what to do, and no data.
-function signIn() {
+function signIn(reason) {
   clearTimeout(state.timer);
+  clearTimeout(idle.timer);
+  idle.timer = null;
+  $("signin-reason").textContent = reason || "";
+  $("signin-reason").hidden = !reason;
   state.ns = null;
   $("crumbs").replaceChildren();
   who("");
@@ -188,7 +200,7 @@ async function showSpaces() {
 
 function failed(err) {
   if (err instanceof SignInError) {
-    signIn();
+    signIn(err.ended ? err.message : "");
     return;
   }
   show("view-error");
@@ -510,12 +522,66 @@ $("open-space").addEventListener("submit", (event) => {
   if (ns) location.hash = `#/space/${enc(ns)}`;
 });
 
+// -- signing out when left alone ----------------------------------------------------------------
+// The server says how long a session may go without the user's input; past that, this tab signs
+// itself out, so a tab left open on an unattended desk stops acting as the user. The page's own
+// polls are not input. The server also ends a session no request names for that long, so input
+// that made no request (reading the list of spaces, typing) keeps it alive with one.
+
+for (const type of ["pointerdown", "keydown", "wheel", "touchstart"]) {
+  document.addEventListener(type, () => { idle.last = Date.now(); }, { capture: true, passive: true });
+}
+
+function minutes(seconds) {
+  return seconds % 60 === 0 ? `${seconds / 60} min` : `${seconds} s`;
+}
+
+async function watchIdle() {
+  clearTimeout(idle.timer);
+  idle.timer = null;
+  if (!session.get()) return;
+  if (idle.seconds === null) {
+    try {
+      idle.seconds = Number((await call("GET", "/api/session")).idleSeconds);
+    } catch (err) {
+      failed(err);
+      return;
+    }
+  }
+  const limit = idle.seconds * 1000;
+  const left = idle.last + limit - Date.now();
+  if (left <= 0) {
+    signOut(`Signed out after ${minutes(idle.seconds)} without input.`);
+    return;
+  }
+  if (idle.last > idle.called && Date.now() - idle.called > limit / 2) {
+    try {
+      await call("GET", "/api/session"); // the user is here: the server must not end it
+    } catch (err) {
+      failed(err);
+      return;
+    }
+  }
+  idle.timer = setTimeout(watchIdle, Math.min(left, limit / 4, 60000) + 50);
+}
+
+async function signOut(reason) {
+  try {
+    await call("POST", "/api/session/sign-out");
+  } catch (err) {
+    // ended already: nothing to sign out
+  }
+  session.set(null);
+  signIn(reason);
+}
+
 function route() {
-  takeSession();
+  if (takeSession()) idle.last = Date.now();
   if (!session.get()) {
     signIn();
     return;
   }
+  if (idle.timer === null) watchIdle();
   const match = /^#\/space\/([^/]+)(?:\/(secrets|flows|history))?$/.exec(location.hash);
   if (match) showSpace(decodeURIComponent(match[1]), match[2]);
   else showSpaces();
