@@ -229,6 +229,9 @@ def test_rbac_and_policies_are_the_builders_output(namespace: str, service_accou
     assert find(docs, "RoleBinding", manifests.OPERATOR_ROLE)["subjects"] == [subject]
     assert find(docs, "ServiceAccount", service_account)["metadata"]["namespace"] == namespace
 
+    flow = manifests.shard_leases_flow(namespace, service_account)
+    assert find(docs, "FlowSchema", manifests.SHARD_LEASES_FLOW)["spec"] == flow["spec"]
+
     policies = manifests.admission_policies(namespace, service_account)
     rendered = [d for d in docs if d["apiVersion"].startswith("admissionregistration.k8s.io/")]
     assert len(rendered) == len(policies)

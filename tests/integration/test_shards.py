@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import subprocess
 import sys
 import threading
@@ -38,7 +39,7 @@ from spacesecrets.core.sharding import owner
 from spacesecrets.devtools.dev import OPERATOR_NAMESPACE, LocalCluster, OperatorProcess, wait_for
 from spacesecrets.kube.client import Kube
 from spacesecrets.kube.factory import kube_for
-from spacesecrets.schema.manifests import OPERATOR_ROLE
+from spacesecrets.schema.manifests import OPERATOR_ROLE, SHARD_LEASES_FLOW
 
 NAMESPACES = [f"shard-{i}" for i in range(8)]
 TARGET = "flow-secrets"
@@ -264,3 +265,32 @@ def _current_kid(cluster: LocalCluster) -> str:
         "get", "configmap", "-n", OPERATOR_NAMESPACE, "spacesecrets-public-keys",
         "-o", "jsonpath={.data.current\\.kid}", check=False,
     ).stdout  # fmt: skip
+
+
+def _flow_schema_of(cluster: LocalCluster, path: str) -> str:
+    """The UID of the FlowSchema that admitted a GET of `path` by the operator (API Priority
+    and Fairness names it in every response's headers)."""
+    result = cluster.cp.kubectl(
+        "get", "--raw", path, "-v=8", kubeconfig=cluster.operator_kubeconfig()
+    )
+    found = re.search(r"X-Kubernetes-Pf-Flowschema-Uid: (\S+)", result.stderr, re.IGNORECASE)
+    assert found, result.stderr[-2000:]
+    return found[1]
+
+
+def test_the_lease_calls_have_the_priority_of_leader_election(cluster: LocalCluster) -> None:
+    """A shard's renewals must not queue in the API server behind the operator's own writes: at
+    20,000 spaces a renewal waited longer than the lease, the member fenced itself, and 5,120
+    namespaces went to the others and back. Its Lease calls are classified in the
+    `leader-election` priority level, as Kubernetes' own controllers' are; its other calls
+    are not."""
+    schema = json.loads(
+        cluster.cp.kubectl("get", "flowschema", SHARD_LEASES_FLOW, "-o", "json").stdout
+    )
+    assert schema["spec"]["priorityLevelConfiguration"] == {"name": "leader-election"}
+    dangling = [c for c in schema["status"]["conditions"] if c["type"] == "Dangling"]
+    assert [c["status"] for c in dangling] == ["False"]  # the priority level exists
+    leases = f"/apis/coordination.k8s.io/v1/namespaces/{OPERATOR_NAMESPACE}/leases"
+    assert _flow_schema_of(cluster, leases) == schema["metadata"]["uid"]
+    spaces = "/apis/spacesecrets.io/v1alpha1/spacesecrets?limit=1"
+    assert _flow_schema_of(cluster, spaces) != schema["metadata"]["uid"]

@@ -25,6 +25,7 @@ POLICY_OPERATOR_NAMESPACE = "spacesecrets-operator-namespace"
 POLICY_PROVENANCE = "spacesecrets-provenance"
 POLICY_POD_REFRESH = "spacesecrets-pod-refresh"
 STAMP_PROVENANCE = "spacesecrets-stamp-provenance"
+SHARD_LEASES_FLOW = "spacesecrets-shard-leases"
 # The control plane's own controllers that delete what a namespace or an owner leaves behind
 # (with --use-service-account-credentials, as kubeadm and most distributions run them).
 NAMESPACE_CONTROLLER = "system:serviceaccount:kube-system:namespace-controller"
@@ -154,7 +155,44 @@ def operator_identity(namespace: str, service_account: str) -> list[dict[str, An
             "roleRef": {"apiGroup": rbac, "kind": "Role", "name": OPERATOR_ROLE},
             "subjects": subject,
         },
+        shard_leases_flow(namespace, service_account),
     ]
+
+
+def shard_leases_flow(namespace: str, service_account: str) -> dict[str, Any]:
+    """API Priority and Fairness: the shards' Lease calls in the `leader-election` priority
+    level, as Kubernetes' own controllers' are. Otherwise they queue in the API server behind
+    the operator's own writes (one flow, the ServiceAccount's), and under a cold start's storm a
+    renewal can wait longer than the lease lasts: the member fences itself and its namespaces
+    are handed over and back for nothing."""
+    return {
+        "apiVersion": "flowcontrol.apiserver.k8s.io/v1",
+        "kind": "FlowSchema",
+        "metadata": {"name": SHARD_LEASES_FLOW, "labels": dict(_LABELS)},
+        "spec": {
+            "priorityLevelConfiguration": {"name": "leader-election"},
+            "matchingPrecedence": 800,  # after the built-in leader-election schemas (100-200)
+            "distinguisherMethod": {"type": "ByUser"},
+            "rules": [
+                {
+                    "subjects": [
+                        {
+                            "kind": "ServiceAccount",
+                            "serviceAccount": {"name": service_account, "namespace": namespace},
+                        }
+                    ],
+                    "resourceRules": [
+                        {
+                            "verbs": ["get", "list", "create", "update", "delete"],
+                            "apiGroups": ["coordination.k8s.io"],
+                            "resources": ["leases"],
+                            "namespaces": [namespace],
+                        }
+                    ],
+                }
+            ],
+        },
+    }
 
 
 def _exempt(operator_namespace: str, service_account: str) -> str:
