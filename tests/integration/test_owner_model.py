@@ -18,6 +18,7 @@ import yaml
 from tests.support.cli import cli
 from tests.support.docs import flow_doc
 from tests.support.identities import owners_binding_subjects, sa_kubeconfig
+from tests.support.logs import DENIED_BY_A_TEST
 from tests.support.space import Space
 
 from spacesecrets.core import provenance
@@ -169,6 +170,99 @@ def test_a_non_owner_cannot_restore_a_deleted_space(people: People) -> None:
     )
     space.wait_condition("Synced", "True", name="alices-flow", plural="flowsecretsyncs")
     assert secrets_of(space, "alices-target") == {"API_TOKEN": SECRET}
+
+
+def blocking_status_writes(people: People) -> tuple[list[dict[str, Any]], str]:
+    """A ValidatingAdmissionPolicy that refuses every write of a SpaceSecrets' status in the
+    namespace (and, to tell when the API server enforces it, any ConfigMap created there), and
+    the name of its binding: the one fault of the API server this test needs, made for real."""
+    name = f"block-space-status-{people.ns}"
+    return [
+        {
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "ValidatingAdmissionPolicy",
+            "metadata": {"name": name},
+            "spec": {
+                "failurePolicy": "Fail",
+                "matchConstraints": {
+                    "resourceRules": [
+                        {
+                            "apiGroups": ["spacesecrets.io"],
+                            "apiVersions": ["*"],
+                            "operations": ["UPDATE"],
+                            "resources": ["spacesecrets/status"],
+                        },
+                        {
+                            "apiGroups": [""],
+                            "apiVersions": ["v1"],
+                            "operations": ["CREATE"],
+                            "resources": ["configmaps"],
+                        },
+                    ]
+                },
+                "validations": [{"expression": "false", "message": DENIED_BY_A_TEST}],
+            },
+        },
+        {
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "ValidatingAdmissionPolicyBinding",
+            "metadata": {"name": name},
+            "spec": {
+                "policyName": name,
+                "validationActions": ["Deny"],
+                "matchResources": {
+                    "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": people.ns}}
+                },
+            },
+        },
+    ], name
+
+
+def enforced(people: People) -> bool:
+    probe = people.cluster.cp.kubectl(
+        "create", "configmap", "probe", "-n", people.ns, "--dry-run=server", check=False
+    )
+    return probe.returncode != 0 and DENIED_BY_A_TEST in probe.stderr
+
+
+def test_a_refused_restore_is_reported_when_the_first_status_write_failed(
+    people: People,
+) -> None:
+    """The decision on a deleted store's history is made once, when a new store takes the
+    namespace; if the status that reports it cannot be written then (here an admission policy
+    refuses it), a later reconcile still reports it: it is kept with the history."""
+    _, old_uid = alice_space_then_deleted(people)
+    policy, binding = blocking_status_writes(people)
+    people.cluster.apply(policy)
+    wait_for("the policy to be enforced", lambda: enforced(people))
+    bob_space = Space(
+        people.cluster, people.kube, people.ns, [{"kind": "User", "name": people.bob_name}]
+    )
+    bob_space.kubectl_apply(bob_space.manifest({"BOB_KEY": "bob's own"}), kubeconfig=people.bob)
+    bob_uid = bob_space.get()["metadata"]["uid"]
+    wait_for(
+        "Bob's store to take the namespace's history",
+        lambda: history_index(people.kube, people.ns).get("spaceUid") == bob_uid,
+    )
+    assert not (bob_space.get().get("status") or {}).get("conditions"), "the status was written"
+
+    cp = people.cluster.cp
+    cp.kubectl("delete", "validatingadmissionpolicybinding", binding)
+    wait_for("the policy to be lifted", lambda: not enforced(people))
+    cp.kubectl("delete", "validatingadmissionpolicy", binding)
+    # any change makes the operator look again (a refused status write is not retried by itself)
+    cp.kubectl(
+        "annotate",
+        "spacesecrets",
+        "secrets",
+        "-n",
+        people.ns,
+        "example.com/touched=1",
+        kubeconfig=people.bob,
+    )
+    cond = bob_space.wait_condition("Restore", "False", "RestoreNotAllowed")
+    assert f"User {people.alice_name}" in cond["message"] and old_uid in cond["message"], cond
+    assert bob_space.get()["status"]["version"] == 1
 
 
 def test_a_namespace_created_again_is_a_new_space(people: People) -> None:

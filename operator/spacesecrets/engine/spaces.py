@@ -34,6 +34,8 @@ from spacesecrets.names import (
 )
 
 log = logging.getLogger("spacesecrets")
+# in a history's index: what became of a deleted store's history when this store took over
+RESTORE_OUTCOME = "restoreOutcome"
 MESSAGE_LIMIT = 512  # of an API server's refusal quoted in a condition
 
 
@@ -110,7 +112,7 @@ class SpaceReconciler:
         """Record the opened spec as the space's current version and say so."""
         meta, spec = body["metadata"], body.get("spec") or {}
         ns, name, uid = meta["namespace"], meta["name"], meta["uid"]
-        history, change, rollback_of = self._record(body, taken.history, taken.rv, plain)
+        history, change, rollback_of = self._record(body, taken, plain)
         self.remember(history, plain)
         bound = self.owners.ensure(ns, spec.get("owners") or [], name, uid, fresh=not status)
         new_status = {
@@ -123,12 +125,7 @@ class SpaceReconciler:
         )
         conditions = self._condition(body, status.get("conditions"), Condition.READY, True, ready)
         conditions = self._owners_condition(body, conditions, bound)
-        if taken.outcome is not None:
-            continued, message = taken.outcome
-            reason = SpaceReason.RESTORED if continued else SpaceReason.RESTORE_NOT_ALLOWED
-            self.kube.event(body, "Normal" if continued else "Warning", reason, message)
-            restore = decisions.Verdict(reason, message)
-            conditions = self._condition(body, conditions, Condition.RESTORE, continued, restore)
+        conditions = self._restore_condition(body, conditions, history)
         if change:
             text = (
                 f"version {change.version}: added {change.added}, changed {change.changed}, "
@@ -144,16 +141,13 @@ class SpaceReconciler:
         return self._write_status(body, status, {**new_status, "conditions": conditions})
 
     def _record(
-        self,
-        body: Mapping[str, Any],
-        history: versions.History | None,
-        rv: str,
-        plain: versions.Plain,
+        self, body: Mapping[str, Any], taken: Taken, plain: versions.Plain
     ) -> tuple[versions.History, versions.Change | None, int | None]:
         """The new version, if the plaintext changed, written to the history with what a later
-        restore is decided on; and which version it restores, for a rollback."""
+        restore is decided on (and what became of a deleted store's history when this one took
+        the namespace); and which version it restores, for a rollback."""
         meta, ring = body["metadata"], self.ring.require()
-        ns = meta["namespace"]
+        ns, history, rv = meta["namespace"], taken.history, taken.rv
         new_history = history is None
         if history is None:
             history = versions.History.new(ring, ns)
@@ -161,6 +155,12 @@ class SpaceReconciler:
         if not history.index.get("namespaceUid"):  # a new history: which namespace is it of
             history.index["namespaceUid"] = self.index.namespace_uid(ns, meta)
         facts_changed = _record_facts(history, body)
+        if taken.outcome is not None:
+            # kept with the history: a reconcile retried after this write still reports it
+            continued, message = taken.outcome
+            said = {"spaceUid": meta["uid"], "continued": continued, "message": message}
+            facts_changed = facts_changed or history.index.get(RESTORE_OUTCOME) != said
+            history.index[RESTORE_OUTCOME] = said
         limit = int((body.get("spec") or {}).get("historyLimit", 20))
         change = versions.record(history, ring, plain, self.now(), limit, rollback_of=rollback_of)
         rewrapped = history.rewrapped(ring)
@@ -217,6 +217,26 @@ class SpaceReconciler:
         return set_condition(
             conditions or [], type_, ok, *verdict, generation=generation, now=self.now()
         )
+
+    def _restore_condition(
+        self,
+        body: Mapping[str, Any],
+        conditions: list[dict[str, Any]],
+        history: versions.History,
+    ) -> list[dict[str, Any]]:
+        """`Restore`: whether this store continues the history a deleted one left, as decided
+        when it took the namespace (kept in the history; a Warning or a Normal Event the first
+        time the status says so)."""
+        said = history.index.get(RESTORE_OUTCOME) or {}
+        if said.get("spaceUid") != body["metadata"]["uid"]:
+            return conditions  # decided for another store, or never: nothing to say
+        continued, message = bool(said.get("continued")), str(said.get("message") or "")
+        reason = SpaceReason.RESTORED if continued else SpaceReason.RESTORE_NOT_ALLOWED
+        old = get_condition(conditions, Condition.RESTORE) or {}
+        if (old.get("reason"), old.get("message")) != (reason, message):
+            self.kube.event(body, "Normal" if continued else "Warning", reason, message)
+        restore = decisions.Verdict(reason, message)
+        return self._condition(body, conditions, Condition.RESTORE, continued, restore)
 
     def _owners_condition(
         self, body: Mapping[str, Any], conditions: list[dict[str, Any]], problem: str | None
