@@ -1,11 +1,12 @@
 """How spacesecrets reaches the API server: one `request` method, two ways to make it.
 
-Edge. The operator uses `Rest`: urllib3 with in-cluster or kubeconfig credentials (a token or a
-client certificate), JSON in and out. The official client builds a generated model for every object
-it reads and costs 58 MiB of resident memory just to import, more than the state of thousands of
-spaces; the operator's handful of calls need neither. The CLI and the tests wrap the official client
-instead (`factory.ClientTransport`), which knows every kind of kubeconfig authentication people use
-at their desks (exec plugins, auth providers).
+Edge. The operator uses `Rest`: the standard library's `http.client` over keep-alive connections
+(`connections`), with in-cluster or kubeconfig credentials (a token or a client certificate), JSON
+in and out. The official client builds a generated model for every object it reads and costs
+58 MiB of resident memory just to import, more than the state of thousands of spaces; the
+operator's handful of calls need neither. The CLI and the tests wrap the official client instead
+(`factory.ClientTransport`), which knows every kind of kubeconfig authentication people use at
+their desks (exec plugins, auth providers).
 """
 
 from __future__ import annotations
@@ -24,13 +25,15 @@ from pathlib import Path
 from typing import Any, NamedTuple
 from urllib.parse import urlencode
 
-import urllib3
 import yaml
+
+from spacesecrets.kube.connections import ERRORS, Connections
 
 JSON = "application/json"
 MERGE_PATCH = "application/merge-patch+json"
 SERVICE_ACCOUNT = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 TOKEN_REREAD_SECONDS = 60.0
+CONNECT_TIMEOUT = 10.0
 
 
 class Response(NamedTuple):
@@ -66,7 +69,7 @@ class Rest(Transport):
     def __init__(
         self,
         server: str,
-        context: ssl.SSLContext,
+        context: ssl.SSLContext | None,
         *,
         token: str | None = None,
         token_file: Path | None = None,
@@ -77,16 +80,12 @@ class Rest(Transport):
         self.user_agent = "spacesecrets"  # a shard adds its member id: the audit log tells them
         self._token, self._token_file, self._token_read = token, token_file, 0.0
         self._lock = threading.Lock()
-        # one pool for the one server: a PoolManager would parse the URL and look the pool up
-        # again on every request
-        url = urllib3.util.parse_url(self.server)
-        self._prefix = (url.path or "").rstrip("/")  # a server behind a path (a proxy)
-        self._pool = urllib3.connection_from_url(
-            f"{url.scheme}://{url.netloc}",
-            maxsize=connections,
-            retries=False,
-            timeout=urllib3.Timeout(connect=10.0, read=timeout),
-            **({"ssl_context": context} if url.scheme == "https" else {}),
+        self._connections = Connections(
+            self.server,
+            context,
+            size=connections,
+            connect_timeout=CONNECT_TIMEOUT,
+            read_timeout=timeout,
         )
 
     @classmethod
@@ -129,13 +128,16 @@ class Rest(Transport):
         base = path.parent
         ssl_context = _context(cluster, user, base)
         token_file = user.get("tokenFile")
-        return cls(
-            str(cluster["server"]),
-            ssl_context,
-            token=user.get("token"),
-            token_file=base / token_file if token_file else None,
-            connections=connections,
-        )
+        try:
+            return cls(
+                str(cluster["server"]),
+                ssl_context,
+                token=user.get("token"),
+                token_file=base / token_file if token_file else None,
+                connections=connections,
+            )
+        except ValueError as exc:
+            raise ConfigError(f"cannot use the kubeconfig {path}: {exc}") from None
 
     def _bearer(self) -> str | None:
         if self._token_file is None:
@@ -156,54 +158,61 @@ class Rest(Transport):
         content_type: str = JSON,
         accept: str = JSON,
     ) -> Response:
-        url = self._prefix + path + (f"?{urlencode(query)}" if query else "")
-        headers = {"Accept": accept, "User-Agent": self.user_agent}
-        token = self._bearer()
-        if token:
-            headers["Authorization"] = f"Bearer {token}"
+        url = self._connections.prefix + path + (f"?{urlencode(query)}" if query else "")
+        headers = self._headers(accept)
         payload = None
         if body is not None:
             headers["Content-Type"] = content_type
             payload = json.dumps(body).encode()
         try:
-            response = self._pool.request(method, url, body=payload, headers=headers)
-        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            conn = self._connections.take()
+        except ERRORS as exc:
             raise Unreachable(type(exc).__name__) from None
-        return Response(response.status, response.data)
+        try:
+            conn.request(method, url, body=payload, headers=headers)
+            response = conn.getresponse()
+            data = response.read()
+        except ERRORS as exc:
+            conn.close()
+            raise Unreachable(type(exc).__name__) from None
+        if response.will_close:
+            conn.close()
+        else:
+            self._connections.give(conn)
+        return Response(response.status, data)
+
+    def _headers(self, accept: str) -> dict[str, str]:
+        headers = {"Accept": accept, "User-Agent": self.user_agent}
+        token = self._bearer()
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        return headers
 
     @contextlib.contextmanager
     def stream(
         self, path: str, query: Mapping[str, str], *, read_timeout: float
     ) -> Iterator[tuple[int, Iterator[bytes]]]:
-        """A streaming GET (a watch): its status and its lines as they come. A connection left
-        before the end is closed, not put back in the pool."""
-        url = f"{self._prefix}{path}?{urlencode(query)}"
-        headers = {"Accept": JSON, "User-Agent": self.user_agent}
-        token = self._bearer()
-        if token:
-            headers["Authorization"] = f"Bearer {token}"
+        """A streaming GET (a watch) on a connection of its own: its status and its lines as
+        they come. The connection is closed at the end, never reused."""
+        url = f"{self._connections.prefix}{path}?{urlencode(query)}"
         try:
-            response = self._pool.request(
-                "GET",
-                url,
-                headers=headers,
-                preload_content=False,
-                timeout=urllib3.Timeout(connect=10.0, read=read_timeout),
-            )
-        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            conn = self._connections.open(read_timeout)
+            conn.request("GET", url, headers=self._headers(JSON))
+            response = conn.getresponse()
+        except ERRORS as exc:
             raise Unreachable(type(exc).__name__) from None
 
         def lines() -> Iterator[bytes]:
             try:
-                yield from response
-            except (urllib3.exceptions.HTTPError, OSError) as exc:
+                while line := response.readline():
+                    yield line
+            except ERRORS as exc:
                 raise Unreachable(type(exc).__name__) from None
 
         try:
             yield response.status, lines()
         finally:
-            response.close()
-            response.release_conn()
+            conn.close()
 
 
 def _named(doc: Mapping[str, Any], section: str, name: str) -> dict[str, Any]:
