@@ -34,7 +34,8 @@ What is measured, and how:
 
 BENCH_PYSPY=<path of a py-spy binary> also records sampled profiles of the operator (cold start,
 then the rest) into build/bench/ as collapsed stacks; BENCH_PYSPY_GIL=1 samples only the thread
-holding the GIL, which shows where the operator's CPU goes rather than where its threads wait.
+holding the GIL, which shows where the operator's CPU goes rather than where its threads wait
+(BENCH_PYSPY_RATE samples a second, 50 by default).
 BENCH_OPERATOR_ENV='{"NAME": "value"}' adds environment variables to the measured operator
 (settings, or an experiment to compare).
 """
@@ -244,7 +245,7 @@ class PySpy:
                 "--pid",
                 str(self.pid),
                 "--rate",
-                "50",
+                os.environ.get("BENCH_PYSPY_RATE", "50"),
                 "--format",
                 "raw",
                 "--nonblocking",
