@@ -26,11 +26,12 @@ from spacesecrets.kube.errors import (
     error_for,
 )
 from spacesecrets.kube.events import EventQueue
-from spacesecrets.kube.transport import MERGE_PATCH, Transport, Unreachable
+from spacesecrets.kube.transport import JSON, MERGE_PATCH, Transport, Unreachable
 
 log = logging.getLogger("spacesecrets")
 CONNECTIONS = 32  # the operator's pool: one connection per reconcile worker
 METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
+METADATA = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"
 LIST_PAGE = 250  # objects a page: a LIST of thousands is parsed one page at a time
 _CORE = {"Secret": "secrets", "ConfigMap": "configmaps"}
 _APPS = {"Deployment": "deployments", "StatefulSet": "statefulsets"}
@@ -53,12 +54,15 @@ class Kube:
         body: Any = None,
         *,
         query: Mapping[str, str] | None = None,
-        content_type: str = "application/json",
-        accept: str = "application/json",
+        content_type: str = JSON,
+        accept: str = JSON,
         answer: bool = True,
     ) -> dict[str, Any]:
         """The parsed answer; {} unless `answer` (a write whose answer nobody reads: the object
-        written, a space's some 20 KB with its managedFields, is not parsed for nothing)."""
+        written, a space's some 20 KB with its managedFields, is not parsed for nothing, and is
+        asked for as its metadata only, which the API server sends instead of the object)."""
+        if not answer and accept == JSON:
+            accept = METADATA
         try:
             response = self.http.request(
                 method, path, body, query=query, content_type=content_type, accept=accept
