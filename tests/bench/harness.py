@@ -311,6 +311,12 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _TICK  # utime, stime
 
 
+def kernel_cpu_seconds(pid: int) -> float:
+    """The part of `cpu_seconds` spent in the kernel (system calls: sockets, futexes, epoll)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[12]) / _TICK
+
+
 def rss_mib(pid: int) -> tuple[float, float]:
     """(current RSS, peak RSS) in MiB."""
     status = dict(

@@ -72,6 +72,7 @@ from tests.bench.harness import (
     cpu_seconds,
     create_all,
     flow_body,
+    kernel_cpu_seconds,
     parallel,
     reported,
     rss_mib,
@@ -385,7 +386,7 @@ def test_operator_at_scale(bench_cluster: LocalCluster, results: dict[str, Any])
         all_projected = max(rec.target_seen[(ns, "flow-secrets", 1)] for ns in spaces) - t0
         targets = [rec.target_seen[(ns, "flow-secrets", 1)] - t0 for ns in spaces]
         ready = [rec.space_ready[ns] - t0 for ns in spaces]
-    cold_cpu = cpu_seconds(pid)
+    cold_cpu, cold_kernel_cpu = cpu_seconds(pid), kernel_cpu_seconds(pid)
     cold_wall = time.time()
     cp_cold_cpu = {n: round(cpu_seconds(p) - cp_cpu0[n], 1) for n, p in control_plane.items()}
     spy.stop()
@@ -429,6 +430,7 @@ def test_operator_at_scale(bench_cluster: LocalCluster, results: dict[str, Any])
         "allSyncedSeconds": round(all_synced, 2),
         "allProjectedSeconds": round(all_projected, 2),
         "cpuSeconds": round(cold_cpu, 1),
+        "cpuKernelSeconds": round(cold_kernel_cpu, 1),  # of which in system calls
         "cpuMsPerNamespace": round(cold_cpu / N * 1000, 2),
         # without the process's start (imports, the key ring) up to its first health answer
         "cpuMsPerNamespaceAfterHealthy": round((cold_cpu - healthy_cpu) / N * 1000, 2),
