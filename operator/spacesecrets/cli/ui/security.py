@@ -21,7 +21,8 @@ a new address (Enter in its terminal, `new_login_url`), which also ends the old 
 
 A session ends when its tab signs out -- the page does so after `idle_seconds` without the user's
 input, so a tab left open on an unattended desk stops acting as the user -- or when no request has
-named it for `idle_seconds` (a closed tab, a sleeping machine): the page polls while it is open.
+named it for `idle_seconds` and a grace (a closed tab, a sleeping machine): the page polls while
+it is open, and the grace is longer than its poll, so an open tab's own timer always comes first.
 """
 
 from __future__ import annotations
@@ -63,6 +64,9 @@ HEADERS: Mapping[str, str] = {
 }
 NO_STORE = "no-store"  # API answers and the login redirect (it carries a session) are never cached
 IDLE_SECONDS = 15 * 60.0  # the default: what a locked-down desktop's screen lock is often set to
+# the server's backstop waits this much longer than a tab's own idle timer, which a poll (every
+# 10 s) never resets: an open tab always signs itself out first, and says why
+SESSION_GRACE_SECONDS = 30.0
 
 
 class Access(enum.Enum):
@@ -84,7 +88,7 @@ class Guard:
     """The secrets of one `spacesecrets ui` process, made while it runs and never written down:
     at most one login token not yet used, and the sessions handed out so far (one per browser tab
     signed in), each with when a request last named it. They end with the process, when their
-    tab signs out, or after `idle_seconds` unused."""
+    tab signs out, or after `idle_seconds` (and the grace) unused."""
 
     port: int
     idle_seconds: float = IDLE_SECONDS
@@ -138,7 +142,7 @@ class Guard:
         with self._lock:
             now = self.clock()
             for session, seen in list(self.sessions.items()):
-                if now - seen > self.idle_seconds:
+                if now - seen > self.idle_seconds + SESSION_GRACE_SECONDS:
                     self._end(session)
             found = self._find(authorization, self.sessions)
             if found is not None:

@@ -200,7 +200,7 @@ async function showSpaces() {
 
 function failed(err) {
   if (err instanceof SignInError) {
-    signIn(err.ended ? err.message : "");
+    signIn(err.ended ? endedReason(err.message) : "");
     return;
   }
   show("view-error");
@@ -525,11 +525,19 @@ $("open-space").addEventListener("submit", (event) => {
 // -- signing out when left alone ----------------------------------------------------------------
 // The server says how long a session may go without the user's input; past that, this tab signs
 // itself out, so a tab left open on an unattended desk stops acting as the user. The page's own
-// polls are not input. The server also ends a session no request names for that long, so input
-// that made no request (reading the list of spaces, typing) keeps it alive with one.
+// polls are not input. The server also ends a session no request names for that long (plus a
+// grace longer than a poll, so this tab's own timer comes first), so input that made no request
+// (reading the list of spaces, typing) keeps it alive with one.
 
 for (const type of ["pointerdown", "keydown", "wheel", "touchstart"]) {
   document.addEventListener(type, () => { idle.last = Date.now(); }, { capture: true, passive: true });
+}
+
+// a session that ended while this tab went without input ended for that reason, whichever of
+// the tab and the server noticed first
+function endedReason(message) {
+  const unattended = idle.seconds !== null && Date.now() - idle.last >= idle.seconds * 1000;
+  return unattended ? `Signed out after ${minutes(idle.seconds)} without input.` : message;
 }
 
 function minutes(seconds) {
