@@ -74,17 +74,15 @@ class Connections:
             )
         else:
             conn = http.client.HTTPConnection(self.host, self.port, timeout=self.connect_timeout)
-        conn.connect()
+        try:
+            conn.connect()
+        except ERRORS:
+            conn.close()  # a TLS handshake refused leaves its socket open otherwise
+            raise
         assert conn.sock is not None
         conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         conn.sock.settimeout(read_timeout)
         return conn
-
-    def close(self) -> None:
-        with self._lock:
-            idle, self._idle = self._idle, []
-        for conn in idle:
-            conn.close()
 
 
 def _dropped(conn: http.client.HTTPConnection) -> bool:

@@ -197,9 +197,13 @@ class Rest(Transport):
         url = f"{self._connections.prefix}{path}?{urlencode(query)}"
         try:
             conn = self._connections.open(read_timeout)
+        except ERRORS as exc:
+            raise Unreachable(type(exc).__name__) from None
+        try:
             conn.request("GET", url, headers=self._headers(JSON))
             response = conn.getresponse()
         except ERRORS as exc:
+            conn.close()
             raise Unreachable(type(exc).__name__) from None
 
         def lines() -> Iterator[bytes]:
