@@ -38,6 +38,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
 START_ATTEMPTS = 3
+CRD_DELAY = "There can be a delay between when CustomResourceDefinitions are created"
+CRD_DELAY_SECONDS = 30.0
 BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kubectl", "helm")
 CONTROLLERS = (
     "garbage-collector-controller",
@@ -549,15 +551,27 @@ class ControlPlane:
         input: str | None = None,
         check: bool = True,
     ) -> subprocess.CompletedProcess[str]:
-        """Run the real kubectl against this control plane."""
-        result = subprocess.run(
-            [self.binary("kubectl"), f"--kubeconfig={kubeconfig or self.admin_kubeconfig}", *args],
-            input=input,
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=120,
-        )
+        """Run the real kubectl against this control plane. A write the API server refuses
+        because a new kind is not served yet (503, seen on a loaded machine just after the
+        CustomResourceDefinitions were installed, even after a dry run of the kind passed) is
+        tried again for up to CRD_DELAY_SECONDS, as a GitOps tool would."""
+        deadline = time.monotonic() + CRD_DELAY_SECONDS
+        while True:
+            result = subprocess.run(
+                [
+                    self.binary("kubectl"),
+                    f"--kubeconfig={kubeconfig or self.admin_kubeconfig}",
+                    *args,
+                ],
+                input=input,
+                capture_output=True,
+                text=True,
+                check=False,
+                timeout=120,
+            )
+            if CRD_DELAY not in result.stderr or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
         if check and result.returncode != 0:
             raise KubectlError(result.returncode, result.args, result.stdout, result.stderr)
         return result
