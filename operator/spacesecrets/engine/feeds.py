@@ -57,7 +57,7 @@ class Feeds:
         ]
         scopes: list[str | None] = [*namespaces] or [None]  # None: cluster-wide
         self.feeds = [
-            Feed(rest, resource, ns, self._deliverer(handle), controller.gate)
+            Feed(rest, resource, ns, Handoff(self.loop, handle), controller.gate)
             for resource, handle in wiring
             for ns in scopes
         ]
@@ -69,9 +69,6 @@ class Feeds:
     def stop(self) -> None:
         for feed in self.feeds:
             feed.stop()
-
-    def _deliverer(self, handle: Handle) -> Handoff:
-        return Handoff(self.loop, handle)
 
     # -- what the events mean -----------------------------------------------------------------
 
