@@ -118,18 +118,17 @@ class Handoff:
     ) -> None:
         self.loop, self.handle, self.limit = loop, handle, limit
         self._lock = threading.Lock()
-        self._events: list[Event] = []
-        self._due = False  # a drain is scheduled on the loop
+        self._events: list[Event] = []  # waiting; while any are, a drain is scheduled
         self._room = threading.Event()  # set while the backlog is under its limit
         self._room.set()
 
     def __call__(self, events: Sequence[Event]) -> None:
         with self._lock:
+            wake = not self._events
             self._events.extend(events)
             full = len(self._events) >= self.limit
             if full:
                 self._room.clear()
-            wake, self._due = not self._due, True
         if wake:
             try:
                 self.loop.call_soon_threadsafe(self._drain)
@@ -141,7 +140,7 @@ class Handoff:
 
     def _drain(self) -> None:
         with self._lock:
-            events, self._events, self._due = self._events, [], False
+            events, self._events = self._events, []
             self._room.set()
         for type_, obj in events:
             try:
