@@ -1,12 +1,12 @@
 """How spacesecrets reaches the API server: one `request` method, two ways to make it.
 
-Edge. The operator uses `Rest`: the standard library's `http.client` over keep-alive connections
-(`connections`), with in-cluster or kubeconfig credentials (a token or a client certificate), JSON
-in and out. The official client builds a generated model for every object it reads and costs
-58 MiB of resident memory just to import, more than the state of thousands of spaces; the
-operator's handful of calls need neither. The CLI and the tests wrap the official client instead
-(`factory.ClientTransport`), which knows every kind of kubeconfig authentication people use at
-their desks (exec plugins, auth providers).
+Edge. The operator uses `Rest`: libcurl's kept-alive handles for requests (`curl`) and the
+standard library's `http.client` for the watches' streams (`connections`), with in-cluster or
+kubeconfig credentials (a token or a client certificate), JSON in and out. The official client
+builds a generated model for every object it reads and costs 58 MiB of resident memory just to
+import, more than the state of thousands of spaces; the operator's handful of calls need neither.
+The CLI and the tests wrap the official client instead (`factory.ClientTransport`), which knows
+every kind of kubeconfig authentication people use at their desks (exec plugins, auth providers).
 """
 
 from __future__ import annotations
@@ -16,8 +16,6 @@ import base64
 import contextlib
 import json
 import os
-import ssl
-import tempfile
 import threading
 import time
 from collections.abc import Iterator, Mapping
@@ -27,7 +25,10 @@ from urllib.parse import urlencode
 
 import yaml
 
-from spacesecrets.kube.connections import ERRORS, Connections
+from spacesecrets.kube import curl
+from spacesecrets.kube.connections import ERRORS as STREAM_ERRORS
+from spacesecrets.kube.connections import Connections
+from spacesecrets.kube.curl import Tls
 
 JSON = "application/json"
 MERGE_PATCH = "application/merge-patch+json"
@@ -69,7 +70,7 @@ class Rest(Transport):
     def __init__(
         self,
         server: str,
-        context: ssl.SSLContext | None,
+        tls: Tls | None = None,
         *,
         token: str | None = None,
         token_file: Path | None = None,
@@ -80,12 +81,11 @@ class Rest(Transport):
         self.user_agent = "spacesecrets"  # a shard adds its member id: the audit log tells them
         self._token, self._token_file, self._token_read = token, token_file, 0.0
         self._lock = threading.Lock()
-        self._connections = Connections(
-            self.server,
-            context,
-            size=connections,
-            connect_timeout=CONNECT_TIMEOUT,
-            read_timeout=timeout,
+        self._streams = Connections(
+            self.server, (tls or Tls()).context(), connect_timeout=CONNECT_TIMEOUT
+        )
+        self._handles = curl.Handles(
+            tls, size=connections, connect_timeout=CONNECT_TIMEOUT, timeout=timeout
         )
 
     @classmethod
@@ -103,10 +103,9 @@ class Rest(Transport):
         host = os.environ["KUBERNETES_SERVICE_HOST"]
         port = os.environ.get("KUBERNETES_SERVICE_PORT", "443")
         host = f"[{host}]" if ":" in host else host
-        context = ssl.create_default_context(cafile=str(SERVICE_ACCOUNT / "ca.crt"))
         return cls(
             f"https://{host}:{port}",
-            context,
+            Tls(ca_file=str(SERVICE_ACCOUNT / "ca.crt")),
             token_file=SERVICE_ACCOUNT / "token",  # projected and rotated: read again hourly
             connections=connections,
         )
@@ -126,12 +125,11 @@ class Rest(Transport):
                 f"{path} uses an exec plugin or auth provider"
             )
         base = path.parent
-        ssl_context = _context(cluster, user, base)
         token_file = user.get("tokenFile")
         try:
             return cls(
                 str(cluster["server"]),
-                ssl_context,
+                _tls(cluster, user, base),
                 token=user.get("token"),
                 token_file=base / token_file if token_file else None,
                 connections=connections,
@@ -158,28 +156,17 @@ class Rest(Transport):
         content_type: str = JSON,
         accept: str = JSON,
     ) -> Response:
-        url = self._connections.prefix + path + (f"?{urlencode(query)}" if query else "")
-        headers = self._headers(accept)
+        url = self.server + path + (f"?{urlencode(query)}" if query else "")
+        headers = [f"{k}: {v}" for k, v in self._headers(accept).items()]
         payload = None
         if body is not None:
-            headers["Content-Type"] = content_type
+            headers.append(f"Content-Type: {content_type}")
             payload = json.dumps(body).encode()
         try:
-            conn = self._connections.take()
-        except ERRORS as exc:
-            raise Unreachable(type(exc).__name__) from None
-        try:
-            conn.request(method, url, body=payload, headers=headers)
-            response = conn.getresponse()
-            data = response.read()
-        except ERRORS as exc:
-            conn.close()
-            raise Unreachable(type(exc).__name__) from None
-        if response.will_close:
-            conn.close()
-        else:
-            self._connections.give(conn)
-        return Response(response.status, data)
+            status, data = self._handles.request(method, url, headers, payload)
+        except curl.ERRORS as exc:
+            raise Unreachable(_curl_error(exc)) from None
+        return Response(status, data)
 
     def _headers(self, accept: str) -> dict[str, str]:
         headers = {"Accept": accept, "User-Agent": self.user_agent}
@@ -194,15 +181,15 @@ class Rest(Transport):
     ) -> Iterator[tuple[int, Iterator[bytes]]]:
         """A streaming GET (a watch) on a connection of its own: its status and its lines as
         they come. The connection is closed at the end, never reused."""
-        url = f"{self._connections.prefix}{path}?{urlencode(query)}"
+        url = f"{self._streams.prefix}{path}?{urlencode(query)}"
         try:
-            conn = self._connections.open(read_timeout)
-        except ERRORS as exc:
+            conn = self._streams.open(read_timeout)
+        except STREAM_ERRORS as exc:
             raise Unreachable(type(exc).__name__) from None
         try:
             conn.request("GET", url, headers=self._headers(JSON))
             response = conn.getresponse()
-        except ERRORS as exc:
+        except STREAM_ERRORS as exc:
             conn.close()
             raise Unreachable(type(exc).__name__) from None
 
@@ -210,7 +197,7 @@ class Rest(Transport):
             try:
                 while line := response.readline():
                     yield line
-            except ERRORS as exc:
+            except STREAM_ERRORS as exc:
                 raise Unreachable(type(exc).__name__) from None
 
         try:
@@ -227,27 +214,39 @@ def _named(doc: Mapping[str, Any], section: str, name: str) -> dict[str, Any]:
     raise KeyError(f"{section[:-1]} {name!r}")
 
 
-def _context(cluster: Mapping[str, Any], user: Mapping[str, Any], base: Path) -> ssl.SSLContext:
+def _tls(cluster: Mapping[str, Any], user: Mapping[str, Any], base: Path) -> Tls:
+    ca, ca_file = None, None
     if cluster.get("certificate-authority-data"):
-        ca = base64.b64decode(cluster["certificate-authority-data"]).decode()
-        context = ssl.create_default_context(cadata=ca)
+        ca = base64.b64decode(cluster["certificate-authority-data"])
     elif cluster.get("certificate-authority"):
-        context = ssl.create_default_context(cafile=str(base / cluster["certificate-authority"]))
-    else:
-        context = ssl.create_default_context()
-    if cluster.get("insecure-skip-tls-verify"):
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    cert, key = _pem(user, "client-certificate", base), _pem(user, "client-key", base)
-    if cert and key:
-        # ssl loads a certificate chain from files only: hand it a private temporary pair
-        with tempfile.TemporaryDirectory(prefix="spacesecrets-tls-") as tmp:
-            cert_path, key_path = Path(tmp) / "tls.crt", Path(tmp) / "tls.key"
-            cert_path.write_bytes(cert)
-            key_path.touch(mode=0o600)
-            key_path.write_bytes(key)
-            context.load_cert_chain(str(cert_path), str(key_path))
-    return context
+        ca_file = str(base / cluster["certificate-authority"])
+    return Tls(
+        ca=ca,
+        ca_file=ca_file,
+        cert=_pem(user, "client-certificate", base),
+        key=_pem(user, "client-key", base),
+        verify=not cluster.get("insecure-skip-tls-verify"),
+    )
+
+
+_CURL_ERRORS = {
+    6: "cannot resolve the server's name",
+    7: "cannot connect to the server",
+    28: "timed out",
+    35: "TLS handshake failed",
+    52: "the server closed the connection without an answer",
+    55: "sending failed",
+    56: "receiving failed",
+    58: "the client certificate was refused",
+    60: "the server's certificate is not trusted",
+}
+
+
+def _curl_error(exc: BaseException) -> str:
+    """What failed, in words and libcurl's code, without the address libcurl's own message
+    quotes: "cannot connect to the server (libcurl error 7)"."""
+    code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else 0
+    return f"{_CURL_ERRORS.get(code, 'no answer')} (libcurl error {code})"
 
 
 def _pem(user: Mapping[str, Any], field: str, base: Path) -> bytes | None:

@@ -1,0 +1,204 @@
+"""The operator's HTTP client over TLS, against a real HTTPS server on loopback with a CA of the
+test's own: the server is trusted from a kubeconfig's PEM data or from a CA file (a
+ServiceAccount's), not from the system's trust; a client certificate is presented when the server
+asks for one; insecure-skip-tls-verify skips the check. Requests (libcurl) and watches
+(`http.client`) are held to the same trust."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import datetime as dt
+import ipaddress
+import ssl
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from spacesecrets.kube.curl import Tls
+from spacesecrets.kube.transport import Rest, Unreachable
+
+
+@dataclass(frozen=True)
+class Pair:
+    cert: bytes
+    key: bytes
+
+
+def _issue(name: str, issuer: tuple[x509.Name, ec.EllipticCurvePrivateKey] | None) -> Pair:
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    issuer_name, signer = issuer or (subject, key)
+    now = dt.datetime.now(dt.UTC)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(hours=1))
+        .add_extension(x509.BasicConstraints(ca=issuer is None, path_length=None), critical=True)
+    )
+    if issuer is not None and name == "server":
+        san = x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))])
+        builder = builder.add_extension(san, critical=False)
+    cert = builder.sign(signer, hashes.SHA256())
+    pem = serialization.Encoding.PEM
+    key_pem = key.private_bytes(
+        pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    return Pair(cert.public_bytes(pem), key_pem)
+
+
+@dataclass(frozen=True)
+class Pki:
+    ca: Pair
+    server: Pair
+    client: Pair
+
+
+@pytest.fixture(scope="module")
+def pki() -> Pki:
+    ca = _issue("test-ca", None)
+    ca_cert = x509.load_pem_x509_certificate(ca.cert)
+    ca_key = serialization.load_pem_private_key(ca.key, None)
+    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+    signer = (ca_cert.subject, ca_key)
+    return Pki(ca, _issue("server", signer), _issue("operator", signer))
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:
+        peer = self.connection.getpeercert()  # type: ignore[attr-defined]
+        who = dict(x[0] for x in peer["subject"])["commonName"] if peer else "nobody"
+        body = who.encode() + b"\n"
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+class Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        pass  # a refused handshake is what some tests are about
+
+
+@contextlib.contextmanager
+def _serve(pki: Pki, tmp: Path, *, client_certs: bool) -> Iterator[str]:
+    (tmp / "server.crt").write_bytes(pki.server.cert)
+    (tmp / "server.key").write_bytes(pki.server.key)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(str(tmp / "server.crt"), str(tmp / "server.key"))
+    if client_certs:
+        context.verify_mode = ssl.CERT_REQUIRED
+        context.load_verify_locations(cadata=pki.ca.cert.decode())
+    srv = Server(("127.0.0.1", 0), Handler)
+    srv.socket = context.wrap_socket(srv.socket, server_side=True)
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"https://127.0.0.1:{srv.server_address[1]}"
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
+@pytest.fixture
+def server(pki: Pki, tmp_path: Path) -> Iterator[str]:
+    with _serve(pki, tmp_path, client_certs=False) as url:
+        yield url
+
+
+@pytest.fixture
+def strict_server(pki: Pki, tmp_path: Path) -> Iterator[str]:
+    """One that asks every client for a certificate issued by the CA."""
+    with _serve(pki, tmp_path, client_certs=True) as url:
+        yield url
+
+
+def _both(rest: Rest) -> tuple[bytes, bytes]:
+    """What a request and a watch each read."""
+    answer = rest.request("GET", "/api")
+    with rest.stream("/watch", {}, read_timeout=5) as (status, lines):
+        assert status == 200
+        streamed = b"".join(lines)
+    return answer.data, streamed
+
+
+def test_the_server_is_trusted_from_pem_data_and_from_a_ca_file(
+    pki: Pki, server: str, tmp_path: Path
+) -> None:
+    assert _both(Rest(server, Tls(ca=pki.ca.cert))) == (b"nobody\n", b"nobody\n")
+    (tmp_path / "ca.crt").write_bytes(pki.ca.cert)
+    assert _both(Rest(server, Tls(ca_file=str(tmp_path / "ca.crt"))))[0] == b"nobody\n"
+
+
+def test_a_server_the_trust_does_not_cover_is_unreachable(pki: Pki, server: str) -> None:
+    other = _issue("another-ca", None)
+    for tls in (Tls(), Tls(ca=other.cert)):  # the system's trust, another CA
+        rest = Rest(server, tls)
+        with pytest.raises(Unreachable, match="certificate is not trusted"):
+            rest.request("GET", "/api")
+        with pytest.raises(Unreachable), rest.stream("/watch", {}, read_timeout=5):
+            pass
+
+
+def test_insecure_skip_tls_verify_skips_the_check(server: str) -> None:
+    assert _both(Rest(server, Tls(verify=False)))[0] == b"nobody\n"
+
+
+def test_a_client_certificate_is_presented_when_asked(pki: Pki, strict_server: str) -> None:
+    mine = Tls(ca=pki.ca.cert, cert=pki.client.cert, key=pki.client.key)
+    assert _both(Rest(strict_server, mine)) == (b"operator\n", b"operator\n")
+    with pytest.raises(Unreachable):
+        Rest(strict_server, Tls(ca=pki.ca.cert)).request("GET", "/api")
+
+
+def test_a_kubeconfig_s_certificate_data_and_client_pair_are_used(
+    pki: Pki, strict_server: str, tmp_path: Path
+) -> None:
+    def b64(data: bytes) -> str:
+        return base64.b64encode(data).decode()
+
+    config = {
+        "current-context": "here",
+        "contexts": [{"name": "here", "context": {"cluster": "c", "user": "u"}}],
+        "clusters": [
+            {
+                "name": "c",
+                "cluster": {
+                    "server": strict_server,
+                    "certificate-authority-data": b64(pki.ca.cert),
+                },
+            }
+        ],
+        "users": [
+            {
+                "name": "u",
+                "user": {
+                    "client-certificate-data": b64(pki.client.cert),
+                    "client-key-data": b64(pki.client.key),
+                },
+            }
+        ],
+    }
+    path = tmp_path / "kubeconfig"
+    path.write_text(yaml.safe_dump(config))
+    assert Rest.from_kubeconfig(path).request("GET", "/api").data == b"operator\n"
