@@ -10,12 +10,14 @@ import base64
 import contextlib
 import datetime as dt
 import ipaddress
+import socket
 import ssl
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -81,8 +83,12 @@ class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
     def do_GET(self) -> None:
-        peer = self.connection.getpeercert()  # type: ignore[attr-defined]
-        who = dict(x[0] for x in peer["subject"])["commonName"] if peer else "nobody"
+        assert isinstance(self.connection, ssl.SSLSocket)
+        der = self.connection.getpeercert(binary_form=True)
+        who = "nobody"
+        if der:
+            names = x509.load_der_x509_certificate(der).subject
+            who = str(names.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value)
         body = who.encode() + b"\n"
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))
@@ -95,13 +101,23 @@ class Handler(BaseHTTPRequestHandler):
 
 class Server(ThreadingHTTPServer):
     daemon_threads = True
+    accepted = 0  # connections, each a TLS handshake
+
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self.server_address[1]}"
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        got = super().get_request()
+        self.accepted += 1
+        return got
 
     def handle_error(self, request: object, client_address: object) -> None:
         pass  # a refused handshake is what some tests are about
 
 
 @contextlib.contextmanager
-def _serve(pki: Pki, tmp: Path, *, client_certs: bool) -> Iterator[str]:
+def _serve(pki: Pki, tmp: Path, *, client_certs: bool) -> Iterator[Server]:
     (tmp / "server.crt").write_bytes(pki.server.cert)
     (tmp / "server.key").write_bytes(pki.server.key)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -114,7 +130,7 @@ def _serve(pki: Pki, tmp: Path, *, client_certs: bool) -> Iterator[str]:
     thread = threading.Thread(target=srv.serve_forever, daemon=True)
     thread.start()
     try:
-        yield f"https://127.0.0.1:{srv.server_address[1]}"
+        yield srv
     finally:
         srv.shutdown()
         srv.server_close()
@@ -122,15 +138,15 @@ def _serve(pki: Pki, tmp: Path, *, client_certs: bool) -> Iterator[str]:
 
 @pytest.fixture
 def server(pki: Pki, tmp_path: Path) -> Iterator[str]:
-    with _serve(pki, tmp_path, client_certs=False) as url:
-        yield url
+    with _serve(pki, tmp_path, client_certs=False) as srv:
+        yield srv.url
 
 
 @pytest.fixture
 def strict_server(pki: Pki, tmp_path: Path) -> Iterator[str]:
     """One that asks every client for a certificate issued by the CA."""
-    with _serve(pki, tmp_path, client_certs=True) as url:
-        yield url
+    with _serve(pki, tmp_path, client_certs=True) as srv:
+        yield srv.url
 
 
 def _both(rest: Rest) -> tuple[bytes, bytes]:
@@ -202,3 +218,12 @@ def test_a_kubeconfig_s_certificate_data_and_client_pair_are_used(
     path = tmp_path / "kubeconfig"
     path.write_text(yaml.safe_dump(config))
     assert Rest.from_kubeconfig(path).request("GET", "/api").data == b"operator\n"
+
+
+def test_requests_over_tls_keep_one_connection(pki: Pki, tmp_path: Path) -> None:
+    """One handshake for many requests: the API server's CPU for a handshake is many writes'."""
+    with _serve(pki, tmp_path, client_certs=True) as srv:
+        rest = Rest(srv.url, Tls(ca=pki.ca.cert, cert=pki.client.cert, key=pki.client.key))
+        answers = [rest.request("GET", f"/api/{n}").data for n in range(10)]
+        assert answers == [b"operator\n"] * 10
+        assert srv.accepted == 1
