@@ -237,7 +237,7 @@ _CURL_ERRORS = {
     52: "the server closed the connection without an answer",
     55: "sending failed",
     56: "receiving failed",
-    58: "the client certificate was refused",
+    58: "the client certificate or its key cannot be used",
     60: "the server's certificate is not trusted",
 }
 
