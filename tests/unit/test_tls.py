@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import datetime as dt
-import ipaddress
 import socket
 import ssl
 import threading
@@ -22,61 +20,28 @@ from typing import Any
 import pytest
 import yaml
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from spacesecrets.devtools.controlplane import CertificateAuthority
 from spacesecrets.kube.curl import Tls
 from spacesecrets.kube.transport import Rest, Unreachable
 
 
 @dataclass(frozen=True)
-class Pair:
-    cert: bytes
-    key: bytes
-
-
-def _issue(name: str, issuer: tuple[x509.Name, ec.EllipticCurvePrivateKey] | None) -> Pair:
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    issuer_name, signer = issuer or (subject, key)
-    now = dt.datetime.now(dt.UTC)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(issuer_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(hours=1))
-        .add_extension(x509.BasicConstraints(ca=issuer is None, path_length=None), critical=True)
-    )
-    if issuer is not None and name == "server":
-        san = x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))])
-        builder = builder.add_extension(san, critical=False)
-    cert = builder.sign(signer, hashes.SHA256())
-    pem = serialization.Encoding.PEM
-    key_pem = key.private_bytes(
-        pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    return Pair(cert.public_bytes(pem), key_pem)
-
-
-@dataclass(frozen=True)
 class Pki:
-    ca: Pair
-    server: Pair
-    client: Pair
+    ca: bytes  # the CA's certificate, PEM
+    server_cert: bytes
+    server_key: bytes
+    client_cert: bytes  # the operator's
+    client_key: bytes
 
 
 @pytest.fixture(scope="module")
 def pki() -> Pki:
-    ca = _issue("test-ca", None)
-    ca_cert = x509.load_pem_x509_certificate(ca.cert)
-    ca_key = serialization.load_pem_private_key(ca.key, None)
-    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
-    signer = (ca_cert.subject, ca_key)
-    return Pki(ca, _issue("server", signer), _issue("operator", signer))
+    ca = CertificateAuthority()
+    server = ca.issue("server", server_ips=["127.0.0.1"])
+    client = ca.issue("operator")
+    return Pki(ca.cert_pem, server.cert_pem, server.key_pem, client.cert_pem, client.key_pem)
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -118,13 +83,13 @@ class Server(ThreadingHTTPServer):
 
 @contextlib.contextmanager
 def _serve(pki: Pki, tmp: Path, *, client_certs: bool) -> Iterator[Server]:
-    (tmp / "server.crt").write_bytes(pki.server.cert)
-    (tmp / "server.key").write_bytes(pki.server.key)
+    (tmp / "server.crt").write_bytes(pki.server_cert)
+    (tmp / "server.key").write_bytes(pki.server_key)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(str(tmp / "server.crt"), str(tmp / "server.key"))
     if client_certs:
         context.verify_mode = ssl.CERT_REQUIRED
-        context.load_verify_locations(cadata=pki.ca.cert.decode())
+        context.load_verify_locations(cadata=pki.ca.decode())
     srv = Server(("127.0.0.1", 0), Handler)
     srv.socket = context.wrap_socket(srv.socket, server_side=True)
     thread = threading.Thread(target=srv.serve_forever, daemon=True)
@@ -161,14 +126,14 @@ def _both(rest: Rest) -> tuple[bytes, bytes]:
 def test_the_server_is_trusted_from_pem_data_and_from_a_ca_file(
     pki: Pki, server: str, tmp_path: Path
 ) -> None:
-    assert _both(Rest(server, Tls(ca=pki.ca.cert))) == (b"nobody\n", b"nobody\n")
-    (tmp_path / "ca.crt").write_bytes(pki.ca.cert)
+    assert _both(Rest(server, Tls(ca=pki.ca))) == (b"nobody\n", b"nobody\n")
+    (tmp_path / "ca.crt").write_bytes(pki.ca)
     assert _both(Rest(server, Tls(ca_file=str(tmp_path / "ca.crt"))))[0] == b"nobody\n"
 
 
 def test_a_server_the_trust_does_not_cover_is_unreachable(pki: Pki, server: str) -> None:
-    other = _issue("another-ca", None)
-    for tls in (Tls(), Tls(ca=other.cert)):  # the system's trust, another CA
+    other = CertificateAuthority()
+    for tls in (Tls(), Tls(ca=other.cert_pem)):  # the system's trust, another CA
         rest = Rest(server, tls)
         with pytest.raises(Unreachable, match="certificate is not trusted"):
             rest.request("GET", "/api")
@@ -181,10 +146,10 @@ def test_insecure_skip_tls_verify_skips_the_check(server: str) -> None:
 
 
 def test_a_client_certificate_is_presented_when_asked(pki: Pki, strict_server: str) -> None:
-    mine = Tls(ca=pki.ca.cert, cert=pki.client.cert, key=pki.client.key)
+    mine = Tls(ca=pki.ca, cert=pki.client_cert, key=pki.client_key)
     assert _both(Rest(strict_server, mine)) == (b"operator\n", b"operator\n")
     with pytest.raises(Unreachable):
-        Rest(strict_server, Tls(ca=pki.ca.cert)).request("GET", "/api")
+        Rest(strict_server, Tls(ca=pki.ca)).request("GET", "/api")
 
 
 def test_a_kubeconfig_s_certificate_data_and_client_pair_are_used(
@@ -201,7 +166,7 @@ def test_a_kubeconfig_s_certificate_data_and_client_pair_are_used(
                 "name": "c",
                 "cluster": {
                     "server": strict_server,
-                    "certificate-authority-data": b64(pki.ca.cert),
+                    "certificate-authority-data": b64(pki.ca),
                 },
             }
         ],
@@ -209,8 +174,8 @@ def test_a_kubeconfig_s_certificate_data_and_client_pair_are_used(
             {
                 "name": "u",
                 "user": {
-                    "client-certificate-data": b64(pki.client.cert),
-                    "client-key-data": b64(pki.client.key),
+                    "client-certificate-data": b64(pki.client_cert),
+                    "client-key-data": b64(pki.client_key),
                 },
             }
         ],
@@ -223,7 +188,7 @@ def test_a_kubeconfig_s_certificate_data_and_client_pair_are_used(
 def test_requests_over_tls_keep_one_connection(pki: Pki, tmp_path: Path) -> None:
     """One handshake for many requests: the API server's CPU for a handshake is many writes'."""
     with _serve(pki, tmp_path, client_certs=True) as srv:
-        rest = Rest(srv.url, Tls(ca=pki.ca.cert, cert=pki.client.cert, key=pki.client.key))
+        rest = Rest(srv.url, Tls(ca=pki.ca, cert=pki.client_cert, key=pki.client_key))
         answers = [rest.request("GET", f"/api/{n}").data for n in range(10)]
         assert answers == [b"operator\n"] * 10
         assert srv.accepted == 1
