@@ -186,21 +186,30 @@ class SpaceReconciler:
 
     def load(self, namespace: str) -> bool:
         """Load a space's current version from the history (e.g. for a flow before its space's
-        first reconcile after a restart). False when there is nothing to load."""
-        history, _ = self.histories.read(namespace, keep=True)
-        if history is None or history.deleted_at or not history.version:
-            return False
-        self.remember(history, history.values(self.ring.require()))
-        return True
+        first reconcile after a restart or an adoption). False when there is nothing to load.
+
+        Under the space's lock, and only if no reconcile has remembered the space meanwhile: a
+        reconcile running at the same time may be writing a newer version, and a history read
+        before that write must not replace it in memory (the space's flows would be handed the
+        older version, and their ticks would see nothing to do until the next change)."""
+        with self.state.space_lock(namespace):
+            if self.state.space(namespace) is not None:
+                return True
+            history, _ = self.histories.read(namespace, keep=True)
+            if history is None or history.deleted_at or not history.version:
+                return False
+            self.remember(history, history.values(self.ring.require()))
+            return True
 
     def deleted(self, namespace: str) -> bool:
         """A SpaceSecrets is gone. True when it was the store: its history is kept for the
         retention period (its flows keep their data, and are told)."""
         if self.index.primary(namespace) is not None:
             return False  # a duplicate was deleted, the store remains
-        self.state.forget_space(namespace)
-        self.owners.forget(namespace)
-        self.histories.mark_deleted(namespace)
+        with self.state.space_lock(namespace):  # not undone by a `load` reading before the mark
+            self.state.forget_space(namespace)
+            self.owners.forget(namespace)
+            self.histories.mark_deleted(namespace)
         return True
 
     # -- status -----------------------------------------------------------------------------------
