@@ -98,13 +98,14 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     outcome = yield
     report = outcome.get_result()  # type: ignore[attr-defined]
     if report.failed and call.when == "call":
-        proc = getattr(item, "funcargs", {}).get("operator") or (
-            item.funcargs.get("space").cluster.operators[0]
-            if "space" in getattr(item, "funcargs", {})
-            else None
+        funcargs = getattr(item, "funcargs", {})
+        proc = funcargs.get("operator") or (
+            funcargs["space"].cluster.operators[0] if "space" in funcargs else None
         )
+        if proc is None:
+            proc = funcargs.get("installed")  # the chart's pods on the node (e2e)
         if proc is not None:
-            report.sections.append(("operator log (tail)", proc.log_text()[-6000:]))
+            report.sections.append(("operator log (tail)", proc.log_text()[-20000:]))
 
 
 _WORKDIRS_AT_START: set[str] = set()

@@ -93,6 +93,21 @@ class Installed:
     def log(self, pod: str) -> str:
         return self.kubectl("logs", "-n", OPERATOR_NAMESPACE, pod, check=False).stdout
 
+    def log_text(self) -> str:
+        """The tail of each operator pod's log and the space's Events, for a failure's report."""
+
+        def tail(pod: str) -> str:
+            lines = [line for line in self.log(pod).splitlines() if "/healthz" not in line]
+            return "\n".join(lines)[-8000:]  # (the probes' requests left out)
+
+        logs = [f"--- {name}\n{tail(name)}" for name in sorted(self._pod_names())]
+        events = self.kubectl("get", "events", "-n", "team-node", "--sort-by=.lastTimestamp",
+                              check=False).stdout  # fmt: skip
+        return "\n".join([*logs, "--- events in team-node", events[-4000:]])
+
+    def _pod_names(self) -> list[str]:
+        return [p["metadata"]["name"] for p in self.pods()]
+
     def members(self) -> set[str]:
         """The replicas with a shard Lease (each named after its pod)."""
         out = self.kubectl("get", "leases", "-n", OPERATOR_NAMESPACE, "-o", "json")
