@@ -50,6 +50,7 @@ from tests.support.space import Space, public_key
 
 from spacesecrets.core import crypto, versions
 from spacesecrets.core.projection import FLOW_LABEL, decoded_documents
+from spacesecrets.devtools.controlplane import CRD_DELAY_SECONDS
 from spacesecrets.devtools.dev import OPERATOR_NAMESPACE, LocalCluster, OperatorProcess, wait_for
 from spacesecrets.kube import NotFound
 from spacesecrets.kube.client import Kube
@@ -113,8 +114,33 @@ def _core(kube: Kube) -> kubernetes.client.CoreV1Api:
     return kubernetes.client.CoreV1Api(kube.http.api)  # type: ignore[attr-defined]
 
 
+class _PatientCustom(kubernetes.client.CustomObjectsApi):  # type: ignore[misc]
+    """The tests' Python client, whose creates and patches a fresh API server refuses with 503
+    because a new kind is not served yet (seen under load even after the install's dry run of the
+    kind passed) are tried again for up to CRD_DELAY_SECONDS, as `ControlPlane.kubectl` does."""
+
+    def create_namespaced_custom_object(self, *args: Any, **kwargs: Any) -> Any:
+        return _patient(super().create_namespaced_custom_object, *args, **kwargs)
+
+    def patch_namespaced_custom_object(self, *args: Any, **kwargs: Any) -> Any:
+        return _patient(super().patch_namespaced_custom_object, *args, **kwargs)
+
+
+def _patient(call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    deadline = time.monotonic() + CRD_DELAY_SECONDS
+    while True:
+        try:
+            return call(*args, **kwargs)
+        except kubernetes.client.ApiException as exc:
+            # "Kind SpaceSecrets not found, there can be a delay between when ..."
+            not_served = exc.status == 503 and "there can be a delay" in str(exc.body).lower()
+            if not not_served or time.monotonic() > deadline:
+                raise
+        time.sleep(0.5)
+
+
 def _custom(cluster: LocalCluster) -> kubernetes.client.CustomObjectsApi:
-    return kubernetes.client.CustomObjectsApi(make_client(str(cluster.kubeconfig)))
+    return _PatientCustom(make_client(str(cluster.kubeconfig)))
 
 
 def as_plain(values: versions.Plain) -> Plain:
