@@ -108,9 +108,9 @@ def test_a_rolling_replacement_of_every_shard_leaves_each_flow_at_its_space_s_ve
     """As `helm upgrade` rolls the chart's two replicas: a new one joins, an old one leaves
     cleanly, and again, while every space keeps changing; then each flow reaches the version its
     space last recorded, by its next ticks (a flow resumed by its new server may keep the version
-    it was issued until its tick). Before the fix about one run in three left a flow a version
-    behind for good: its new server's memory held the older version, so its ticks saw nothing
-    to do."""
+    it was issued until its tick). Before the fix, one run in five left a flow a version behind
+    for good: its new server's memory held the older version, so its ticks saw nothing to do.
+    The forced interleaving above is the deterministic check; this one is the scenario."""
     cluster = fresh_cluster()
     kube = kube_for(str(cluster.kubeconfig))
 
