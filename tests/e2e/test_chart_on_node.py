@@ -100,13 +100,11 @@ class Installed:
             lines = [line for line in self.log(pod).splitlines() if "/healthz" not in line]
             return "\n".join(lines)[-8000:]  # (the probes' requests left out)
 
-        logs = [f"--- {name}\n{tail(name)}" for name in sorted(self._pod_names())]
+        names = sorted(p["metadata"]["name"] for p in self.pods())
+        logs = [f"--- {name}\n{tail(name)}" for name in names]
         events = self.kubectl("get", "events", "-n", "team-node", "--sort-by=.lastTimestamp",
                               check=False).stdout  # fmt: skip
         return "\n".join([*logs, "--- events in team-node", events[-4000:]])
-
-    def _pod_names(self) -> list[str]:
-        return [p["metadata"]["name"] for p in self.pods()]
 
     def members(self) -> set[str]:
         """The replicas with a shard Lease (each named after its pod)."""

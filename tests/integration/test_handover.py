@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 import yaml
+from tests.support.shards import start_shard
 from tests.support.space import Space
 
 from spacesecrets.core import crypto
@@ -115,8 +116,7 @@ def test_a_rolling_replacement_of_every_shard_leaves_each_flow_at_its_space_s_ve
     kube = kube_for(str(cluster.kubeconfig))
 
     def start(member: str) -> OperatorProcess:
-        env = {**ROLL_ENV, "SPACESECRETS_SHARD_MEMBER": member}
-        return cluster.start_operator(env=env, wait=True)
+        return start_shard(cluster, member, env=ROLL_ENV)
 
     def versions() -> dict[str, int]:
         return {s.ns: int((s.get().get("status") or {}).get("version", 0)) for s in spaces}

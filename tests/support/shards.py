@@ -21,8 +21,12 @@ SHARD_ENV = {
 LEASE_SECONDS = 6.0
 
 
-def start_shard(cluster: LocalCluster, member: str, wait: bool = True) -> OperatorProcess:
-    return cluster.start_operator(env={**SHARD_ENV, "SPACESECRETS_SHARD_MEMBER": member}, wait=wait)
+def start_shard(
+    cluster: LocalCluster, member: str, wait: bool = True, env: dict[str, str] | None = None
+) -> OperatorProcess:
+    """A member of the ring, with SHARD_ENV's timings unless `env` gives others."""
+    settings = {**(env if env is not None else SHARD_ENV), "SPACESECRETS_SHARD_MEMBER": member}
+    return cluster.start_operator(env=settings, wait=wait)
 
 
 def served(proc: OperatorProcess) -> set[str]:
