@@ -266,7 +266,9 @@ def status_digest(status: Mapping[str, Any] | None) -> str:
     """A space's status in the form the API server stores it (a merge patch's nulls remove
     fields), as a short digest: what its last reconcile left is compared with what the watch
     brings without keeping thousands of statuses."""
-    text = json.dumps(_without_nulls(status or {}), sort_keys=True, separators=(",", ":"))
+    text = json.dumps(status or {}, sort_keys=True, separators=(",", ":"))
+    if "null" in text:  # a None somewhere (rare): only then is there anything to strip
+        text = json.dumps(_without_nulls(status), sort_keys=True, separators=(",", ":"))
     return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
 

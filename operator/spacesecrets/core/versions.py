@@ -360,7 +360,9 @@ def prune(history: History, limit: int, budget: int = HISTORY_BUDGET_BYTES) -> N
     """
     versions = sorted(history.blobs, reverse=True)
     kept: list[int] = []
-    size = len(json.dumps(history.index))
+    # the index's size matters only when there is a version to drop (a space's first version,
+    # every space at a cold start, has none): measuring it is most of a first record's JSON
+    size = len(json.dumps(history.index)) if len(versions) > 1 else 0
     for n in versions:
         size += len(history.blobs[n])
         if kept and (len(kept) >= limit or size > budget):
