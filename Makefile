@@ -10,7 +10,7 @@ CONTROLPLANE = $(shell bash hack/controlplane/build.sh)
 PYTEST_ARGS ?=
 
 .PHONY: all venv controlplane node kubenode lint test unit integration e2e crds run demo bench bench-shards bench-latency soak clean \
-	image nodered-image images mmdebstrap chromium
+	image nodered-image images mmdebstrap skopeo chromium
 
 all: test
 
@@ -60,6 +60,12 @@ node: $(NODE_STAMP)
 mmdebstrap:
 	@command -v mmdebstrap >/dev/null || { apt-get update -q && apt-get install -y -q mmdebstrap; }
 
+# The image tests read each archive with containers/image as well (what `podman load` uses).
+skopeo:
+	@command -v skopeo >/dev/null || { echo "skopeo: installing Debian's skopeo"; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq skopeo >/dev/null \
+	    || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq skopeo >/dev/null; }; }
+
 image: venv mmdebstrap
 	PYTHON=$(PY) bash hack/image/build.sh operator
 
@@ -77,7 +83,7 @@ lint: venv
 crds: venv
 	$(VENV)/bin/spacesecrets crds --out crds
 
-test: venv controlplane kubenode node mmdebstrap chromium lint
+test: venv controlplane kubenode node mmdebstrap skopeo chromium lint
 	cd $(NODE_RED) && npm test
 	SPACESECRETS_CONTROLPLANE_BIN=$(CONTROLPLANE) $(PY) -m pytest $(PYTEST_ARGS)
 
