@@ -8,6 +8,9 @@ NODE_RED := clients/node-red
 NODE_STAMP := $(NODE_RED)/node_modules/.installed
 CONTROLPLANE = $(shell bash hack/controlplane/build.sh)
 PYTEST_ARGS ?=
+# Debian packages a target needs: installed from the lists the machine has, else after updating them
+APT_GET := DEBIAN_FRONTEND=noninteractive apt-get install -y -qq
+apt_install = $(APT_GET) $(1) >/dev/null || { apt-get update -qq && $(APT_GET) $(1) >/dev/null; }
 
 .PHONY: all venv controlplane node kubenode lint test unit integration e2e crds run demo bench bench-shards bench-latency soak clean \
 	image nodered-image images mmdebstrap skopeo chromium
@@ -34,9 +37,7 @@ kubenode: venv
 	if [ -n "$$why" ]; then echo "kubenode: no real node on this machine: $$why"; exit 0; fi; \
 	missing=$$(for p in $(NODE_DEBS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
-	  echo "kubenode: installing" $$missing; \
-	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null \
-	    || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; }; \
+	  echo "kubenode: installing" $$missing; $(call apt_install,$$missing); \
 	fi; \
 	bash hack/node/build.sh >/dev/null && echo "kubenode: $$($(PY) -m spacesecrets.devtools.node why-not || true)" \
 	  | sed 's/^kubenode: $$/kubenode: ready (kubelet, containerd, runc)/'
@@ -45,8 +46,7 @@ kubenode: venv
 # package, which is told where it is: Playwright never downloads a browser here.
 chromium:
 	@dpkg -s chromium >/dev/null 2>&1 || { echo "chromium: installing Debian's chromium"; \
-	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null \
-	    || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }; }
+	  $(call apt_install,chromium); }
 
 $(NODE_STAMP): $(NODE_RED)/package-lock.json
 	cd $(NODE_RED) && npm ci --no-audit --no-fund --loglevel=error
@@ -58,13 +58,13 @@ node: $(NODE_STAMP)
 # this tree; no Docker, no registry. Needs root. Each writes dist/<image>.oci.tar, for
 # `podman load -i`, `docker load -i` or `ctr -n k8s.io images import`.
 mmdebstrap:
-	@command -v mmdebstrap >/dev/null || { apt-get update -q && apt-get install -y -q mmdebstrap; }
+	@command -v mmdebstrap >/dev/null || { echo "mmdebstrap: installing Debian's mmdebstrap"; \
+	  $(call apt_install,mmdebstrap); }
 
 # The image tests read each archive with containers/image as well (what `podman load` uses).
 skopeo:
 	@command -v skopeo >/dev/null || { echo "skopeo: installing Debian's skopeo"; \
-	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq skopeo >/dev/null \
-	    || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq skopeo >/dev/null; }; }
+	  $(call apt_install,skopeo); }
 
 image: venv mmdebstrap
 	PYTHON=$(PY) bash hack/image/build.sh operator
